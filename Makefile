@@ -1,0 +1,42 @@
+# rulehost build entry points. Every target installs what it needs first (scripts/setup.sh
+# is idempotent and fast when the pinned toolchains are present).
+
+CARGO        ?= cargo
+GUEST_TARGET := wasm32-unknown-unknown
+RULES_DIR    := target/rules
+
+.PHONY: all setup ebpf guest build test lint bench run clean
+
+all: build
+
+setup:
+	@bash scripts/setup.sh
+
+ebpf: setup
+	@bash ebpf/build.sh
+
+guest: setup
+	$(CARGO) build --release -p guest-k8s-api-connection --target $(GUEST_TARGET)
+
+# Leaves target/release/rulehost and the shippable rule target/rules/k8s_api_connection.wasm.
+build: ebpf guest
+	$(CARGO) build --release -p rulehost
+	@echo "built target/release/rulehost and $(RULES_DIR)/k8s_api_connection.wasm"
+
+test: build
+	$(CARGO) test --release --workspace --exclude guest-k8s-api-connection
+	$(CARGO) test --release -p guest-k8s-api-connection --lib
+
+lint: build
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release -p guest-k8s-api-connection --target $(GUEST_TARGET) -- -D warnings
+
+bench: build
+	$(CARGO) bench -p rulehost --bench dispatch
+
+run: build
+	./target/release/rulehost run
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,272 @@
+//! Layouts shared by rulehost's eBPF programs (`rulehost-ebpf`) and its user space
+//! (`rulehost::probes`).
+//!
+//! Every ring-buffer record starts with a [`RecordHeader`] whose `kind` says which
+//! fixed part follows and whose `len` is the record's total length. Exec and
+//! cgroup-removal records are variable-length: their fixed part is followed by the
+//! payload bytes its length fields describe, so a short exec costs a short record.
+//! All integers are in the host's byte order except where a field says otherwise.
+//! Everything is `#[repr(C)]`, padded explicitly, and 8-byte aligned so the kernel
+//! (which aligns ring-buffer records to 8 bytes) and user space agree.
+
+#![no_std]
+
+/// `TASK_COMM_LEN` in the kernel.
+pub const COMM_LEN: usize = 16;
+
+/// Record kinds ([`RecordHeader::kind`]).
+pub const KIND_EXEC: u16 = 1;
+pub const KIND_CONNECT: u16 = 2;
+pub const KIND_CGROUP_RMDIR: u16 = 3;
+
+/// Layout version written in every header; user space rejects other versions.
+pub const RECORD_VERSION: u16 = 1;
+
+/// Leads every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// One of the `KIND_*` constants.
+    pub kind: u16,
+    /// [`RECORD_VERSION`].
+    pub version: u16,
+    /// Total record length in bytes, header and payload included.
+    pub len: u32,
+}
+
+// ---- exec ----------------------------------------------------------------------
+
+/// Longest filename copied (bytes, terminating NUL included).
+pub const EXEC_FILENAME_MAX: usize = 512;
+/// Longest argv area copied (bytes of the NUL-separated `arg_start..arg_end`).
+pub const EXEC_ARGV_MAX: usize = 2048;
+/// Longest single captured environment entry (`NAME=value` plus NUL).
+pub const EXEC_ENV_ENTRY_MAX: usize = 256;
+/// Most bytes of captured environment entries in one record.
+pub const EXEC_ENV_MAX: usize = 1024;
+/// Most `bpf_probe_read_user_str` calls spent walking one process's environment
+/// (an entry longer than [`EXEC_ENV_ENTRY_MAX`] costs more than one).
+pub const EXEC_ENV_SCAN_MAX: u32 = 512;
+
+/// The filename was longer than [`EXEC_FILENAME_MAX`] (or could not be read).
+pub const EXEC_FILENAME_TRUNCATED: u32 = 1 << 0;
+/// argv was longer than [`EXEC_ARGV_MAX`] (or could not be read).
+pub const EXEC_ARGV_TRUNCATED: u32 = 1 << 1;
+/// A captured env entry was longer than [`EXEC_ENV_ENTRY_MAX`], or the captured
+/// entries did not fit in [`EXEC_ENV_MAX`].
+pub const EXEC_ENV_TRUNCATED: u32 = 1 << 2;
+/// The environment was larger than [`EXEC_ENV_SCAN_MAX`] reads could walk, or
+/// reading it failed: a wanted entry may have been missed.
+pub const EXEC_ENV_INCOMPLETE: u32 = 1 << 3;
+/// No `mm` (or no kernel offsets): ppid, argv and env are missing.
+pub const EXEC_NO_MM: u32 = 1 << 4;
+
+/// Fixed part of an exec record. Followed by `filename_len` bytes of filename
+/// (NUL-terminated unless truncated), `argv_len` bytes of NUL-separated argv, and
+/// `env_len` bytes of NUL-terminated `NAME=value` entries whose names user space
+/// listed in the `ENV_NAMES` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecEvent {
+    pub header: RecordHeader,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) at the exec.
+    pub timestamp_ns: u64,
+    /// cgroup v2 id of the process (`bpf_get_current_cgroup_id`).
+    pub cgroup_id: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    /// `EXEC_*` flags.
+    pub flags: u32,
+    pub filename_len: u16,
+    pub argv_len: u16,
+    pub env_len: u16,
+    pub _pad: [u8; 6],
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Largest exec record.
+pub const EXEC_RECORD_MAX: usize =
+    core::mem::size_of::<ExecEvent>() + EXEC_FILENAME_MAX + EXEC_ARGV_MAX + EXEC_ENV_MAX;
+
+// ---- connect -------------------------------------------------------------------
+
+pub const AF_UNIX: u16 = 1;
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// A connect (fixed size). For `AF_INET` the address is `addr[..4]`; for `AF_INET6`
+/// all 16 bytes; both in network byte order (as on the wire). `port` is in host
+/// byte order. `flowinfo`/`scope_id` are only known on the LSM/fentry hooks (0 on
+/// the cgroup hooks).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectEvent {
+    pub header: RecordHeader,
+    pub timestamp_ns: u64,
+    pub cgroup_id: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    /// Raw `SOCK_*` type of the socket.
+    pub sock_type: u32,
+    pub flowinfo: u32,
+    pub scope_id: u32,
+    /// `AF_*` of the destination.
+    pub family: u16,
+    pub port: u16,
+    pub _pad: u32,
+    pub addr: [u8; 16],
+    pub comm: [u8; COMM_LEN],
+}
+
+// ---- cgroup removal --------------------------------------------------------------
+
+/// Longest cgroup path copied (bytes, NUL included).
+pub const CGROUP_PATH_MAX: usize = 256;
+
+/// A cgroup v2 directory was removed. Followed by `path_len` bytes of its path
+/// relative to the cgroup v2 root (NUL-terminated unless truncated).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupRmdirEvent {
+    pub header: RecordHeader,
+    pub timestamp_ns: u64,
+    pub cgroup_id: u64,
+    pub path_len: u16,
+    pub _pad: [u8; 6],
+}
+
+/// Largest cgroup-removal record.
+pub const CGROUP_RECORD_MAX: usize = core::mem::size_of::<CgroupRmdirEvent>() + CGROUP_PATH_MAX;
+
+// ---- maps shared with user space ---------------------------------------------------
+
+/// Name of the ring buffer map.
+pub const MAP_EVENTS: &str = "EVENTS";
+/// `PerCpuArray<DropCounters>`, one entry.
+pub const MAP_DROPS: &str = "DROPS";
+/// `Array<Config>`, one entry.
+pub const MAP_CONFIG: &str = "CONFIG";
+/// `Array<KernelOffsets>`, one entry.
+pub const MAP_OFFSETS: &str = "OFFSETS";
+/// `HashMap<EnvName, u8>`: env names to capture at exec.
+pub const MAP_ENV_NAMES: &str = "ENV_NAMES";
+/// `LruHashMap<u64, u8>`: cgroup ids user space classified as host (not a container).
+pub const MAP_HOST_CGROUPS: &str = "HOST_CGROUPS";
+
+/// Default size of the ring buffer (bytes).
+pub const EVENTS_BYTES: u32 = 8 << 20;
+/// Capacity of `HOST_CGROUPS` (LRU: an evicted host cgroup just gets reported).
+pub const HOST_CGROUPS_MAX: u32 = 16384;
+
+/// Per-CPU counters of records that could not be sent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropCounters {
+    /// Exec records lost because the ring buffer was full.
+    pub exec: u64,
+    /// Connect records lost because the ring buffer was full.
+    pub connect: u64,
+    /// Cgroup-removal records lost because the ring buffer was full.
+    pub cgroup: u64,
+    /// Events deliberately suppressed by the host-cgroup filter (not a loss).
+    pub filtered: u64,
+}
+
+/// How many env names can be captured, and their longest name (bytes, no NUL).
+pub const ENV_NAMES_MAX: usize = 8;
+pub const ENV_NAME_MAX: usize = 63;
+
+/// Key of `ENV_NAMES`: the name, zero-padded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EnvName {
+    pub name: [u8; ENV_NAME_MAX + 1],
+}
+
+impl Default for EnvName {
+    fn default() -> Self {
+        EnvName {
+            name: [0; ENV_NAME_MAX + 1],
+        }
+    }
+}
+
+/// Run-time settings (the single entry of `CONFIG`); user space may rewrite it
+/// at any time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Non-zero: exec/connect events from cgroups in `HOST_CGROUPS` are not sent.
+    pub containers_only: u32,
+    /// Records are submitted without waking user space until this many bytes are
+    /// waiting in the ring buffer (user space polls on a short timer besides).
+    pub wakeup_bytes: u32,
+    /// Cgroup hierarchy id whose removals are reported (0: cgroup v2).
+    pub cgroup_hierarchy: u32,
+    /// Number of names in `ENV_NAMES` (0 skips the environment walk).
+    pub env_names: u32,
+    /// Distinct lengths of the names in `ENV_NAMES` (0: unused slot).
+    pub env_name_lens: [u8; ENV_NAMES_MAX],
+}
+
+/// `KernelOffsets::flags`: the task/mm offsets are valid.
+pub const OFFSETS_TASK: u32 = 1 << 0;
+/// The `linux_binprm::filename` offset is valid (tp_btf exec hook).
+pub const OFFSETS_BPRM: u32 = 1 << 1;
+/// The `socket::type` offset is valid (LSM/fentry connect hooks).
+pub const OFFSETS_SOCKET: u32 = 1 << 2;
+
+/// Kernel structure offsets (bytes) computed by user space from the running
+/// kernel's BTF and tracepoint formats at start-up (the single entry of `OFFSETS`),
+/// so no kernel layout is compiled into the programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `OFFSETS_*` flags.
+    pub flags: u32,
+    /// `task_struct::mm`
+    pub task_mm: u32,
+    /// `task_struct::real_parent`
+    pub task_real_parent: u32,
+    /// `task_struct::tgid`
+    pub task_tgid: u32,
+    /// `mm_struct::{arg_start, arg_end, env_start, env_end}`
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub mm_env_start: u32,
+    pub mm_env_end: u32,
+    /// `linux_binprm::filename`
+    pub bprm_filename: u32,
+    /// `socket::type`
+    pub socket_type: u32,
+    /// Offset of the `__data_loc char[] filename` field in the
+    /// `sched/sched_process_exec` tracepoint record.
+    pub tp_exec_filename: u32,
+    /// Offsets of `root`, `id` and `__data_loc char[] path` in the
+    /// `cgroup/cgroup_rmdir` tracepoint record.
+    pub tp_rmdir_root: u32,
+    pub tp_rmdir_id: u32,
+    pub tp_rmdir_path: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, size_of};
+
+    #[test]
+    fn layouts_are_padded_and_aligned() {
+        assert_eq!(size_of::<RecordHeader>(), 8);
+        assert_eq!(size_of::<ExecEvent>(), 72);
+        assert_eq!(size_of::<ConnectEvent>(), 88);
+        assert_eq!(size_of::<CgroupRmdirEvent>(), 32);
+        assert_eq!(size_of::<DropCounters>(), 32);
+        assert_eq!(size_of::<Config>(), 24);
+        assert_eq!(size_of::<KernelOffsets>(), 56);
+        assert_eq!(align_of::<ExecEvent>(), 8);
+        assert!(EXEC_RECORD_MAX < 4096);
+    }
+}

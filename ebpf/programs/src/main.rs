@@ -1,0 +1,617 @@
+//! rulehost's kernel side: exec, connect and cgroup-removal probes feeding one ring
+//! buffer. Layouts live in `rulehost-ebpf-common`; kernel structure offsets come from
+//! user space (computed from the running kernel's BTF) through the `OFFSETS` map, so
+//! nothing here depends on one kernel's layout.
+//!
+//! Program names (user space loads them by name and picks one per hook):
+//! - exec: `exec_btf` (tp_btf/sched_process_exec), else `exec_tp`
+//!   (tracepoint/sched/sched_process_exec);
+//! - connect: `connect_lsm` (lsm/socket_connect), else `connect_fentry`
+//!   (fentry/security_socket_connect), else `connect4` + `connect6`
+//!   (cgroup/connect4, cgroup/connect6 on the cgroup v2 root);
+//! - cgroup removal: `cgroup_rmdir` (tracepoint/cgroup/cgroup_rmdir).
+
+#![no_std]
+#![no_main]
+
+use core::{
+    ffi::c_void,
+    mem::size_of,
+    ptr::{addr_of_mut, read_volatile},
+};
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_ktime_get_ns,
+        generated::{
+            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_probe_read_kernel,
+            bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str,
+            bpf_ringbuf_output,
+        },
+    },
+    macros::{btf_tracepoint, cgroup_sock_addr, fentry, lsm, map, tracepoint},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{
+        BtfTracePointContext, FEntryContext, LsmContext, SockAddrContext, TracePointContext,
+    },
+};
+use rulehost_ebpf_common::{
+    AF_INET, AF_INET6, CGROUP_PATH_MAX, CgroupRmdirEvent, Config, ConnectEvent, DropCounters,
+    ENV_NAME_MAX, ENV_NAMES_MAX, EVENTS_BYTES, EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED,
+    EXEC_ENV_ENTRY_MAX, EXEC_ENV_INCOMPLETE, EXEC_ENV_MAX, EXEC_ENV_SCAN_MAX, EXEC_ENV_TRUNCATED,
+    EXEC_FILENAME_MAX, EXEC_FILENAME_TRUNCATED, EXEC_NO_MM, EnvName, ExecEvent, HOST_CGROUPS_MAX,
+    KIND_CGROUP_RMDIR, KIND_CONNECT, KIND_EXEC, KernelOffsets, OFFSETS_BPRM, OFFSETS_SOCKET,
+    OFFSETS_TASK, RECORD_VERSION, RecordHeader,
+};
+
+// ---- maps ---------------------------------------------------------------------------
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map]
+static DROPS: PerCpuArray<DropCounters> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+#[map]
+static OFFSETS: Array<KernelOffsets> = Array::with_max_entries(1, 0);
+
+#[map]
+static ENV_NAMES: HashMap<EnvName, u8> = HashMap::with_max_entries(ENV_NAMES_MAX as u32, 0);
+
+#[map]
+static HOST_CGROUPS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(HOST_CGROUPS_MAX, 0);
+
+/// Per-CPU staging areas for variable-length records: 0 for exec, 1 for cgroup
+/// removal.
+/// Twice [`WINDOW`] so any offset masked with `WINDOW - 1` plus any read of at most
+/// `WINDOW` bytes stays inside the value, which is what the verifier checks.
+const WINDOW: usize = 4096;
+#[repr(C)]
+struct Scratch {
+    buf: [u8; 2 * WINDOW],
+}
+
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(2, 0);
+
+// ---- shared helpers ---------------------------------------------------------------
+
+const EXEC_HDR: usize = size_of::<ExecEvent>();
+const _: () = assert!(EXEC_HDR + EXEC_FILENAME_MAX + EXEC_ARGV_MAX + EXEC_ENV_MAX <= WINDOW);
+const _: () = assert!(EXEC_ENV_ENTRY_MAX <= EXEC_ENV_MAX);
+
+#[inline(always)]
+fn config() -> Option<&'static Config> {
+    CONFIG.get(0)
+}
+
+#[inline(always)]
+fn offsets() -> Option<&'static KernelOffsets> {
+    OFFSETS.get(0)
+}
+
+/// Whether events of this cgroup are suppressed: only when every rule wants
+/// container events and user space classified the cgroup as a host one. Unknown
+/// cgroups are always sent.
+#[inline(always)]
+fn suppressed(cgroup_id: u64) -> bool {
+    let Some(cfg) = config() else { return false };
+    if unsafe { read_volatile(&cfg.containers_only) } == 0 {
+        return false;
+    }
+    if HOST_CGROUPS.get_ptr(&cgroup_id).is_some() {
+        count(|d| unsafe { addr_of_mut!((*d).filtered) });
+        return true;
+    }
+    false
+}
+
+#[inline(always)]
+fn count(field: impl FnOnce(*mut DropCounters) -> *mut u64) {
+    if let Some(d) = DROPS.get_ptr_mut(0) {
+        unsafe { *field(d) += 1 };
+    }
+}
+
+/// Flags for submitting a record: wake user space only once enough is waiting.
+#[inline(always)]
+fn wake_flags() -> u64 {
+    let threshold = match config() {
+        Some(cfg) => (unsafe { read_volatile(&cfg.wakeup_bytes) }) as u64,
+        None => 0,
+    };
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+#[inline(always)]
+fn header(kind: u16, len: usize) -> RecordHeader {
+    RecordHeader {
+        kind,
+        version: RECORD_VERSION,
+        len: len as u32,
+    }
+}
+
+#[inline(always)]
+unsafe fn read_kernel<T: Copy + Default>(addr: u64) -> T {
+    let mut value = T::default();
+    let ret = unsafe {
+        bpf_probe_read_kernel(
+            (&raw mut value).cast(),
+            size_of::<T>() as u32,
+            addr as *const c_void,
+        )
+    };
+    if ret < 0 { T::default() } else { value }
+}
+
+#[inline(always)]
+fn comm() -> [u8; 16] {
+    bpf_get_current_comm().unwrap_or([0; 16])
+}
+
+/// Sends `len` bytes of the scratch area as one record.
+#[inline(always)]
+fn output(buf: *mut u8, len: usize) -> bool {
+    let len = len & (WINDOW - 1);
+    let ret = unsafe {
+        bpf_ringbuf_output(
+            (&raw const EVENTS).cast_mut().cast(),
+            buf.cast(),
+            len as u64,
+            wake_flags(),
+        )
+    };
+    ret == 0
+}
+
+// ---- exec -----------------------------------------------------------------------------
+
+/// Where the exec's filename comes from.
+enum Filename {
+    /// A kernel `char *` (`linux_binprm::filename`).
+    Kernel(u64),
+    /// A tracepoint record at this address with a `__data_loc` field at this offset.
+    DataLoc(u64, u64),
+}
+
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn exec_btf(ctx: BtfTracePointContext) -> i32 {
+    // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+    let bprm: u64 = ctx.arg(2);
+    let filename = match offsets() {
+        Some(off) if off.flags & OFFSETS_BPRM != 0 => unsafe {
+            read_kernel::<u64>(bprm + off.bprm_filename as u64)
+        },
+        _ => 0,
+    };
+    handle_exec(Filename::Kernel(filename));
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn exec_tp(ctx: TracePointContext) -> u32 {
+    let at = match offsets() {
+        Some(off) => off.tp_exec_filename as usize,
+        None => return 0,
+    };
+    handle_exec(Filename::DataLoc(ctx.as_ptr() as u64, at as u64));
+    0
+}
+
+#[inline(always)]
+fn handle_exec(filename: Filename) {
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    if suppressed(cgroup_id) {
+        return;
+    }
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let buf = unsafe { addr_of_mut!((*scratch).buf) } as *mut u8;
+    let ev = buf as *mut ExecEvent;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let mut flags = 0u32;
+
+    // Filename, right after the fixed part.
+    let mut off = EXEC_HDR;
+    let src = match filename {
+        Filename::Kernel(ptr) => ptr,
+        Filename::DataLoc(record, field) => data_loc(record, field),
+    };
+    let mut filename_len = 0usize;
+    if src != 0 {
+        let n = unsafe {
+            bpf_probe_read_kernel_str(
+                buf.add(off & (WINDOW - 1)).cast(),
+                EXEC_FILENAME_MAX as u32,
+                src as *const c_void,
+            )
+        };
+        if n > 0 {
+            filename_len = n as usize & (WINDOW - 1);
+            if filename_len >= EXEC_FILENAME_MAX {
+                filename_len = EXEC_FILENAME_MAX;
+                flags |= EXEC_FILENAME_TRUNCATED;
+            }
+        } else {
+            flags |= EXEC_FILENAME_TRUNCATED;
+        }
+    }
+    off += filename_len;
+
+    let mut ppid = 0u32;
+    let mut argv_len = 0usize;
+    let mut env_len = 0usize;
+    match offsets() {
+        Some(o) if o.flags & OFFSETS_TASK != 0 => {
+            let task = unsafe { bpf_get_current_task() };
+            let parent: u64 = unsafe { read_kernel(task + o.task_real_parent as u64) };
+            if parent != 0 {
+                ppid = unsafe { read_kernel::<u32>(parent + o.task_tgid as u64) };
+            }
+            let mm: u64 = unsafe { read_kernel(task + o.task_mm as u64) };
+            if mm == 0 {
+                flags |= EXEC_NO_MM;
+            } else {
+                let arg_start: u64 = unsafe { read_kernel(mm + o.mm_arg_start as u64) };
+                let arg_end: u64 = unsafe { read_kernel(mm + o.mm_arg_end as u64) };
+                let env_start: u64 = unsafe { read_kernel(mm + o.mm_env_start as u64) };
+                let env_end: u64 = unsafe { read_kernel(mm + o.mm_env_end as u64) };
+                argv_len = read_argv(buf, off, arg_start, arg_end, &mut flags);
+                off += argv_len;
+                env_len = read_env(buf, off, env_start, env_end, &mut flags);
+                off += env_len;
+            }
+        }
+        _ => flags |= EXEC_NO_MM,
+    }
+
+    unsafe {
+        ev.write(ExecEvent {
+            header: header(KIND_EXEC, off),
+            timestamp_ns: bpf_ktime_get_ns(),
+            cgroup_id,
+            pid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            ppid,
+            uid: bpf_get_current_uid_gid() as u32,
+            flags,
+            filename_len: filename_len as u16,
+            argv_len: argv_len as u16,
+            env_len: env_len as u16,
+            _pad: [0; 6],
+            comm: comm(),
+        });
+    }
+    if !output(buf, off) {
+        count(|d| unsafe { addr_of_mut!((*d).exec) });
+    }
+}
+
+/// The address of a tracepoint record's `__data_loc` string (0 when absent).
+#[inline(always)]
+fn data_loc(record: u64, field: u64) -> u64 {
+    let loc: u32 = unsafe { read_kernel(record + (field & 0xfff)) };
+    if loc == 0 {
+        return 0;
+    }
+    // Low 16 bits: offset of the string from the start of the record.
+    record + (loc & 0xffff) as u64
+}
+
+/// Copies the NUL-separated argv area into the record; returns its length.
+#[inline(always)]
+fn read_argv(buf: *mut u8, off: usize, start: u64, end: u64, flags: &mut u32) -> usize {
+    if start == 0 || end <= start {
+        return 0;
+    }
+    let mut len = (end - start) as usize;
+    if len > EXEC_ARGV_MAX {
+        len = EXEC_ARGV_MAX;
+        *flags |= EXEC_ARGV_TRUNCATED;
+    }
+    let len = len & (WINDOW - 1);
+    let ret = unsafe {
+        bpf_probe_read_user(
+            buf.add(off & (WINDOW - 1)).cast(),
+            len as u32,
+            start as *const c_void,
+        )
+    };
+    if ret < 0 {
+        *flags |= EXEC_ARGV_TRUNCATED;
+        return 0;
+    }
+    len
+}
+
+/// Walks the new process's environment (`env_start..env_end`, user memory) and
+/// appends the entries whose names are in `ENV_NAMES`; returns the bytes appended.
+/// Each step reads one entry (or the next piece of an entry longer than
+/// `EXEC_ENV_ENTRY_MAX`) straight into the record and keeps it only on a match.
+#[inline(always)]
+fn read_env(buf: *mut u8, base: usize, start: u64, end: u64, flags: &mut u32) -> usize {
+    let Some(cfg) = config() else { return 0 };
+    if unsafe { read_volatile(&cfg.env_names) } == 0 || start == 0 || end <= start {
+        return 0;
+    }
+    let lens: [u8; ENV_NAMES_MAX] = unsafe { read_volatile(&cfg.env_name_lens) };
+    let mut pos = start;
+    let mut len = 0usize;
+    let mut continuing = false;
+    let mut steps = 0u32;
+    while steps < EXEC_ENV_SCAN_MAX {
+        if pos >= end {
+            break;
+        }
+        if len > EXEC_ENV_MAX - EXEC_ENV_ENTRY_MAX {
+            *flags |= EXEC_ENV_TRUNCATED;
+            break;
+        }
+        let dst = unsafe { buf.add((base + len) & (WINDOW - 1)) };
+        let n = unsafe {
+            bpf_probe_read_user_str(dst.cast(), EXEC_ENV_ENTRY_MAX as u32, pos as *const c_void)
+        };
+        if n <= 0 {
+            *flags |= EXEC_ENV_INCOMPLETE;
+            break;
+        }
+        let n = n as usize & (EXEC_ENV_ENTRY_MAX * 2 - 1);
+        let truncated = n >= EXEC_ENV_ENTRY_MAX;
+        if !continuing && env_matches(dst, n, &lens) {
+            len += n;
+            if truncated {
+                *flags |= EXEC_ENV_TRUNCATED;
+            }
+        }
+        continuing = truncated;
+        pos += if truncated { n - 1 } else { n } as u64;
+        steps += 1;
+    }
+    if steps >= EXEC_ENV_SCAN_MAX && pos < end {
+        *flags |= EXEC_ENV_INCOMPLETE;
+    }
+    len
+}
+
+/// Whether the entry at `entry` (`n` bytes with its NUL) is `NAME=...` for a
+/// name in `ENV_NAMES`. Names are looked up by each configured length in turn.
+#[inline(always)]
+fn env_matches(entry: *const u8, n: usize, lens: &[u8; ENV_NAMES_MAX]) -> bool {
+    let mut slot = 0;
+    while slot < ENV_NAMES_MAX {
+        let l = lens[slot] as usize & ENV_NAME_MAX;
+        slot += 1;
+        if l == 0 || n < l + 2 {
+            continue;
+        }
+        if unsafe { *entry.add(l) } != b'=' {
+            continue;
+        }
+        let mut key = EnvName::default();
+        let ret = unsafe {
+            bpf_probe_read_kernel(key.name.as_mut_ptr().cast(), l as u32, entry.cast())
+        };
+        if ret == 0 && ENV_NAMES.get_ptr(&key).is_some() {
+            return true;
+        }
+    }
+    false
+}
+
+// ---- connect --------------------------------------------------------------------------
+
+#[cgroup_sock_addr(connect4)]
+pub fn connect4(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    let (ip, port, ty) = unsafe {
+        (
+            read_volatile(&(*sa).user_ip4),
+            read_volatile(&(*sa).user_port),
+            read_volatile(&(*sa).type_),
+        )
+    };
+    let mut addr = [0u8; 16];
+    addr[..4].copy_from_slice(&ip.to_ne_bytes());
+    emit_connect(AF_INET, ty, u16::from_be(port as u16), addr, 0, 0);
+    // Always allow: rulehost observes, it does not enforce.
+    1
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn connect6(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    let (w0, w1, w2, w3, port, ty) = unsafe {
+        (
+            read_volatile(&(*sa).user_ip6[0]),
+            read_volatile(&(*sa).user_ip6[1]),
+            read_volatile(&(*sa).user_ip6[2]),
+            read_volatile(&(*sa).user_ip6[3]),
+            read_volatile(&(*sa).user_port),
+            read_volatile(&(*sa).type_),
+        )
+    };
+    let mut addr = [0u8; 16];
+    addr[0..4].copy_from_slice(&w0.to_ne_bytes());
+    addr[4..8].copy_from_slice(&w1.to_ne_bytes());
+    addr[8..12].copy_from_slice(&w2.to_ne_bytes());
+    addr[12..16].copy_from_slice(&w3.to_ne_bytes());
+    emit_connect(AF_INET6, ty, u16::from_be(port as u16), addr, 0, 0);
+    1
+}
+
+#[lsm(hook = "socket_connect")]
+pub fn connect_lsm(ctx: LsmContext) -> i32 {
+    // LSM_HOOK(int, 0, socket_connect, struct socket *sock, struct sockaddr *address,
+    //          int addrlen) plus the previous BPF LSM program's return value.
+    let ret: i32 = ctx.arg(3);
+    if ret != 0 {
+        // Already denied: no connect happens; keep the verdict.
+        return ret;
+    }
+    connect_from_sockaddr(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    0
+}
+
+#[fentry(function = "security_socket_connect")]
+pub fn connect_fentry(ctx: FEntryContext) -> i32 {
+    // int security_socket_connect(struct socket *sock, struct sockaddr *address, int addrlen)
+    connect_from_sockaddr(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    0
+}
+
+/// `struct sockaddr_in6` (UAPI, stable).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct SockaddrIn6 {
+    family: u16,
+    port: u16,
+    flowinfo: u32,
+    addr: [u8; 16],
+    scope_id: u32,
+}
+
+#[inline(always)]
+fn connect_from_sockaddr(sock: u64, address: u64, addrlen: i32) {
+    if address == 0 || addrlen < 2 {
+        return;
+    }
+    let family: u16 = unsafe { read_kernel(address) };
+    if family == 0 {
+        // AF_UNSPEC: a disconnect, not a connect.
+        return;
+    }
+    let ty = match offsets() {
+        Some(o) if o.flags & OFFSETS_SOCKET != 0 && sock != 0 => {
+            (unsafe { read_kernel::<u16>(sock + o.socket_type as u64) }) as u32
+        }
+        _ => 0,
+    };
+    let mut addr = [0u8; 16];
+    match family {
+        AF_INET if addrlen >= 8 => {
+            // struct sockaddr_in { u16 family; __be16 port; __be32 addr; ... }
+            let raw: [u8; 8] = unsafe { read_kernel(address) };
+            addr[..4].copy_from_slice(&raw[4..8]);
+            let port = u16::from_be_bytes([raw[2], raw[3]]);
+            emit_connect(family, ty, port, addr, 0, 0);
+        }
+        AF_INET6 if addrlen >= 24 => {
+            let sin6: SockaddrIn6 = unsafe { read_kernel(address) };
+            let scope_id = if addrlen >= 28 { sin6.scope_id } else { 0 };
+            emit_connect(
+                family,
+                ty,
+                u16::from_be(sin6.port),
+                sin6.addr,
+                u32::from_be(sin6.flowinfo),
+                scope_id,
+            );
+        }
+        AF_INET | AF_INET6 => {}
+        _ => emit_connect(family, ty, 0, addr, 0, 0),
+    }
+}
+
+#[inline(always)]
+fn emit_connect(family: u16, sock_type: u32, port: u16, addr: [u8; 16], flowinfo: u32, scope_id: u32) {
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    if suppressed(cgroup_id) {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
+        count(|d| unsafe { addr_of_mut!((*d).connect) });
+        return;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    entry.write(ConnectEvent {
+        header: header(KIND_CONNECT, size_of::<ConnectEvent>()),
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        cgroup_id,
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        uid: bpf_get_current_uid_gid() as u32,
+        sock_type,
+        flowinfo,
+        scope_id,
+        family,
+        port,
+        _pad: 0,
+        addr,
+        comm: comm(),
+    });
+    entry.submit(wake_flags());
+}
+
+// ---- cgroup removal -------------------------------------------------------------------
+
+const RMDIR_HDR: usize = size_of::<CgroupRmdirEvent>();
+
+#[tracepoint(category = "cgroup", name = "cgroup_rmdir")]
+pub fn cgroup_rmdir(ctx: TracePointContext) -> u32 {
+    let (Some(o), Some(cfg)) = (offsets(), config()) else {
+        return 0;
+    };
+    let record = ctx.as_ptr() as u64;
+    let root: u32 = unsafe { read_kernel(record + (o.tp_rmdir_root as u64 & 0xfff)) };
+    if root != unsafe { read_volatile(&cfg.cgroup_hierarchy) } {
+        return 0;
+    }
+    let id: u64 = unsafe { read_kernel(record + (o.tp_rmdir_id as u64 & 0xfff)) };
+    let Some(scratch) = SCRATCH.get_ptr_mut(1) else {
+        return 0;
+    };
+    let buf = unsafe { addr_of_mut!((*scratch).buf) } as *mut u8;
+    let mut path_len = 0usize;
+    let src = data_loc(record, o.tp_rmdir_path as u64);
+    if src != 0 {
+        let n = unsafe {
+            bpf_probe_read_kernel_str(
+                buf.add(RMDIR_HDR).cast(),
+                CGROUP_PATH_MAX as u32,
+                src as *const c_void,
+            )
+        };
+        if n > 0 {
+            path_len = n as usize & (CGROUP_PATH_MAX * 2 - 1);
+        }
+    }
+    let len = RMDIR_HDR + path_len;
+    unsafe {
+        (buf as *mut CgroupRmdirEvent).write(CgroupRmdirEvent {
+            header: header(KIND_CGROUP_RMDIR, len),
+            timestamp_ns: bpf_ktime_get_ns(),
+            cgroup_id: id,
+            path_len: path_len as u16,
+            _pad: [0; 6],
+        });
+    }
+    if !output(buf, len) {
+        count(|d| unsafe { addr_of_mut!((*d).cgroup) });
+    }
+    0
+}
+
+// ---- boilerplate ------------------------------------------------------------------------
+
+/// GPL-compatible, as helpers such as `bpf_probe_read_kernel` require.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

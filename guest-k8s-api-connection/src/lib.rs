@@ -1,0 +1,169 @@
+//! TRC-1013, `k8s_api_connection`: a process inside a container connects to the
+//! Kubernetes API server.
+//!
+//! At exec, a container's `KUBERNETES_SERVICE_HOST` tells where its API server is; a
+//! later connect from that container to that address is a finding. Improvements over
+//! Tracee's signature:
+//! - every address a container declared is kept (up to [`MAX_ADDRESSES`]), so an exec
+//!   with a different value (`env KUBERNETES_SERVICE_HOST=x curl ...`) cannot erase the
+//!   real one;
+//! - addresses are compared as parsed IPs, so `::ffff:10.96.0.1` matches `10.96.0.1`
+//!   and IPv6 spellings compare canonically;
+//! - the state lives in the host, so a rule reload or crash forgets nothing.
+
+mod addresses;
+
+pub use addresses::{AddressSet, MAX_ADDRESSES};
+
+wit_bindgen::generate!({
+    world: "rule",
+    path: "../wit",
+});
+
+use exports::rulehost::rule::detector::Guest;
+use rulehost::rule::types::{
+    ContainerHandle, Event, EventBody, EventKind, Field, Finding, IpAddress, Mitre, Origin,
+    RuleMetadata, SocketAddress, Value,
+};
+use rulehost::rule::{context, state};
+use std::net::IpAddr;
+
+/// The environment variable that names a container's API server.
+const ENV_NAME: &str = "KUBERNETES_SERVICE_HOST";
+/// State key under which a container's declared API server addresses are kept.
+const STATE_KEY: &str = "k8s-api-addresses";
+
+struct K8sApiConnection;
+
+impl Guest for K8sApiConnection {
+    fn metadata() -> RuleMetadata {
+        RuleMetadata {
+            id: "TRC-1013".into(),
+            version: "0.1.0".into(),
+            name: "Kubernetes API server connection detected".into(),
+            event_name: "k8s_api_connection".into(),
+            description: "A process inside a container connected to the Kubernetes API server \
+                          address its environment declares. Adversaries use the API server \
+                          to discover and control cluster resources."
+                .into(),
+            tags: vec!["container".into()],
+            severity: 1,
+            mitre: Some(Mitre {
+                tactic: "Discovery".into(),
+                technique: "Cloud Service Discovery".into(),
+                technique_id: "T1526".into(),
+            }),
+            selects: vec![EventKind::ProcessExec, EventKind::SocketConnect],
+            origin: Origin::Container,
+            env_vars: vec![ENV_NAME.into()],
+        }
+    }
+
+    fn init(_config: String) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn on_event(event: Event) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        handle(0, &event, &mut findings);
+        findings
+    }
+
+    fn on_events(events: Vec<Event>) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        for (index, event) in events.iter().enumerate() {
+            handle(index as u32, event, &mut findings);
+        }
+        findings
+    }
+}
+
+/// Applies one event: remembers declared addresses at exec, reports matching connects.
+fn handle(index: u32, event: &Event, findings: &mut Vec<Finding>) {
+    let Some(container) = event.container else {
+        return; // host processes are out of scope
+    };
+    match &event.body {
+        EventBody::ProcessExec(exec) => {
+            for value in exec.env.iter().filter_map(|entry| declared_address(entry)) {
+                remember(container, value);
+            }
+        }
+        EventBody::SocketConnect(connect) => {
+            let (ip, port) = match connect.address {
+                SocketAddress::Ipv4(a) => (to_std(a.address.into()), a.port),
+                SocketAddress::Ipv6(a) => (to_std(IpAddress::Ipv6(a.address)), a.port),
+                SocketAddress::Unix | SocketAddress::Other(_) => return,
+            };
+            let Some(bytes) = state::get(container, STATE_KEY) else {
+                return;
+            };
+            if AddressSet::decode(&bytes).contains(ip) {
+                findings.push(finding(index, container, ip, port));
+            }
+        }
+    }
+}
+
+/// The API server address an env entry declares, if it is `KUBERNETES_SERVICE_HOST=...`.
+fn declared_address(entry: &str) -> Option<IpAddr> {
+    let value = entry.strip_prefix(ENV_NAME)?.strip_prefix('=')?;
+    addresses::parse_ip(value.trim())
+}
+
+/// Adds an address to the container's set in host state (bounded; oldest kept).
+fn remember(container: ContainerHandle, ip: IpAddr) {
+    let mut set = state::get(container, STATE_KEY)
+        .map(|bytes| AddressSet::decode(&bytes))
+        .unwrap_or_default();
+    if set.insert(ip)
+        && let Err(error) = state::set(container, STATE_KEY, &set.encode())
+    {
+        rulehost::rule::log::log(
+            rulehost::rule::types::LogLevel::Warn,
+            &format!("cannot store API server address {ip}: {error:?}"),
+        );
+    }
+}
+
+fn finding(index: u32, container: ContainerHandle, ip: IpAddr, port: u16) -> Finding {
+    let container_id = context::container(container)
+        .map(|info| info.id)
+        .unwrap_or_default();
+    Finding {
+        event: index,
+        data: vec![
+            Field {
+                name: "ip".into(),
+                value: Value::Text(addresses::canonical(ip).to_string()),
+            },
+            Field {
+                name: "port".into(),
+                value: Value::Unsigned(port.into()),
+            },
+            Field {
+                name: "container_id".into(),
+                value: Value::Text(container_id),
+            },
+            Field {
+                name: "comm".into(),
+                value: Value::Text(context::comm(index)),
+            },
+        ],
+    }
+}
+
+impl From<(u8, u8, u8, u8)> for IpAddress {
+    fn from(octets: (u8, u8, u8, u8)) -> Self {
+        IpAddress::Ipv4(octets)
+    }
+}
+
+fn to_std(ip: IpAddress) -> IpAddr {
+    match ip {
+        IpAddress::Ipv4((a, b, c, d)) => IpAddr::from([a, b, c, d]),
+        IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => IpAddr::from([a, b, c, d, e, f, g, h]),
+    }
+}
+
+export!(K8sApiConnection);

@@ -1,0 +1,69 @@
+//! Embeds the default rule and the eBPF object into the `rulehost` binary.
+//!
+//! The Makefile builds the pieces first (`make build`): the guest crate for
+//! wasm32-unknown-unknown and the eBPF programs. This script turns the guest's core
+//! module into a component (so the embedded rule is byte-for-byte the shippable
+//! `target/rules/k8s_api_connection.wasm`) and copies both into OUT_DIR.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+
+fn main() {
+    if let Err(error) = run() {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    let target_dir = target_dir()?;
+
+    let module = target_dir.join("wasm32-unknown-unknown/release/guest_k8s_api_connection.wasm");
+    println!("cargo:rerun-if-changed={}", module.display());
+    let component = componentize(&module)?;
+    std::fs::write(out_dir.join("k8s_api_connection.wasm"), &component)?;
+    // The same bytes, as the file users ship and `--rule` loads.
+    let rules_dir = target_dir.join("rules");
+    std::fs::create_dir_all(&rules_dir)?;
+    std::fs::write(rules_dir.join("k8s_api_connection.wasm"), &component)?;
+
+    let bpf = target_dir.join("bpf/rulehost-probes.o");
+    println!("cargo:rerun-if-changed={}", bpf.display());
+    if !bpf.exists() {
+        bail!(
+            "{} is missing: build the eBPF programs first (`make build`)",
+            bpf.display()
+        );
+    }
+    std::fs::copy(&bpf, out_dir.join("rulehost-probes.o"))?;
+    Ok(())
+}
+
+/// Wraps a core module that carries wit-bindgen's component-type section into a
+/// component that imports only the rule world.
+pub fn componentize(module: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(module).with_context(|| {
+        format!(
+            "{} is missing: build the guest first (`make build`)",
+            module.display()
+        )
+    })?;
+    wit_component::ComponentEncoder::default()
+        .module(&bytes)?
+        .validate(true)
+        .encode()
+        .with_context(|| format!("componentizing {}", module.display()))
+}
+
+/// The workspace target directory, honouring CARGO_TARGET_DIR.
+fn target_dir() -> Result<PathBuf> {
+    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    Ok(manifest
+        .parent()
+        .context("host crate has no parent directory")?
+        .join("target"))
+}

@@ -1,0 +1,164 @@
+//! Command-line interface: `replay`, `inspect` (and, with live probes, `run`).
+
+use crate::dispatch::Dispatcher;
+use crate::output::JsonLines;
+use crate::replay::{Line, parse_line};
+use crate::runtime::{Limits, Runtime, WORLD_PACKAGE, WORLD_VERSION};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Events handed to the rules per call when replaying.
+const REPLAY_BATCH: usize = 256;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rulehost",
+    version,
+    about = "Runtime security with detection rules as sandboxed WebAssembly components"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs rules over recorded events (rulehost or Tracee JSON lines); prints findings.
+    Replay {
+        /// A rule component; repeat for several. Default: the built-in k8s_api_connection.
+        #[arg(long = "rule", value_name = "FILE.wasm")]
+        rules: Vec<PathBuf>,
+        /// JSON-lines events; `-` or nothing for stdin.
+        #[arg(value_name = "EVENTS.jsonl")]
+        events: Option<PathBuf>,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+    /// Shows a rule file's metadata, world version, imports, size and sha256.
+    Inspect {
+        #[arg(value_name = "FILE.wasm")]
+        rule: PathBuf,
+    },
+}
+
+/// Limits every rule runs under.
+#[derive(Debug, clap::Args)]
+pub struct SandboxArgs {
+    /// Memory cap per rule instance, in MiB.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub rule_memory_mib: usize,
+    /// CPU time a rule may spend per event, in milliseconds, before it is cut off.
+    #[arg(long, default_value_t = 10, value_name = "MS")]
+    pub rule_cpu_ms: u64,
+}
+
+impl SandboxArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            memory_bytes: self.rule_memory_mib << 20,
+            cpu_per_event: std::time::Duration::from_millis(self.rule_cpu_ms.max(1)),
+            ..Limits::default()
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Replay {
+            rules,
+            events,
+            sandbox,
+        } => replay(&rules, events, &sandbox),
+        Command::Inspect { rule } => inspect(&rule),
+    }
+}
+
+fn replay(rule_paths: &[PathBuf], events: Option<PathBuf>, sandbox: &SandboxArgs) -> Result<()> {
+    let runtime = Arc::new(Runtime::new(sandbox.limits())?);
+    let mut dispatcher = Dispatcher::new(runtime.clone());
+    for rule in crate::rules::load_all(&runtime, rule_paths)? {
+        dispatcher.add(rule)?;
+    }
+    let (reader, source): (Box<dyn BufRead>, String) = match &events {
+        None => (Box::new(std::io::stdin().lock()), "stdin".into()),
+        Some(path) if path.as_os_str() == "-" => {
+            (Box::new(std::io::stdin().lock()), "stdin".into())
+        }
+        Some(path) => (
+            Box::new(std::io::BufReader::new(
+                std::fs::File::open(path)
+                    .with_context(|| format!("cannot open {}", path.display()))?,
+            )),
+            path.display().to_string(),
+        ),
+    };
+    let mut out = JsonLines::stdout();
+    let mut batch = Vec::with_capacity(REPLAY_BATCH);
+    let mut findings = Vec::new();
+    let mut malformed = 0u64;
+    let mut flush = |batch: Vec<_>, out: &mut JsonLines| -> Result<Vec<_>> {
+        let mut batch = dispatcher.dispatch(batch, &mut findings);
+        batch.clear();
+        for finding in findings.drain(..) {
+            out.write(&finding)?;
+        }
+        out.flush()?;
+        Ok(batch)
+    };
+    for (number, line) in reader.split(b'\n').enumerate() {
+        let line = line.with_context(|| format!("reading {source}"))?;
+        let parsed = std::str::from_utf8(&line)
+            .map_err(|_| anyhow::anyhow!("not UTF-8"))
+            .and_then(parse_line);
+        match parsed {
+            Ok(Line::Event(event)) => batch.push(*event),
+            Ok(Line::Ignored(_) | Line::Blank) => {}
+            Err(error) => {
+                malformed += 1;
+                eprintln!(
+                    "rulehost: {source}:{}: skipped malformed event: {error:#}",
+                    number + 1
+                );
+            }
+        }
+        if batch.len() == REPLAY_BATCH {
+            batch = flush(batch, &mut out)?;
+        }
+    }
+    flush(batch, &mut out)?;
+    if malformed > 0 {
+        eprintln!("rulehost: {source}: {malformed} malformed line(s) skipped");
+    }
+    Ok(())
+}
+
+fn inspect(path: &PathBuf) -> Result<()> {
+    let runtime = Runtime::new(Limits::default())?;
+    let rule = crate::rules::load_file(&runtime, path)?;
+    let m = &rule.metadata;
+    let report = serde_json::json!({
+        "file": path.display().to_string(),
+        "size": rule.size,
+        "sha256": rule.sha256,
+        "world": format!("{WORLD_PACKAGE}@{}", world_version_of(&rule.imports).unwrap_or(WORLD_VERSION.into())),
+        "host_world": format!("{WORLD_PACKAGE}@{WORLD_VERSION}"),
+        "imports": rule.imports,
+        "metadata": m,
+        "selects": m.selects.iter().map(|k| k.name()).collect::<Vec<_>>(),
+        "origin": m.origin,
+        "env_vars": m.env_vars,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// The world version a rule was built for, from the version its imports name.
+fn world_version_of(imports: &[String]) -> Option<String> {
+    imports
+        .iter()
+        .find_map(|name| name.split_once('@').map(|(_, v)| v.to_owned()))
+}

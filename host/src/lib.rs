@@ -1,0 +1,14 @@
+//! rulehost: a runtime-security agent whose detection rules are sandboxed WebAssembly
+//! components. The host owns the kernel probes and all state; rules are code that can
+//! be replaced, shipped as one `.wasm` file, and never take the host down.
+
+pub mod cli;
+pub mod containers;
+pub mod dispatch;
+pub mod events;
+pub mod output;
+pub mod probes;
+pub mod replay;
+pub mod rules;
+pub mod runtime;
+pub mod state;

@@ -1,0 +1,40 @@
+//! Where rules come from: files given on the command line, or the built-in default.
+
+use crate::runtime::{Rule, Runtime};
+use anyhow::{Context, Result};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The k8s_api_connection rule, byte-for-byte `target/rules/k8s_api_connection.wasm`.
+pub const BUILTIN_K8S_API_CONNECTION: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/k8s_api_connection.wasm"));
+
+/// Name the built-in rule is reported under.
+pub const BUILTIN_NAME: &str = "k8s_api_connection";
+
+/// Loads a rule file; the error names the file and the reason in one line.
+pub fn load_file(runtime: &Runtime, path: &Path) -> Result<Arc<Rule>> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot load rule {}", path.display()))?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    runtime
+        .load(&name, &bytes)
+        .with_context(|| format!("cannot load rule {}", path.display()))
+}
+
+/// Loads the given rule files, or the built-in rule when none is given.
+pub fn load_all(runtime: &Runtime, paths: &[impl AsRef<Path>]) -> Result<Vec<Arc<Rule>>> {
+    if paths.is_empty() {
+        let rule = runtime
+            .load(BUILTIN_NAME, BUILTIN_K8S_API_CONNECTION)
+            .context("cannot load the built-in rule")?;
+        return Ok(vec![rule]);
+    }
+    paths
+        .iter()
+        .map(|p| load_file(runtime, p.as_ref()))
+        .collect()
+}

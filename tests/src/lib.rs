@@ -1,1 +1,115 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests: event builders and a host with real rules.
+
+use rulehost::dispatch::Dispatcher;
+use rulehost::events::{
+    Body, Container, Event, Process, Runtime as ContainerRuntime, SocketAddress, SocketType,
+};
+use rulehost::output::Finding;
+use rulehost::runtime::{Limits, Runtime};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A 64-hex container id derived from a short tag.
+pub fn container_id(tag: u8) -> String {
+    format!("{tag:02x}").repeat(32)
+}
+
+pub fn container(tag: u8) -> Option<Container> {
+    Some(Container {
+        id: container_id(tag),
+        runtime: ContainerRuntime::Containerd,
+    })
+}
+
+fn process(pid: u32, comm: &str) -> Process {
+    Process {
+        pid,
+        tid: pid,
+        ppid: 1,
+        uid: 0,
+        comm: comm.into(),
+    }
+}
+
+/// An exec in `container` (None: a host process) with the given env entries.
+pub fn exec(container: Option<Container>, env: &[&str]) -> Event {
+    Event {
+        timestamp: 1,
+        process: process(100, "sh"),
+        cgroup_id: 0,
+        container,
+        body: Body::ProcessExec {
+            filename: "/bin/sh".into(),
+            argv: vec!["sh".into()],
+            env: env.iter().map(|e| e.to_string()).collect(),
+            synthetic: false,
+        },
+    }
+}
+
+/// A stream connect from `container` to `ip:port` (IPv4 or IPv6 text).
+pub fn connect(container: Option<Container>, ip: &str, port: u16) -> Event {
+    let address = match ip.parse::<std::net::IpAddr>().expect("test address") {
+        std::net::IpAddr::V4(ip) => SocketAddress::Ipv4 { ip, port },
+        std::net::IpAddr::V6(ip) => SocketAddress::Ipv6 {
+            ip,
+            port,
+            flow_info: 0,
+            scope_id: 0,
+        },
+    };
+    connect_to(container, address)
+}
+
+pub fn connect_to(container: Option<Container>, address: SocketAddress) -> Event {
+    Event {
+        timestamp: 2,
+        process: process(101, "curl"),
+        cgroup_id: 0,
+        container,
+        body: Body::SocketConnect {
+            address,
+            socket_type: SocketType::Stream,
+        },
+    }
+}
+
+/// The repository's target directory (built by `make build` before tests run).
+pub fn target_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target")
+}
+
+/// The `rulehost` binary under test.
+pub fn rulehost_bin() -> PathBuf {
+    target_dir().join("release/rulehost")
+}
+
+/// The shippable k8s_api_connection rule file.
+pub fn k8s_rule_file() -> PathBuf {
+    target_dir().join("rules/k8s_api_connection.wasm")
+}
+
+/// A host with the built-in k8s_api_connection rule loaded, running in wasmtime.
+pub fn k8s_host() -> Dispatcher {
+    let runtime = Arc::new(Runtime::new(Limits::default()).expect("runtime"));
+    let mut dispatcher = Dispatcher::new(runtime.clone());
+    for rule in rulehost::rules::load_all(&runtime, &[] as &[PathBuf]).expect("built-in rule") {
+        dispatcher.add(rule).expect("add rule");
+    }
+    dispatcher
+}
+
+/// Dispatches `events` as one batch and returns the findings.
+pub fn run(host: &mut Dispatcher, events: Vec<Event>) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    host.dispatch(events, &mut findings);
+    findings
+}
+
+/// Dispatches each event alone (the single-event export) and returns all findings.
+pub fn run_one_by_one(host: &mut Dispatcher, events: Vec<Event>) -> Vec<Finding> {
+    events
+        .into_iter()
+        .flat_map(|e| run(host, vec![e]))
+        .collect()
+}

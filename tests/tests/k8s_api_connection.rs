@@ -1,0 +1,236 @@
+//! TRC-1013 through the real wasm component, via the host's dispatcher.
+
+use rulehost::events::SocketAddress;
+use rulehost_tests::*;
+use serde_json::json;
+
+const KSH: &str = "KUBERNETES_SERVICE_HOST";
+
+fn env(value: &str) -> String {
+    format!("{KSH}={value}")
+}
+
+/// Both delivery paths (batched `on-events` and single `on-event`) must agree.
+fn both_ways(events: Vec<rulehost::events::Event>) -> Vec<rulehost::output::Finding> {
+    let batched = run(&mut k8s_host(), events.clone());
+    let single = run_one_by_one(&mut k8s_host(), events);
+    let data =
+        |f: &Vec<rulehost::output::Finding>| f.iter().map(|f| f.data.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        data(&batched),
+        data(&single),
+        "batched and single delivery differ"
+    );
+    batched
+}
+
+#[test]
+fn tracee_test_case_match_then_metadata_address() {
+    let c = container(1);
+    let findings = both_ways(vec![
+        exec(c.clone(), &[&env("1.1.1.1")]),
+        connect(c.clone(), "1.1.1.1", 80),
+        connect(c, "169.254.169.254", 80),
+    ]);
+    assert_eq!(findings.len(), 1);
+    assert_eq!(findings[0].data["ip"], json!("1.1.1.1"));
+    assert_eq!(findings[0].data["port"], json!(80));
+}
+
+#[test]
+fn tracee_detector_case() {
+    let c = container(2);
+    let findings = both_ways(vec![
+        exec(c.clone(), &["PATH=/bin", &env("10.96.0.1")]),
+        connect(c.clone(), "10.96.0.1", 443),
+        connect(c, "8.8.8.8", 80),
+    ]);
+    assert_eq!(findings.len(), 1);
+    let f = &findings[0];
+    assert_eq!(
+        serde_json::Value::Object(f.data.clone()),
+        json!({"ip": "10.96.0.1", "port": 443, "container_id": container_id(2), "comm": "curl"})
+    );
+    assert_eq!(f.signature.id, "TRC-1013");
+    assert_eq!(f.signature.version, "0.1.0");
+    assert_eq!(
+        f.signature.name,
+        "Kubernetes API server connection detected"
+    );
+    assert_eq!(f.signature.event_name, "k8s_api_connection");
+    assert_eq!(f.signature.severity, 1);
+    assert_eq!(f.signature.tags, vec!["container"]);
+    let mitre = f.signature.mitre.as_ref().unwrap();
+    assert_eq!(
+        (
+            mitre.tactic.as_str(),
+            mitre.technique.as_str(),
+            mitre.technique_id.as_str()
+        ),
+        ("Discovery", "Cloud Service Discovery", "T1526")
+    );
+    assert_eq!(f.event.name, "security_socket_connect");
+    assert_eq!(f.timestamp, 2);
+}
+
+#[test]
+fn host_processes_are_ignored() {
+    let findings = both_ways(vec![
+        exec(None, &[&env("10.96.0.1")]),
+        connect(None, "10.96.0.1", 443),
+    ]);
+    assert!(findings.is_empty());
+}
+
+#[test]
+fn a_later_exec_cannot_erase_the_real_address() {
+    let c = container(3);
+    let findings = both_ways(vec![
+        exec(c.clone(), &[&env("10.96.0.1")]),
+        exec(c.clone(), &[&env("192.0.2.1")]), // env KUBERNETES_SERVICE_HOST=x curl ...
+        connect(c.clone(), "10.96.0.1", 443),
+        connect(c, "192.0.2.1", 443),
+    ]);
+    let ips: Vec<_> = findings.iter().map(|f| f.data["ip"].clone()).collect();
+    assert_eq!(ips, vec![json!("10.96.0.1"), json!("192.0.2.1")]);
+}
+
+#[test]
+fn addresses_are_bounded_per_container() {
+    let c = container(4);
+    let mut events: Vec<_> = (0..20)
+        .map(|i| exec(c.clone(), &[&env(&format!("10.0.0.{i}"))]))
+        .collect();
+    events.push(connect(c.clone(), "10.0.0.0", 443));
+    events.push(connect(c.clone(), "10.0.0.7", 443));
+    events.push(connect(c, "10.0.0.8", 443)); // the 9th address was not kept
+    let findings = both_ways(events);
+    assert_eq!(findings.len(), 2);
+}
+
+#[test]
+fn ipv4_mapped_ipv6_and_canonical_ipv6_match() {
+    let c = container(5);
+    let findings = both_ways(vec![
+        exec(c.clone(), &[&env("10.96.0.1")]),
+        connect(c.clone(), "::ffff:10.96.0.1", 443),
+        exec(c.clone(), &[&env("fd00:0:0:0:0:0:0:1")]),
+        connect(c.clone(), "fd00::1", 6443),
+        connect(c, "fd00::2", 6443),
+    ]);
+    let ips: Vec<_> = findings
+        .iter()
+        .map(|f| (f.data["ip"].clone(), f.data["port"].clone()))
+        .collect();
+    assert_eq!(
+        ips,
+        vec![
+            (json!("10.96.0.1"), json!(443)),
+            (json!("fd00::1"), json!(6443))
+        ]
+    );
+}
+
+#[test]
+fn value_is_trimmed_and_prefix_must_be_exact() {
+    let c = container(6);
+    let findings = both_ways(vec![
+        exec(c.clone(), &[&env("  10.96.0.1 ")]),
+        exec(
+            c.clone(),
+            &[
+                "KUBERNETES_SERVICE_HOSTX=192.0.2.9",
+                "MY_KUBERNETES_SERVICE_HOST=192.0.2.8",
+            ],
+        ),
+        connect(c.clone(), "10.96.0.1", 443),
+        connect(c.clone(), "192.0.2.9", 443),
+        connect(c, "192.0.2.8", 443),
+    ]);
+    assert_eq!(findings.len(), 1);
+    assert_eq!(findings[0].data["ip"], json!("10.96.0.1"));
+}
+
+#[test]
+fn other_families_are_ignored() {
+    let c = container(7);
+    let findings = both_ways(vec![
+        exec(c.clone(), &[&env("10.96.0.1")]),
+        connect_to(c.clone(), SocketAddress::Unix),
+        connect_to(c, SocketAddress::Other { af: 16 }),
+    ]);
+    assert!(findings.is_empty());
+}
+
+#[test]
+fn containers_do_not_share_state() {
+    let findings = both_ways(vec![
+        exec(container(8), &[&env("10.96.0.1")]),
+        connect(container(9), "10.96.0.1", 443),
+    ]);
+    assert!(findings.is_empty());
+}
+
+#[test]
+fn one_finding_per_connect() {
+    let c = container(10);
+    let findings = both_ways(vec![
+        exec(c.clone(), &[&env("10.96.0.1")]),
+        exec(c.clone(), &[&env("10.96.0.1")]),
+        connect(c.clone(), "10.96.0.1", 443),
+        connect(c, "10.96.0.1", 443),
+    ]);
+    assert_eq!(findings.len(), 2);
+}
+
+#[test]
+fn state_survives_across_batches_and_is_evicted_with_the_container() {
+    let mut host = k8s_host();
+    let c = container(11);
+    assert!(run(&mut host, vec![exec(c.clone(), &[&env("10.96.0.1")])]).is_empty());
+    assert_eq!(host.state_containers("TRC-1013"), 1);
+    assert_eq!(
+        run(&mut host, vec![connect(c.clone(), "10.96.0.1", 443)]).len(),
+        1
+    );
+    host.container_removed(&container_id(11));
+    assert_eq!(host.state_containers("TRC-1013"), 0);
+    assert!(run(&mut host, vec![connect(c, "10.96.0.1", 443)]).is_empty());
+}
+
+#[test]
+fn findings_name_the_exact_rule_bytes() {
+    use sha2_like::sha256_hex;
+    let mut host = k8s_host();
+    let c = container(12);
+    let findings = run(
+        &mut host,
+        vec![
+            exec(c.clone(), &[&env("10.96.0.1")]),
+            connect(c, "10.96.0.1", 443),
+        ],
+    );
+    let bytes = std::fs::read(k8s_rule_file()).expect("make build leaves the rule file");
+    assert_eq!(&*findings[0].rule.sha256, sha256_hex(&bytes));
+    assert_eq!(&*findings[0].rule.name, "k8s_api_connection");
+}
+
+/// sha256 via the system's sha256sum, independent of the host's own hashing.
+mod sha2_like {
+    pub fn sha256_hex(bytes: &[u8]) -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sha256sum");
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+}

@@ -21,17 +21,68 @@ wit_bindgen::generate!({
 });
 
 use exports::rulehost::rule::detector::Guest;
+use rulehost::rule::state;
 use rulehost::rule::types::{
     ContainerHandle, Event, EventBody, EventKind, Field, Finding, IpAddress, Mitre, Origin,
     RuleMetadata, SocketAddress, Value,
 };
-use rulehost::rule::{context, state};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 /// The environment variable that names a container's API server.
 const ENV_NAME: &str = "KUBERNETES_SERVICE_HOST";
 /// State key under which a container's declared API server addresses are kept.
 const STATE_KEY: &str = "k8s-api-addresses";
+
+/// Most containers a read cache holds before it starts over.
+const CACHE_CAPACITY: usize = 4096;
+
+thread_local! {
+    /// Read-through cache of host state, so a connect costs no host call once its
+    /// container was seen. The host's copy is authoritative (it outlives this instance);
+    /// container handles are never reused, so a stale entry can never match.
+    static CACHE: RefCell<HashMap<ContainerHandle, AddressSet, BuildHasherDefault<HandleHasher>>> =
+        RefCell::new(HashMap::default());
+}
+
+/// Container handles are small host-assigned integers, not attacker-chosen keys: a
+/// multiplicative hash is enough and far cheaper than SipHash inside wasm.
+#[derive(Default)]
+struct HandleHasher(u64);
+
+impl Hasher for HandleHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from(byte)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// Runs `f` on the container's address set, loading it from host state on first use.
+fn with_addresses<T>(container: ContainerHandle, f: impl FnOnce(&mut AddressSet) -> T) -> T {
+    CACHE.with_borrow_mut(|cache| {
+        if !cache.contains_key(&container) && cache.len() >= CACHE_CAPACITY {
+            cache.clear();
+        }
+        let set = cache.entry(container).or_insert_with(|| {
+            state::get(container, STATE_KEY)
+                .map(|bytes| AddressSet::decode(&bytes))
+                .unwrap_or_default()
+        });
+        f(set)
+    })
+}
 
 struct K8sApiConnection;
 
@@ -95,10 +146,7 @@ fn handle(index: u32, event: &Event, findings: &mut Vec<Finding>) {
                 SocketAddress::Ipv6(a) => (to_std(IpAddress::Ipv6(a.address)), a.port),
                 SocketAddress::Unix | SocketAddress::Other(_) => return,
             };
-            let Some(bytes) = state::get(container, STATE_KEY) else {
-                return;
-            };
-            if AddressSet::decode(&bytes).contains(ip) {
+            if with_addresses(container, |set| set.contains(ip)) {
                 findings.push(finding(index, container, ip, port));
             }
         }
@@ -111,13 +159,12 @@ fn declared_address(entry: &str) -> Option<IpAddr> {
     addresses::parse_ip(value.trim())
 }
 
-/// Adds an address to the container's set in host state (bounded; oldest kept).
+/// Adds an address to the container's set, writing through to host state (bounded;
+/// the first addresses declared are kept).
 fn remember(container: ContainerHandle, ip: IpAddr) {
-    let mut set = state::get(container, STATE_KEY)
-        .map(|bytes| AddressSet::decode(&bytes))
-        .unwrap_or_default();
-    if set.insert(ip)
-        && let Err(error) = state::set(container, STATE_KEY, &set.encode())
+    let encoded = with_addresses(container, |set| set.insert(ip).then(|| set.encode()));
+    if let Some(encoded) = encoded
+        && let Err(error) = state::set(container, STATE_KEY, &encoded)
     {
         rulehost::rule::log::log(
             rulehost::rule::types::LogLevel::Warn,
@@ -127,28 +174,17 @@ fn remember(container: ContainerHandle, ip: IpAddr) {
 }
 
 fn finding(index: u32, container: ContainerHandle, ip: IpAddr, port: u16) -> Finding {
-    let container_id = context::container(container)
-        .map(|info| info.id)
-        .unwrap_or_default();
+    let field = |name: &str, value| Field {
+        name: name.into(),
+        value,
+    };
     Finding {
         event: index,
         data: vec![
-            Field {
-                name: "ip".into(),
-                value: Value::Text(addresses::canonical(ip).to_string()),
-            },
-            Field {
-                name: "port".into(),
-                value: Value::Unsigned(port.into()),
-            },
-            Field {
-                name: "container_id".into(),
-                value: Value::Text(container_id),
-            },
-            Field {
-                name: "comm".into(),
-                value: Value::Text(context::comm(index)),
-            },
+            field("ip", Value::Ip(from_std(addresses::canonical(ip)))),
+            field("port", Value::Unsigned(port.into())),
+            field("container_id", Value::ContainerId(container)),
+            field("comm", Value::Comm(index)),
         ],
     }
 }
@@ -156,6 +192,19 @@ fn finding(index: u32, container: ContainerHandle, ip: IpAddr, port: u16) -> Fin
 impl From<(u8, u8, u8, u8)> for IpAddress {
     fn from(octets: (u8, u8, u8, u8)) -> Self {
         IpAddress::Ipv4(octets)
+    }
+}
+
+fn from_std(ip: IpAddr) -> IpAddress {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            IpAddress::Ipv4((a, b, c, d))
+        }
+        IpAddr::V6(v6) => {
+            let [a, b, c, d, e, f, g, h] = v6.segments();
+            IpAddress::Ipv6((a, b, c, d, e, f, g, h))
+        }
     }
 }
 

@@ -2,9 +2,10 @@
 //! containing rules that misbehave.
 
 use crate::events::Event;
-use crate::output::{EventRecord, Finding, RuleRef};
+use crate::output::{EventRecord, Finding, FindingData, RuleRef};
 use crate::runtime::{
-    Containers, Rule, RuleInstance, Runtime, WitEvent, WitFinding, WitValue, to_wit,
+    Containers, Rule, RuleInstance, Runtime, WitEvent, WitField, WitFinding, WitIpAddress,
+    WitValue, to_wit,
 };
 use crate::state::RuleState;
 use anyhow::{Result, bail};
@@ -201,8 +202,15 @@ impl Dispatcher {
         self.selected = std::mem::take(&mut batch.selected);
         match result {
             Ok(findings) => {
-                let (delivered, dropped) =
-                    collect(slot, &self.runtime, &events, &self.selected, findings, out);
+                let (delivered, dropped) = collect(
+                    slot,
+                    &self.runtime,
+                    &self.containers,
+                    &events,
+                    &self.selected,
+                    findings,
+                    out,
+                );
                 self.counters.findings += delivered;
                 self.counters.findings_dropped += dropped;
             }
@@ -227,8 +235,15 @@ impl Dispatcher {
                     events = std::mem::take(&mut instance.store.data_mut().batch.events);
                     match result {
                         Ok(findings) => {
-                            let (delivered, dropped) =
-                                collect(slot, &self.runtime, &events, &[host_index], findings, out);
+                            let (delivered, dropped) = collect(
+                                slot,
+                                &self.runtime,
+                                &self.containers,
+                                &events,
+                                &[host_index],
+                                findings,
+                                out,
+                            );
                             self.counters.findings += delivered;
                             self.counters.findings_dropped += dropped;
                         }
@@ -257,6 +272,7 @@ impl Dispatcher {
 fn collect(
     slot: &Slot,
     runtime: &Runtime,
+    containers: &Containers,
     events: &[Event],
     selected: &[u32],
     findings: Vec<WitFinding>,
@@ -276,12 +292,12 @@ fn collect(
             dropped += 1;
             continue;
         }
-        let data = to_json(finding.data);
-        if serde_json::to_vec(&data).map_or(usize::MAX, |v| v.len()) > limits.max_finding_bytes {
+        if data_size(&finding.data) > limits.max_finding_bytes {
             dropped += 1;
             continue;
         }
         let event = &events[host_index as usize];
+        let data = to_json(finding.data, event, containers);
         out.push(Finding {
             signature: slot.signature.clone(),
             data,
@@ -303,42 +319,52 @@ fn collect(
     (delivered, dropped)
 }
 
-fn to_json(
-    fields: Vec<crate::runtime::bindings::rulehost::rule::types::Field>,
-) -> serde_json::Map<String, serde_json::Value> {
+/// Bytes a finding's data takes: names and values, roughly as printed.
+fn data_size(fields: &[WitField]) -> usize {
     fields
-        .into_iter()
+        .iter()
         .map(|field| {
-            let value = match field.value {
-                WitValue::Text(text) => serde_json::Value::String(text),
-                WitValue::Signed(n) => n.into(),
-                WitValue::Unsigned(n) => n.into(),
-                WitValue::Boolean(b) => b.into(),
-                WitValue::Ip(ip) => {
-                    let ip: IpAddr = match ip {
-                        crate::runtime::bindings::rulehost::rule::types::IpAddress::Ipv4((
-                            a,
-                            b,
-                            c,
-                            d,
-                        )) => [a, b, c, d].into(),
-                        crate::runtime::bindings::rulehost::rule::types::IpAddress::Ipv6((
-                            a,
-                            b,
-                            c,
-                            d,
-                            e,
-                            f,
-                            g,
-                            h,
-                        )) => [a, b, c, d, e, f, g, h].into(),
-                    };
-                    ip.to_canonical().to_string().into()
+            field.name.len()
+                + match &field.value {
+                    WitValue::Text(text) => text.len(),
+                    _ => 40,
                 }
-            };
-            (field.name, value)
         })
-        .collect()
+        .sum()
+}
+
+/// Resolves a rule's fields to JSON; host-filled values (container id, comm) are looked
+/// up here so no string crossed the wasm boundary for them.
+fn to_json(fields: Vec<WitField>, event: &Event, containers: &Containers) -> FindingData {
+    FindingData(
+        fields
+            .into_iter()
+            .map(|field| {
+                let value = match field.value {
+                    WitValue::Text(text) => serde_json::Value::String(text),
+                    WitValue::Signed(n) => n.into(),
+                    WitValue::Unsigned(n) => n.into(),
+                    WitValue::Boolean(b) => b.into(),
+                    WitValue::Ip(ip) => ip_from_wit(ip).to_canonical().to_string().into(),
+                    WitValue::ContainerId(handle) => containers
+                        .read()
+                        .expect("container lock")
+                        .get(handle)
+                        .map_or(serde_json::Value::Null, |c| c.id.clone().into()),
+                    // A finding's fields describe its own event.
+                    WitValue::Comm(_) => event.process.comm.clone().into(),
+                };
+                (field.name, value)
+            })
+            .collect(),
+    )
+}
+
+fn ip_from_wit(ip: WitIpAddress) -> IpAddr {
+    match ip {
+        WitIpAddress::Ipv4((a, b, c, d)) => [a, b, c, d].into(),
+        WitIpAddress::Ipv6((a, b, c, d, e, f, g, h)) => [a, b, c, d, e, f, g, h].into(),
+    }
 }
 
 /// Records a fault, recreates the instance around the same state, and disables the

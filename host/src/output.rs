@@ -13,11 +13,41 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
     pub signature: Arc<Metadata>,
-    pub data: serde_json::Map<String, serde_json::Value>,
+    pub data: FindingData,
     pub rule: RuleRef,
     /// Nanoseconds since the Unix epoch, of the triggering event.
     pub timestamp: u64,
     pub event: EventRecord,
+}
+
+/// A finding's named values, in the order the rule gave them; printed as a JSON object.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FindingData(pub Vec<(String, serde_json::Value)>);
+
+impl FindingData {
+    /// The value of a field, if present.
+    pub fn get(&self, name: &str) -> Option<&serde_json::Value> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+}
+
+impl std::ops::Index<&str> for FindingData {
+    type Output = serde_json::Value;
+
+    fn index(&self, name: &str) -> &serde_json::Value {
+        self.get(name).unwrap_or(&serde_json::Value::Null)
+    }
+}
+
+impl Serialize for FindingData {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
 }
 
 /// Names the rule file a finding came from.

@@ -9,6 +9,7 @@
 use crate::events::{Container, Event, EventKind};
 use crate::state::{RuleState, StateLimits, StateRefusal};
 use anyhow::{Context, Result, anyhow, bail};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -69,8 +70,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// (which resolve them through `context.container`).
 #[derive(Debug, Default)]
 pub struct ContainerTable {
-    by_id: HashMap<String, u64>,
-    by_handle: HashMap<u64, Container>,
+    by_id: FxHashMap<String, u64>,
+    by_handle: FxHashMap<u64, Container>,
     next: u64,
 }
 
@@ -630,7 +631,10 @@ pub fn to_wit(event: &Event, container: Option<u64>, metadata: &Metadata) -> wit
     }
 }
 
-pub use wit::{Event as WitEvent, Finding as WitFinding, Value as WitValue};
+pub use wit::{
+    Event as WitEvent, Field as WitField, Finding as WitFinding, IpAddress as WitIpAddress,
+    Value as WitValue,
+};
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,7 @@
 //! scoped to a container handle so it can be dropped when the container goes away, and is
 //! bounded so a rule cannot grow the host without limit.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 /// Bounds on one rule's state.
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +38,7 @@ pub enum StateRefusal {
 #[derive(Debug, Default)]
 pub struct RuleState {
     limits: StateLimits,
-    containers: HashMap<u64, HashMap<String, Vec<u8>>>,
+    containers: FxHashMap<u64, FxHashMap<String, Vec<u8>>>,
     /// How many writes a bound refused; reported in the host's counters.
     pub refused_writes: u64,
 }

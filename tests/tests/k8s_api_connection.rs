@@ -48,7 +48,7 @@ fn tracee_detector_case() {
     assert_eq!(findings.len(), 1);
     let f = &findings[0];
     assert_eq!(
-        serde_json::Value::Object(f.data.clone()),
+        serde_json::to_value(&f.data).unwrap(),
         json!({"ip": "10.96.0.1", "port": 443, "container_id": container_id(2), "comm": "curl"})
     );
     assert_eq!(f.signature.id, "TRC-1013");

@@ -37,6 +37,40 @@ pub enum Command {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
+    /// Runs the node agent: attaches the eBPF probes, resolves containers, runs the rules
+    /// on live kernel events and prints findings as JSON lines. Needs root (CAP_BPF,
+    /// CAP_PERFMON, CAP_SYS_ADMIN for cgroup attachment).
+    Run {
+        /// A rule component; repeat for several. Default: the built-in k8s_api_connection.
+        #[arg(long = "rule", value_name = "FILE.wasm")]
+        rules: Vec<PathBuf>,
+        /// Write findings to this file (appending) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Also write every decoded event to this file in rulehost's event format
+        /// (replayable with `rulehost replay`).
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+    /// Proves the live pipeline end to end on this node: a throwaway container-like
+    /// cgroup, a process in it with KUBERNETES_SERVICE_HOST set to a local listener,
+    /// a connect, and the finding it produces.
+    Trigger {
+        #[arg(value_enum)]
+        scenario: crate::trigger::Scenario,
+        /// Watch this findings file of an already running `rulehost run --output FILE`
+        /// instead of starting a private agent.
+        #[arg(long, value_name = "FILE")]
+        findings: Option<PathBuf>,
+        /// Give up waiting for the finding after this many seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout_secs: u64,
+    },
+    /// (internal) The process `trigger` runs inside the throwaway cgroup: connects to ADDR.
+    #[command(hide = true)]
+    TriggerConnect { address: std::net::SocketAddr },
     /// Shows a rule file's metadata, world version, imports, size and sha256.
     Inspect {
         #[arg(value_name = "FILE.wasm")]
@@ -74,6 +108,34 @@ pub fn run(cli: Cli) -> Result<()> {
             sandbox,
         } => replay(&rules, events, &sandbox),
         Command::Inspect { rule } => inspect(&rule),
+        Command::Run {
+            rules,
+            output,
+            record,
+            sandbox,
+        } => {
+            let options = crate::agent::RunOptions {
+                rules,
+                output,
+                record,
+                limits: sandbox.limits(),
+            };
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(crate::agent::run(options))
+        }
+        Command::Trigger {
+            scenario,
+            findings,
+            timeout_secs,
+        } => crate::trigger::run(
+            scenario,
+            findings,
+            std::time::Duration::from_secs(timeout_secs),
+        ),
+        Command::TriggerConnect { address } => crate::trigger::connect(address),
     }
 }
 

@@ -268,6 +268,16 @@ impl Entry {
     }
 }
 
+/// What an event's cgroup turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    Container(Container),
+    /// A cgroup that exists and is no container's.
+    Host,
+    /// Not found (yet): neither a container nor known to be the host's.
+    Unknown,
+}
+
 /// Maps kernel cgroup ids to containers. Events carry only the cgroup id; the path (and
 /// so the container) is found by walking the cgroup v2 tree, where a directory's inode
 /// is its cgroup id. One walk caches every directory it sees, walks are rate-limited,
@@ -369,6 +379,25 @@ impl ContainerResolver {
     /// Drops `cgroup_id` from the cache, when its cgroup is removed.
     pub fn forget(&mut self, cgroup_id: u64) {
         self.entries.remove(&cgroup_id);
+    }
+
+    /// Resolves the cgroup of an event from process `pid`: cache first, then the
+    /// process's `/proc/<pid>/cgroup` (no walk; fails only if it already exited), then
+    /// a rate-limited walk.
+    pub fn resolve_event(&mut self, cgroup_id: u64, pid: u32) -> Resolution {
+        let cached = matches!(self.entries.get(&cgroup_id), Some(e) if e.path.is_some());
+        if !cached && cgroup_id != 0 {
+            let _ = self.cgroup_id_of_pid(pid);
+        }
+        match self.lookup(cgroup_id) {
+            Some(Entry {
+                path: Some(_),
+                container: Some(container),
+                ..
+            }) => Resolution::Container(container.clone()),
+            Some(Entry { path: Some(_), .. }) => Resolution::Host,
+            _ => Resolution::Unknown,
+        }
     }
 
     /// Kernel cgroup id of process `pid` (see [`cgroup_id_of_pid`]); its path is cached

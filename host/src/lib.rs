@@ -2,6 +2,7 @@
 //! components. The host owns the kernel probes and all state; rules are code that can
 //! be replaced, shipped as one `.wasm` file, and never take the host down.
 
+pub mod agent;
 pub mod cli;
 pub mod containers;
 pub mod dispatch;
@@ -12,3 +13,4 @@ pub mod replay;
 pub mod rules;
 pub mod runtime;
 pub mod state;
+pub mod trigger;

@@ -33,8 +33,8 @@ use std::{
 };
 use tokio::io::unix::AsyncFd;
 
-/// Bytes waiting in the ring buffer before the kernel wakes user space; below it
-/// records are only picked up by the caller's short polling timer.
+/// Bytes waiting in the ring buffer (at most a quarter of it) before the kernel wakes
+/// user space; below it records are only picked up by the caller's short polling timer.
 pub const WAKEUP_BYTES: u32 = 256 << 10;
 
 /// Most records one [`Probes::drain`] call takes, so a producer that never stops
@@ -45,7 +45,8 @@ const DRAIN_MAX: usize = 1 << 16;
 #[derive(Debug, Clone, Default)]
 pub struct ProbeConfig {
     /// Environment variable names whose `NAME=value` entries are captured at exec
-    /// (at most 8, each at most 63 bytes). Empty: no environment is read.
+    /// (at most 8, each at most 63 bytes), reported in this order. Empty: no
+    /// environment is read.
     pub env_vars: Vec<String>,
     /// Suppress exec/connect events, in the kernel, from cgroups marked with
     /// [`Probes::mark_host_cgroup`]. Unmarked cgroups are always reported.
@@ -74,6 +75,7 @@ pub struct Probes {
     exec_hook: &'static str,
     connect_hook: &'static str,
     cgroup_hook: &'static str,
+    fallbacks: Vec<String>,
     config: abi::Config,
     decode_errors: u64,
 }
@@ -101,12 +103,18 @@ impl Probes {
     /// (`/sys/kernel/tracing`) and bpffs (`/sys/fs/bpf`) if missing. Without the needed
     /// privileges, the error's first line names the missing capability.
     pub fn start(cfg: &ProbeConfig) -> Result<Probes> {
+        Self::start_with(cfg, StartOptions::default())
+    }
+
+    /// [`Probes::start`] with knobs tests use to exercise fallbacks and overflow.
+    fn start_with(cfg: &ProbeConfig, options: StartOptions) -> Result<Probes> {
         check_capabilities()?;
         raise_memlock_limit();
         let tracefs = ensure_tracefs();
         ensure_bpffs();
 
-        let config = build_config(cfg)?;
+        let ring_bytes = options.ring_bytes.unwrap_or(abi::EVENTS_BYTES);
+        let config = build_config(cfg, ring_bytes)?;
         let btf_bytes = fs::read("/sys/kernel/btf/vmlinux").ok();
         let kernel_btf = btf_bytes.as_deref().and_then(|b| KernelBtf::parse(b).ok());
         let aya_btf = btf_bytes
@@ -115,6 +123,7 @@ impl Probes {
         let offsets = kernel_offsets(kernel_btf.as_ref(), tracefs.as_deref());
 
         let mut loader = EbpfLoader::new();
+        loader.map_max_entries(abi::MAP_EVENTS, ring_bytes);
         if let Some(btf) = aya_btf.as_ref() {
             loader.btf(btf);
         }
@@ -135,17 +144,24 @@ impl Probes {
         {
             let mut names: HashMap<_, PodEnvName, u8> =
                 HashMap::try_from(map_mut(&mut ebpf, abi::MAP_ENV_NAMES)?)?;
-            for name in &cfg.env_vars {
+            for (index, name) in cfg.env_vars.iter().enumerate() {
                 let mut key = abi::EnvName::default();
                 key.name[..name.len()].copy_from_slice(name.as_bytes());
-                names.insert(&PodEnvName(key), &1, 0)?;
+                names.insert(&PodEnvName(key), &(index as u8), 0)?;
             }
         }
         write_config(&mut ebpf, &config)?;
 
-        let exec_hook = attach_exec(&mut ebpf, aya_btf.as_ref(), &offsets)?;
-        let connect_hook = attach_connect(&mut ebpf, aya_btf.as_ref(), &offsets)?;
-        let cgroup_hook = attach_cgroup_rmdir(&mut ebpf, &offsets);
+        let mut fallbacks = Vec::new();
+        let exec_hook = attach_exec(
+            &mut ebpf,
+            aya_btf.as_ref(),
+            &offsets,
+            options.exec_skip,
+            &mut fallbacks,
+        )?;
+        let connect_hook = attach_connect(&mut ebpf, aya_btf.as_ref(), &offsets, &mut fallbacks)?;
+        let cgroup_hook = attach_cgroup_rmdir(&mut ebpf, &offsets, &mut fallbacks);
 
         let ring = RingBuf::try_from(
             ebpf.take_map(abi::MAP_EVENTS)
@@ -158,6 +174,7 @@ impl Probes {
             exec_hook,
             connect_hook,
             cgroup_hook,
+            fallbacks,
             config,
             decode_errors: 0,
         })
@@ -170,7 +187,8 @@ impl Probes {
     }
 
     /// The exec hook in use: `tp_btf/sched_process_exec` or
-    /// `tracepoint/sched/sched_process_exec`.
+    /// `tracepoint/sched/sched_process_exec`, either suffixed ` (no env capture)` on
+    /// kernels without `bpf_loop` (before 5.17).
     pub fn exec_hook(&self) -> &'static str {
         self.exec_hook
     }
@@ -179,6 +197,11 @@ impl Probes {
     /// when it could not be attached (no removal events then).
     pub fn cgroup_hook(&self) -> &'static str {
         self.cgroup_hook
+    }
+
+    /// Why better hooks were passed over (one line each), for the start-up log.
+    pub fn fallbacks(&self) -> &[String] {
+        &self.fallbacks
     }
 
     /// Non-blocking: decodes the records currently in the ring buffer (at most 65536
@@ -208,7 +231,7 @@ impl Probes {
     }
 
     /// Waits until the kernel signals data (it does so once [`WAKEUP_BYTES`] are
-    /// waiting) or `timeout` passes. Smaller amounts are only signalled by the timeout,
+    /// waiting, or a quarter of the ring buffer) or `timeout` passes. Smaller amounts are only signalled by the timeout,
     /// so call it with a short one (about 10 ms) and [`Probes::drain`] after each
     /// return. Needs a tokio runtime with IO and time enabled.
     pub async fn readable(&mut self, timeout: Duration) {
@@ -311,8 +334,17 @@ fn write_config(ebpf: &mut Ebpf, config: &abi::Config) -> Result<()> {
     Ok(())
 }
 
+/// Test knobs of [`Probes::start_with`].
+#[derive(Debug, Clone, Copy, Default)]
+struct StartOptions {
+    /// Skip this many exec hook candidates.
+    exec_skip: usize,
+    /// Ring buffer size instead of [`abi::EVENTS_BYTES`] (a power-of-two number of pages).
+    ring_bytes: Option<u32>,
+}
+
 /// Validates the configuration and turns it into the kernel's `Config`.
-fn build_config(cfg: &ProbeConfig) -> Result<abi::Config> {
+fn build_config(cfg: &ProbeConfig, ring_bytes: u32) -> Result<abi::Config> {
     let mut names: Vec<&str> = cfg.env_vars.iter().map(String::as_str).collect();
     names.sort_unstable();
     names.dedup();
@@ -340,7 +372,7 @@ fn build_config(cfg: &ProbeConfig) -> Result<abi::Config> {
     }
     let mut config = abi::Config {
         containers_only: cfg.containers_only as u32,
-        wakeup_bytes: WAKEUP_BYTES,
+        wakeup_bytes: WAKEUP_BYTES.min(ring_bytes / 4),
         // cgroup v2's hierarchy id is always 0 (the `0::` line of /proc/self/cgroup).
         cgroup_hierarchy: 0,
         env_names: names.len() as u32,
@@ -352,30 +384,57 @@ fn build_config(cfg: &ProbeConfig) -> Result<abi::Config> {
 
 // ---- attaching ---------------------------------------------------------------------------
 
+/// Exec program candidates, best first: (program, uses BTF).
+const EXEC_PROGRAMS: [(&str, bool); 4] = [
+    ("exec_btf", true),
+    ("exec_tp", false),
+    // Without the environment walk (no bpf_loop before Linux 5.17).
+    ("exec_btf_noenv", true),
+    ("exec_tp_noenv", false),
+];
+
 fn attach_exec(
     ebpf: &mut Ebpf,
     btf: Option<&Btf>,
     offsets: &abi::KernelOffsets,
+    skip: usize,
+    fallbacks: &mut Vec<String>,
 ) -> Result<&'static str> {
-    let mut btf_error = None;
-    if let Some(btf) = btf.filter(|_| offsets.flags & abi::OFFSETS_BPRM != 0) {
-        match try_btf_tracepoint(ebpf, "exec_btf", "sched_process_exec", btf) {
-            Ok(()) => return Ok("tp_btf/sched_process_exec"),
-            Err(e) => btf_error = Some(e),
+    for (prog, uses_btf) in EXEC_PROGRAMS.into_iter().skip(skip) {
+        let result = if uses_btf {
+            match btf {
+                Some(btf) if offsets.flags & abi::OFFSETS_BPRM != 0 => {
+                    try_btf_tracepoint(ebpf, prog, "sched_process_exec", btf)
+                }
+                _ => Err(anyhow!("{prog}: no kernel BTF")),
+            }
+        } else if offsets.tp_exec_filename == 0 {
+            Err(anyhow!(
+                "{prog}: no sched/sched_process_exec tracepoint format (tracefs not mounted?)"
+            ))
+        } else {
+            (|| -> Result<()> {
+                let program: &mut TracePoint = program_mut(ebpf, prog)?;
+                program.load().map_err(|e| program_error(e, prog))?;
+                program
+                    .attach("sched", "sched_process_exec")
+                    .map_err(|e| program_error(e, prog))?;
+                Ok(())
+            })()
+        };
+        match result {
+            Ok(()) => {
+                return Ok(match prog {
+                    "exec_btf" => "tp_btf/sched_process_exec",
+                    "exec_tp" => "tracepoint/sched/sched_process_exec",
+                    "exec_btf_noenv" => "tp_btf/sched_process_exec (no env capture)",
+                    _ => "tracepoint/sched/sched_process_exec (no env capture)",
+                });
+            }
+            Err(e) => fallbacks.push(format!("{e:#}")),
         }
     }
-    let program: &mut TracePoint = program_mut(ebpf, "exec_tp")?;
-    program
-        .load()
-        .map_err(|e| program_error(e, "loading the exec tracepoint"))?;
-    program
-        .attach("sched", "sched_process_exec")
-        .map_err(|e| program_error(e, "attaching tracepoint sched/sched_process_exec"))
-        .map_err(|e| match btf_error {
-            Some(b) => e.context(format!("(tp_btf failed too: {b:#})")),
-            None => e,
-        })?;
-    Ok("tracepoint/sched/sched_process_exec")
+    bail!("no exec hook could be attached: {}", fallbacks.join("; "))
 }
 
 fn try_btf_tracepoint(ebpf: &mut Ebpf, prog: &str, tp: &str, btf: &Btf) -> Result<()> {
@@ -389,8 +448,8 @@ fn attach_connect(
     ebpf: &mut Ebpf,
     btf: Option<&Btf>,
     offsets: &abi::KernelOffsets,
+    fallbacks: &mut Vec<String>,
 ) -> Result<&'static str> {
-    let mut tried = Vec::new();
     if let Some(btf) = btf.filter(|_| offsets.flags & abi::OFFSETS_SOCKET != 0) {
         let lsm_result = (|| -> Result<()> {
             if !bpf_lsm_enabled() {
@@ -407,7 +466,7 @@ fn attach_connect(
         })();
         match lsm_result {
             Ok(()) => return Ok("lsm/socket_connect"),
-            Err(e) => tried.push(format!("{e:#}")),
+            Err(e) => fallbacks.push(format!("{e:#}")),
         }
         let fentry_result = (|| -> Result<()> {
             let program: &mut FEntry = program_mut(ebpf, "connect_fentry")?;
@@ -421,13 +480,13 @@ fn attach_connect(
         })();
         match fentry_result {
             Ok(()) => return Ok("fentry/security_socket_connect"),
-            Err(e) => tried.push(format!("{e:#}")),
+            Err(e) => fallbacks.push(format!("{e:#}")),
         }
     }
     let root = cgroup2_root().map_err(|e| {
         e.context(format!(
             "no connect hook could be attached (tried: {})",
-            tried.join("; ")
+            fallbacks.join("; ")
         ))
     })?;
     let cgroup = fs::File::open(&root)
@@ -437,17 +496,30 @@ fn attach_connect(
         program
             .load()
             .map_err(|e| program_error(e, &format!("loading cgroup/{prog}")))?;
+        // Kernels with BPF links (5.7+) take no attach flags (a link always coexists
+        // with other programs); older ones attach with BPF_F_ALLOW_MULTI.
         program
-            .attach(&cgroup, CgroupAttachMode::AllowMultiple)
+            .attach(&cgroup, CgroupAttachMode::Single)
+            .or_else(|_| program.attach(&cgroup, CgroupAttachMode::AllowMultiple))
             .map_err(|e| {
-                program_error(e, &format!("attaching cgroup/{prog} to {}", root.display()))
+                let what = format!("attaching cgroup/{prog} to {}", root.display());
+                if is_eperm(&e) {
+                    anyhow!("{what}: needs CAP_NET_ADMIN (or CAP_SYS_ADMIN)")
+                } else {
+                    program_error(e, &what)
+                }
             })?;
     }
     Ok("cgroup/connect4+connect6")
 }
 
-fn attach_cgroup_rmdir(ebpf: &mut Ebpf, offsets: &abi::KernelOffsets) -> &'static str {
+fn attach_cgroup_rmdir(
+    ebpf: &mut Ebpf,
+    offsets: &abi::KernelOffsets,
+    fallbacks: &mut Vec<String>,
+) -> &'static str {
     if offsets.tp_rmdir_path == 0 {
+        fallbacks.push("cgroup_rmdir: no cgroup/cgroup_rmdir tracepoint format".into());
         return "none";
     }
     let result = (|| -> Result<()> {
@@ -462,7 +534,10 @@ fn attach_cgroup_rmdir(ebpf: &mut Ebpf, offsets: &abi::KernelOffsets) -> &'stati
     })();
     match result {
         Ok(()) => "tracepoint/cgroup/cgroup_rmdir",
-        Err(_) => "none",
+        Err(e) => {
+            fallbacks.push(format!("{e:#}"));
+            "none"
+        }
     }
 }
 
@@ -501,13 +576,29 @@ fn program_error(error: ProgramError, what: &str) -> anyhow::Error {
             } else {
                 ""
             };
-            anyhow!(
-                "{what}: the kernel refused the program: {io_error}{hint}; verifier: {}",
-                tail.join(" | ")
-            )
+            let verifier = if tail.is_empty() {
+                String::new()
+            } else {
+                format!("; verifier: {}", tail.join(" | "))
+            };
+            anyhow!("{what}: the kernel refused the program: {io_error}{hint}{verifier}")
         }
-        _ => anyhow!("{what}: {error}"),
+        _ => anyhow::Error::new(error).context(what.to_string()),
     }
+}
+
+/// Whether an error (or one of its sources) is EPERM.
+fn is_eperm(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.raw_os_error() == Some(libc::EPERM)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 fn load_error(error: aya::EbpfError, what: &str) -> anyhow::Error {
@@ -527,7 +618,6 @@ fn load_error(error: aya::EbpfError, what: &str) -> anyhow::Error {
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
-const CAP_NET_ADMIN: u32 = 12;
 
 fn effective_capabilities() -> Option<u64> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
@@ -546,9 +636,6 @@ fn check_capabilities() -> Result<()> {
     }
     if !admin && !has(CAP_PERFMON) {
         bail!("eBPF probes need CAP_PERFMON (or CAP_SYS_ADMIN) for tracing programs");
-    }
-    if !admin && !has(CAP_NET_ADMIN) {
-        bail!("eBPF probes need CAP_NET_ADMIN (or CAP_SYS_ADMIN) to attach cgroup connect hooks");
     }
     Ok(())
 }
@@ -720,7 +807,7 @@ fn kernel_offsets(btf: Option<&KernelBtf>, tracefs: Option<&Path>) -> abi::Kerne
 }
 
 /// The offset of a field in a tracefs `format` file, e.g. for
-/// `field:__data_loc char[] filename;	offset:8;	size:4;	signed:0;`.
+/// `field:__data_loc char[] filename; offset:8; size:4; signed:0;`.
 fn tracepoint_field_offset(format: &str, field: &str) -> Option<u32> {
     format.lines().find_map(|line| {
         let mut parts = line.trim().split(';');
@@ -1136,15 +1223,16 @@ mod tests {
 
     #[test]
     fn decodes_truncated_argv_without_trailing_nul() {
+        // argv cut mid-argument, as when it exceeds EXEC_ARGV_MAX.
         let mut record = exec_record();
-        // Chop the argv's last NUL by moving one byte from argv to nothing: rebuild.
         let hdr = size_of::<abi::ExecEvent>();
         let ev: abi::ExecEvent = read_pod(&record).unwrap();
         let f = ev.filename_len as usize;
         record.truncate(hdr + f);
-        record.extend_from_slice(b"curl\0-s\0https://kube");
+        let argv = b"curl\0-s\0https://kube";
+        record.extend_from_slice(argv);
         let mut ev = ev;
-        ev.argv_len = 21;
+        ev.argv_len = argv.len() as u16;
         ev.env_len = 0;
         ev.flags = abi::EXEC_ARGV_TRUNCATED;
         ev.header.len = record.len() as u32;
@@ -1323,21 +1411,38 @@ mod tests {
         }
     }
 
+    fn build_config_default(cfg: &ProbeConfig) -> Result<abi::Config> {
+        build_config(cfg, abi::EVENTS_BYTES)
+    }
+
+    #[test]
+    fn probes_can_move_to_another_thread() {
+        fn send<T: Send>() {}
+        send::<Probes>();
+        send::<ProbeEvent>();
+    }
+
     #[test]
     fn config_validation() {
         let cfg = |names: &[&str]| ProbeConfig {
             env_vars: names.iter().map(|s| s.to_string()).collect(),
             ..ProbeConfig::default()
         };
-        let config = build_config(&cfg(&["HOME", "PATH", "KUBERNETES_SERVICE_HOST"])).unwrap();
+        let config = build_config(
+            &cfg(&["HOME", "PATH", "KUBERNETES_SERVICE_HOST"]),
+            abi::EVENTS_BYTES,
+        )
+        .unwrap();
         assert_eq!(config.env_names, 3);
         assert_eq!(config.env_name_lens, [4, 23, 0, 0, 0, 0, 0, 0]);
         assert_eq!(config.wakeup_bytes, WAKEUP_BYTES);
-        assert!(build_config(&cfg(&["A=B"])).is_err());
-        assert!(build_config(&cfg(&[""])).is_err());
-        assert!(build_config(&cfg(&["X", "X"])).is_err());
-        assert!(build_config(&cfg(&[&"N".repeat(64)])).is_err());
-        assert!(build_config(&cfg(&["A", "B", "C", "D", "E", "F", "G", "H", "I"])).is_err());
+        assert!(build_config_default(&cfg(&["A=B"])).is_err());
+        assert!(build_config_default(&cfg(&[""])).is_err());
+        assert!(build_config_default(&cfg(&["X", "X"])).is_err());
+        assert!(build_config_default(&cfg(&[&"N".repeat(64)])).is_err());
+        assert!(
+            build_config_default(&cfg(&["A", "B", "C", "D", "E", "F", "G", "H", "I"])).is_err()
+        );
     }
 
     #[test]
@@ -1401,51 +1506,246 @@ mod tests {
         assert!(KernelBtf::parse(&blob[..30]).is_err());
     }
 
+    fn object_path() -> Option<PathBuf> {
+        let object = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bpf/rulehost-probes.o");
+        object.exists().then_some(object)
+    }
+
+    /// Drains the probes until `until` holds or `wait` passes, polling as the agent
+    /// does (10 ms timer besides the ring buffer's wake-ups).
+    fn collect(
+        probes: &mut Probes,
+        until: &dyn Fn(&[ProbeEvent]) -> bool,
+        wait: Duration,
+    ) -> Vec<ProbeEvent> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut events = Vec::new();
+        let deadline = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < deadline && !until(&events) {
+            runtime.block_on(probes.readable(Duration::from_millis(10)));
+            probes.drain(&mut events);
+        }
+        events
+    }
+
+    /// Runs `sh -c 'exec env KUBERNETES_SERVICE_HOST=10.1.2.3 true'`; returns its pid.
+    fn exec_child() -> u32 {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "exec env KUBERNETES_SERVICE_HOST=10.1.2.3 true"])
+            .env("RULEHOST_NOT_WANTED", "secret")
+            .spawn()
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        child.id()
+    }
+
+    /// The execs of process `pid`, in order.
+    fn execs_of(events: &[ProbeEvent], pid: u32) -> Vec<&Event> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                ProbeEvent::Event(
+                    ev @ Event {
+                        body: Body::ProcessExec { .. },
+                        ..
+                    },
+                ) if ev.process.pid == pid => Some(ev),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The exec fallbacks (tracepoint, and both hooks without the environment walk)
+    /// load and report execs on this kernel too.
+    #[test]
+    fn live_exec_fallbacks() {
+        for (skip, hook, with_env) in [
+            (1, "tracepoint/sched/sched_process_exec", true),
+            (2, "tp_btf/sched_process_exec (no env capture)", false),
+            (
+                3,
+                "tracepoint/sched/sched_process_exec (no env capture)",
+                false,
+            ),
+        ] {
+            let mut probes = Probes::start_with(
+                &ProbeConfig {
+                    env_vars: vec!["KUBERNETES_SERVICE_HOST".into()],
+                    containers_only: false,
+                    bpf_object: object_path(),
+                },
+                StartOptions {
+                    exec_skip: skip,
+                    ..StartOptions::default()
+                },
+            )
+            .expect("starting the probes");
+            assert_eq!(probes.exec_hook(), hook);
+            let child = exec_child();
+            let events = collect(
+                &mut probes,
+                &|events| execs_of(events, child).len() == 3,
+                Duration::from_secs(5),
+            );
+            let execs = execs_of(&events, child);
+            assert_eq!(execs.len(), 3, "{hook}: {events:#?}");
+            let Body::ProcessExec {
+                filename,
+                argv,
+                env,
+                ..
+            } = &execs[2].body
+            else {
+                unreachable!()
+            };
+            assert!(filename.ends_with("/true"), "{hook}: {filename}");
+            assert_eq!(argv, &["true"], "{hook}");
+            assert_eq!(execs[2].process.ppid, std::process::id(), "{hook}");
+            if with_env {
+                assert_eq!(env, &["KUBERNETES_SERVICE_HOST=10.1.2.3"], "{hook}");
+            } else {
+                assert!(env.is_empty(), "{hook}: {env:?}");
+            }
+        }
+    }
+
+    /// A large environment: 300 fillers, an entry longer than one read whose second
+    /// piece looks like a wanted entry (must not match), a long wanted value (cut to
+    /// one read), and the wanted entry last.
+    #[test]
+    fn live_env_walk_handles_large_environments() {
+        // The embedded object (the others load target/bpf/rulehost-probes.o).
+        let mut probes = Probes::start(&ProbeConfig {
+            env_vars: vec!["KUBERNETES_SERVICE_HOST".into(), "LONG_ONE".into()],
+            containers_only: false,
+            bpf_object: None,
+        })
+        .expect("starting the probes");
+        let mut command = std::process::Command::new("/bin/sh");
+        command.args(["-c", "exec /usr/bin/env true"]).env_clear();
+        for i in 0..300 {
+            command.env(format!("FILLER_{i}"), format!("value-{i}"));
+        }
+        // "BIG=" + 251 bytes fills one 255-byte read exactly; the next piece starts
+        // with a wanted name.
+        command.env(
+            "BIG",
+            format!("{}KUBERNETES_SERVICE_HOST=evil", "x".repeat(251)),
+        );
+        command.env("LONG_ONE", "y".repeat(400));
+        command.env("KUBERNETES_SERVICE_HOSTX", "decoy");
+        command.env("KUBERNETES_SERVICE_HOST", "10.9.9.9");
+        command.env("PATH", "/usr/bin:/bin");
+        let mut child = command.spawn().unwrap();
+        assert!(child.wait().unwrap().success());
+        let pid = child.id();
+        let events = collect(
+            &mut probes,
+            &|events| execs_of(events, pid).len() == 3,
+            Duration::from_secs(5),
+        );
+        let execs = execs_of(&events, pid);
+        assert_eq!(execs.len(), 3, "{events:#?}");
+        for exec in &execs {
+            let Body::ProcessExec { env, .. } = &exec.body else {
+                unreachable!()
+            };
+            assert_eq!(env.len(), 2, "{env:?}");
+            assert_eq!(env[0], "KUBERNETES_SERVICE_HOST=10.9.9.9");
+            assert_eq!(
+                env[1],
+                format!("LONG_ONE={}", "y".repeat(abi::EXEC_ENV_ENTRY_MAX - 1 - 9))
+            );
+        }
+    }
+
+    /// Records below the wake-up threshold do not wake user space (the timer picks
+    /// them up); a burst past it does; a full ring counts drops.
+    #[test]
+    fn live_wakeups_are_batched_and_overflow_is_counted() {
+        use std::net::UdpSocket;
+        use std::time::Instant;
+
+        let ring = 64 << 10;
+        let mut probes = Probes::start_with(
+            &ProbeConfig {
+                bpf_object: object_path(),
+                ..ProbeConfig::default()
+            },
+            StartOptions {
+                ring_bytes: Some(ring),
+                ..StartOptions::default()
+            },
+        )
+        .expect("starting the probes");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // UDP connect() runs the connect hooks without needing a peer.
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let connects = |n: usize| (0..n).for_each(|_| socket.connect(addr).unwrap());
+        let mut sink = Vec::new();
+        probes.drain(&mut sink);
+        // Register the ring buffer with epoll while it is empty.
+        runtime.block_on(probes.readable(Duration::from_millis(1)));
+        probes.drain(&mut sink);
+
+        connects(1);
+        let started = Instant::now();
+        runtime.block_on(probes.readable(Duration::from_millis(300)));
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "a single record woke user space"
+        );
+        sink.clear();
+        assert!(probes.drain(&mut sink) >= 1);
+
+        // A burst past a quarter of the ring (88-byte records + 8-byte headers).
+        connects(ring as usize / 4 / 96 + 50);
+        let started = Instant::now();
+        runtime.block_on(probes.readable(Duration::from_secs(5)));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a burst did not wake user space"
+        );
+        assert_eq!(probes.drops(), 0);
+
+        // Overflow: more than the ring holds, without draining.
+        connects(ring as usize / 96 + 200);
+        assert!(probes.drops() > 0, "no drops counted");
+        assert!(probes.counters().connect > 0);
+        sink.clear();
+        probes.drain(&mut sink);
+        assert!(!sink.is_empty());
+    }
+
     /// Runs the real probes (this machine and CI run as root): an exec whose
     /// environment is captured, IPv4 / IPv4-mapped IPv6 / IPv6 connects, a cgroup
     /// removal, and the kernel-side host-cgroup filter.
     #[test]
     fn live_probes_capture_exec_env_connects_and_cgroup_removal() {
         use std::net::{SocketAddr, TcpListener, TcpStream};
-        use std::process::Command;
-        use std::time::{Instant, SystemTime, UNIX_EPOCH};
+        use std::time::{SystemTime, UNIX_EPOCH};
 
-        let object = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bpf/rulehost-probes.o");
         let mut probes = Probes::start(&ProbeConfig {
             env_vars: vec!["KUBERNETES_SERVICE_HOST".into(), "PATH".into()],
             containers_only: false,
-            bpf_object: object.exists().then_some(object),
+            bpf_object: object_path(),
         })
         .expect("starting the probes");
         eprintln!(
-            "hooks: exec={} connect={} cgroup={}",
+            "hooks: exec={} connect={} cgroup={}; passed over: {:?}",
             probes.exec_hook(),
             probes.connect_hook(),
-            probes.cgroup_hook()
+            probes.cgroup_hook(),
+            probes.fallbacks()
         );
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let collect =
-            |probes: &mut Probes, until: &dyn Fn(&[ProbeEvent]) -> bool, wait: Duration| {
-                let mut events = Vec::new();
-                let deadline = Instant::now() + wait;
-                while Instant::now() < deadline && !until(&events) {
-                    runtime.block_on(probes.readable(Duration::from_millis(10)));
-                    probes.drain(&mut events);
-                }
-                events
-            };
-
-        let status = Command::new("sh")
-            .args(["-c", "exec env KUBERNETES_SERVICE_HOST=10.1.2.3 true"])
-            .env("RULEHOST_NOT_WANTED", "secret")
-            .spawn()
-            .unwrap();
-        let child = status.id();
-        let mut status = status;
-        assert!(status.wait().unwrap().success());
+        let child = exec_child();
 
         let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
         let v4_port = v4.local_addr().unwrap().port();
@@ -1493,18 +1793,7 @@ mod tests {
         let events = collect(&mut probes, &all_seen, Duration::from_secs(5));
 
         // The exec chain sh -> env -> true, all one pid, parent = this test process.
-        let execs: Vec<&Event> = events
-            .iter()
-            .filter_map(|e| match e {
-                ProbeEvent::Event(
-                    ev @ Event {
-                        body: Body::ProcessExec { .. },
-                        ..
-                    },
-                ) if ev.process.pid == child => Some(ev),
-                _ => None,
-            })
-            .collect();
+        let execs = execs_of(&events, child);
         let comms: Vec<&str> = execs.iter().map(|e| e.process.comm.as_str()).collect();
         assert_eq!(
             comms,

@@ -45,7 +45,8 @@ pub const EXEC_ENV_ENTRY_MAX: usize = 256;
 /// Most bytes of captured environment entries in one record.
 pub const EXEC_ENV_MAX: usize = 1024;
 /// Most `bpf_probe_read_user_str` calls spent walking one process's environment
-/// (an entry longer than [`EXEC_ENV_ENTRY_MAX`] costs more than one).
+/// (an entry longer than [`EXEC_ENV_ENTRY_MAX`] costs more than one); one `bpf_loop`
+/// step each.
 pub const EXEC_ENV_SCAN_MAX: u32 = 512;
 
 /// The filename was longer than [`EXEC_FILENAME_MAX`] (or could not be read).
@@ -151,7 +152,8 @@ pub const MAP_DROPS: &str = "DROPS";
 pub const MAP_CONFIG: &str = "CONFIG";
 /// `Array<KernelOffsets>`, one entry.
 pub const MAP_OFFSETS: &str = "OFFSETS";
-/// `HashMap<EnvName, u8>`: env names to capture at exec.
+/// `HashMap<EnvName, u8>`: env names to capture at exec, each mapped to its index
+/// (0..ENV_NAMES_MAX); captured entries come out in index order.
 pub const MAP_ENV_NAMES: &str = "ENV_NAMES";
 /// `LruHashMap<u64, u8>`: cgroup ids user space classified as host (not a container).
 pub const MAP_HOST_CGROUPS: &str = "HOST_CGROUPS";
@@ -267,6 +269,6 @@ mod tests {
         assert_eq!(size_of::<Config>(), 24);
         assert_eq!(size_of::<KernelOffsets>(), 56);
         assert_eq!(align_of::<ExecEvent>(), 8);
-        assert!(EXEC_RECORD_MAX < 4096);
+        const { assert!(EXEC_RECORD_MAX < 4096) };
     }
 }

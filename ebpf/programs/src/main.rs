@@ -5,7 +5,8 @@
 //!
 //! Program names (user space loads them by name and picks one per hook):
 //! - exec: `exec_btf` (tp_btf/sched_process_exec), else `exec_tp`
-//!   (tracepoint/sched/sched_process_exec);
+//!   (tracepoint/sched/sched_process_exec), else the same two without the
+//!   environment walk (`exec_btf_noenv`, `exec_tp_noenv`: no `bpf_loop` before 5.17);
 //! - connect: `connect_lsm` (lsm/socket_connect), else `connect_fentry`
 //!   (fentry/security_socket_connect), else `connect4` + `connect6`
 //!   (cgroup/connect4, cgroup/connect6 on the cgroup v2 root);
@@ -24,10 +25,9 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_ktime_get_ns,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
         generated::{
-            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_probe_read_kernel,
+            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_loop, bpf_probe_read_kernel,
             bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str,
             bpf_ringbuf_output,
         },
@@ -187,30 +187,53 @@ enum Filename {
 
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn exec_btf(ctx: BtfTracePointContext) -> i32 {
-    // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
-    let bprm: u64 = ctx.arg(2);
-    let filename = match offsets() {
-        Some(off) if off.flags & OFFSETS_BPRM != 0 => unsafe {
-            read_kernel::<u64>(bprm + off.bprm_filename as u64)
-        },
-        _ => 0,
-    };
-    handle_exec(Filename::Kernel(filename));
+    handle_exec::<true>(btf_filename(&ctx));
     0
 }
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn exec_tp(ctx: TracePointContext) -> u32 {
-    let at = match offsets() {
-        Some(off) => off.tp_exec_filename as usize,
-        None => return 0,
-    };
-    handle_exec(Filename::DataLoc(ctx.as_ptr() as u64, at as u64));
+    handle_exec::<true>(tp_filename(&ctx));
+    0
+}
+
+// The same without the environment walk, for kernels without `bpf_loop` (< 5.17).
+
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn exec_btf_noenv(ctx: BtfTracePointContext) -> i32 {
+    handle_exec::<false>(btf_filename(&ctx));
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn exec_tp_noenv(ctx: TracePointContext) -> u32 {
+    handle_exec::<false>(tp_filename(&ctx));
     0
 }
 
 #[inline(always)]
-fn handle_exec(filename: Filename) {
+fn btf_filename(ctx: &BtfTracePointContext) -> Filename {
+    // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+    let bprm: u64 = ctx.arg(2);
+    Filename::Kernel(match offsets() {
+        Some(off) if off.flags & OFFSETS_BPRM != 0 && bprm != 0 => unsafe {
+            read_kernel::<u64>(bprm + off.bprm_filename as u64)
+        },
+        _ => 0,
+    })
+}
+
+#[inline(always)]
+fn tp_filename(ctx: &TracePointContext) -> Filename {
+    let at = offsets().map_or(0, |off| off.tp_exec_filename as u64);
+    if at == 0 {
+        return Filename::Kernel(0);
+    }
+    Filename::DataLoc(ctx.as_ptr() as u64, at)
+}
+
+#[inline(always)]
+fn handle_exec<const ENV: bool>(filename: Filename) {
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     if suppressed(cgroup_id) {
         return;
@@ -270,7 +293,11 @@ fn handle_exec(filename: Filename) {
                 let env_end: u64 = unsafe { read_kernel(mm + o.mm_env_end as u64) };
                 argv_len = read_argv(buf, off, arg_start, arg_end, &mut flags);
                 off += argv_len;
-                env_len = read_env(buf, off, env_start, env_end, &mut flags);
+                if ENV {
+                    env_len = read_env(buf, off, env_start, env_end, &mut flags);
+                } else if config().is_some_and(|c| unsafe { read_volatile(&c.env_names) } != 0) {
+                    flags |= EXEC_ENV_INCOMPLETE;
+                }
                 off += env_len;
             }
         }
@@ -336,24 +363,69 @@ fn read_argv(buf: *mut u8, off: usize, start: u64, end: u64, flags: &mut u32) ->
     len
 }
 
-/// Walks the new process's environment (`env_start..env_end`, user memory) and
-/// appends the entries whose names are in `ENV_NAMES`; returns the bytes appended.
-/// Each step reads one entry (or the next piece of an entry longer than
-/// `EXEC_ENV_ENTRY_MAX`) straight into the record and keeps it only on a match.
+/// State of one environment walk, in a per-CPU map (a `bpf_loop` callback can only be
+/// handed a stack pointer; the callback looks this up instead).
+#[repr(C)]
+struct EnvWalk {
+    /// Next user address to read, and the end of the environment.
+    pos: u64,
+    end: u64,
+    /// User address of the first entry found for each name index (0: not found).
+    found: [u64; ENV_NAMES_MAX],
+    /// Non-zero while skipping the rest of an entry longer than one read.
+    continuing: u64,
+    /// Non-zero when a read failed.
+    failed: u64,
+    /// Distinct lengths of the wanted names.
+    lens: [u8; ENV_NAMES_MAX],
+    /// The entry being looked at.
+    entry: [u8; EXEC_ENV_ENTRY_MAX],
+}
+
+#[map]
+static ENV_WALK: PerCpuArray<EnvWalk> = PerCpuArray::with_max_entries(1, 0);
+
+/// Walks the new process's environment (`env_start..env_end`, user memory) with
+/// `bpf_loop` (one entry, or one piece of a longer entry, per step), remembering where
+/// the first entry of each wanted name is; then copies those entries into the record.
+/// Returns the bytes appended.
 #[inline(always)]
 fn read_env(buf: *mut u8, base: usize, start: u64, end: u64, flags: &mut u32) -> usize {
     let Some(cfg) = config() else { return 0 };
     if unsafe { read_volatile(&cfg.env_names) } == 0 || start == 0 || end <= start {
         return 0;
     }
-    let lens: [u8; ENV_NAMES_MAX] = unsafe { read_volatile(&cfg.env_name_lens) };
-    let mut pos = start;
+    let Some(walk) = ENV_WALK.get_ptr_mut(0) else {
+        return 0;
+    };
+    unsafe {
+        (*walk).pos = start;
+        (*walk).end = end;
+        (*walk).found = [0; ENV_NAMES_MAX];
+        (*walk).continuing = 0;
+        (*walk).failed = 0;
+        (*walk).lens = read_volatile(&cfg.env_name_lens);
+    }
+    let steps = unsafe {
+        bpf_loop(
+            EXEC_ENV_SCAN_MAX,
+            env_step as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        )
+    };
+    let (pos, failed) = unsafe { ((*walk).pos, (*walk).failed) };
+    if steps < 0 || failed != 0 || pos < end {
+        *flags |= EXEC_ENV_INCOMPLETE;
+    }
+
     let mut len = 0usize;
-    let mut continuing = false;
-    let mut steps = 0u32;
-    while steps < EXEC_ENV_SCAN_MAX {
-        if pos >= end {
-            break;
+    let mut i = 0;
+    while i < ENV_NAMES_MAX {
+        let at = unsafe { (*walk).found[i] };
+        i += 1;
+        if at == 0 {
+            continue;
         }
         if len > EXEC_ENV_MAX - EXEC_ENV_ENTRY_MAX {
             *flags |= EXEC_ENV_TRUNCATED;
@@ -361,53 +433,82 @@ fn read_env(buf: *mut u8, base: usize, start: u64, end: u64, flags: &mut u32) ->
         }
         let dst = unsafe { buf.add((base + len) & (WINDOW - 1)) };
         let n = unsafe {
-            bpf_probe_read_user_str(dst.cast(), EXEC_ENV_ENTRY_MAX as u32, pos as *const c_void)
+            bpf_probe_read_user_str(dst.cast(), EXEC_ENV_ENTRY_MAX as u32, at as *const c_void)
         };
-        if n <= 0 {
-            *flags |= EXEC_ENV_INCOMPLETE;
-            break;
-        }
-        let n = n as usize & (EXEC_ENV_ENTRY_MAX * 2 - 1);
-        let truncated = n >= EXEC_ENV_ENTRY_MAX;
-        if !continuing && env_matches(dst, n, &lens) {
-            len += n;
-            if truncated {
+        if n > 0 {
+            let n = n as usize & (EXEC_ENV_ENTRY_MAX * 2 - 1);
+            if n >= EXEC_ENV_ENTRY_MAX {
                 *flags |= EXEC_ENV_TRUNCATED;
             }
+            len += n;
         }
-        continuing = truncated;
-        pos += if truncated { n - 1 } else { n } as u64;
-        steps += 1;
-    }
-    if steps >= EXEC_ENV_SCAN_MAX && pos < end {
-        *flags |= EXEC_ENV_INCOMPLETE;
     }
     len
 }
 
-/// Whether the entry at `entry` (`n` bytes with its NUL) is `NAME=...` for a
-/// name in `ENV_NAMES`. Names are looked up by each configured length in turn.
+/// One `bpf_loop` step of the environment walk: returns 1 to stop, 0 to go on.
+#[inline(never)]
+extern "C" fn env_step(_index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(walk) = ENV_WALK.get_ptr_mut(0) else {
+        return 1;
+    };
+    let walk = unsafe { &mut *walk };
+    if walk.pos >= walk.end {
+        return 1;
+    }
+    let n = unsafe {
+        bpf_probe_read_user_str(
+            walk.entry.as_mut_ptr().cast(),
+            EXEC_ENV_ENTRY_MAX as u32,
+            walk.pos as *const c_void,
+        )
+    };
+    if n <= 0 {
+        walk.failed = 1;
+        return 1;
+    }
+    let n = n as usize & (EXEC_ENV_ENTRY_MAX * 2 - 1);
+    let truncated = n >= EXEC_ENV_ENTRY_MAX;
+    if walk.continuing == 0
+        && let Some(index) = env_name_index(walk, n)
+    {
+        let slot = &mut walk.found[index as usize & (ENV_NAMES_MAX - 1)];
+        if *slot == 0 {
+            *slot = walk.pos;
+        }
+    }
+    walk.continuing = truncated as u64;
+    walk.pos += if truncated { n - 1 } else { n } as u64;
+    0
+}
+
+/// The `ENV_NAMES` index of the entry in `walk.entry` (`n` bytes with its NUL) if it
+/// is `NAME=...` for a wanted name. Names are looked up by each wanted length.
 #[inline(always)]
-fn env_matches(entry: *const u8, n: usize, lens: &[u8; ENV_NAMES_MAX]) -> bool {
+fn env_name_index(walk: &EnvWalk, n: usize) -> Option<u8> {
     let mut slot = 0;
     while slot < ENV_NAMES_MAX {
-        let l = lens[slot] as usize & ENV_NAME_MAX;
+        let l = walk.lens[slot] as usize & ENV_NAME_MAX;
         slot += 1;
-        if l == 0 || n < l + 2 {
-            continue;
-        }
-        if unsafe { *entry.add(l) } != b'=' {
+        if l == 0 || n < l + 2 || walk.entry[l] != b'=' {
             continue;
         }
         let mut key = EnvName::default();
         let ret = unsafe {
-            bpf_probe_read_kernel(key.name.as_mut_ptr().cast(), l as u32, entry.cast())
+            bpf_probe_read_kernel(
+                key.name.as_mut_ptr().cast(),
+                l as u32,
+                walk.entry.as_ptr().cast(),
+            )
         };
-        if ret == 0 && ENV_NAMES.get_ptr(&key).is_some() {
-            return true;
+        if ret != 0 {
+            continue;
+        }
+        if let Some(index) = unsafe { ENV_NAMES.get(&key) } {
+            return Some(*index);
         }
     }
-    false
+    None
 }
 
 // ---- connect --------------------------------------------------------------------------
@@ -525,7 +626,14 @@ fn connect_from_sockaddr(sock: u64, address: u64, addrlen: i32) {
 }
 
 #[inline(always)]
-fn emit_connect(family: u16, sock_type: u32, port: u16, addr: [u8; 16], flowinfo: u32, scope_id: u32) {
+fn emit_connect(
+    family: u16,
+    sock_type: u32,
+    port: u16,
+    addr: [u8; 16],
+    flowinfo: u32,
+    scope_id: u32,
+) {
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     if suppressed(cgroup_id) {
         return;
@@ -605,7 +713,7 @@ pub fn cgroup_rmdir(ctx: TracePointContext) -> u32 {
 
 // ---- boilerplate ------------------------------------------------------------------------
 
-/// GPL-compatible, as helpers such as `bpf_probe_read_kernel` require.
+/// GPL-compatible, as helpers such as `bpf_probe_read_kernel` require (see Cargo.toml).
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -96,6 +96,10 @@ pub async fn run(options: RunOptions) -> Result<()> {
                     }
                     batch.push(event);
                 }
+                ProbeEvent::CgroupCreated { cgroup_id, path } => {
+                    // Known before any process in it can run: no walk, no race.
+                    resolver.insert(cgroup_id, &path);
+                }
                 ProbeEvent::CgroupRemoved { cgroup_id, path } => {
                     // Events before the removal still belong to the container.
                     batch = deliver(&mut dispatcher, batch, &mut findings, &mut output)?;

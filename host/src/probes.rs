@@ -63,6 +63,8 @@ pub enum ProbeEvent {
     Event(Event),
     /// A cgroup v2 directory was removed; `path` is relative to the cgroup v2 root.
     CgroupRemoved { cgroup_id: u64, path: String },
+    /// A cgroup v2 directory was created; `path` is relative to the cgroup v2 root.
+    CgroupCreated { cgroup_id: u64, path: String },
 }
 
 /// Loaded and attached probes. Dropping it detaches everything.
@@ -523,17 +525,17 @@ fn attach_cgroup_rmdir(
         return "none";
     }
     let result = (|| -> Result<()> {
-        let program: &mut TracePoint = program_mut(ebpf, "cgroup_rmdir")?;
-        program
-            .load()
-            .map_err(|e| program_error(e, "cgroup_rmdir"))?;
-        program
-            .attach("cgroup", "cgroup_rmdir")
-            .map_err(|e| program_error(e, "cgroup_rmdir"))?;
+        for name in ["cgroup_rmdir", "cgroup_mkdir"] {
+            let program: &mut TracePoint = program_mut(ebpf, name)?;
+            program.load().map_err(|e| program_error(e, name))?;
+            program
+                .attach("cgroup", name)
+                .map_err(|e| program_error(e, name))?;
+        }
         Ok(())
     })();
     match result {
-        Ok(()) => "tracepoint/cgroup/cgroup_rmdir",
+        Ok(()) => "tracepoint/cgroup/cgroup_mkdir+cgroup_rmdir",
         Err(e) => {
             fallbacks.push(format!("{e:#}"));
             "none"
@@ -1068,15 +1070,17 @@ pub fn decode_with_clock(record: &[u8], epoch_offset_ns: i64) -> Result<ProbeEve
                 },
             }))
         }
-        abi::KIND_CGROUP_RMDIR => {
+        abi::KIND_CGROUP_RMDIR | abi::KIND_CGROUP_MKDIR => {
             let ev: abi::CgroupRmdirEvent = read_pod(record).context("cgroup record too short")?;
             let path = &record[size_of::<abi::CgroupRmdirEvent>()..];
             let path = path
                 .get(..ev.path_len as usize)
                 .context("cgroup record path length exceeds the record")?;
-            Ok(ProbeEvent::CgroupRemoved {
-                cgroup_id: ev.cgroup_id,
-                path: c_string(path),
+            let (cgroup_id, path) = (ev.cgroup_id, c_string(path));
+            Ok(if header.kind == abi::KIND_CGROUP_MKDIR {
+                ProbeEvent::CgroupCreated { cgroup_id, path }
+            } else {
+                ProbeEvent::CgroupRemoved { cgroup_id, path }
             })
         }
         kind => bail!("unknown record kind {kind}"),

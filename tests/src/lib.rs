@@ -1,4 +1,7 @@
-//! Shared helpers for the end-to-end tests: event builders and a host with real rules.
+//! Shared helpers for the end-to-end tests: event builders, a host with real rules, and
+//! (in `live`) a real agent on the real kernel.
+
+pub mod live;
 
 use rulehost::dispatch::Dispatcher;
 use rulehost::events::{
@@ -112,4 +115,9 @@ pub fn run_one_by_one(host: &mut Dispatcher, events: Vec<Event>) -> Vec<Finding>
         .into_iter()
         .flat_map(|e| run(host, vec![e]))
         .collect()
+}
+
+/// A 64-hex container id unique to this test process and `tag`.
+pub fn trigger_id(tag: u8) -> String {
+    format!("{:08x}{tag:02x}", std::process::id()).repeat(7)[..64].to_owned()
 }

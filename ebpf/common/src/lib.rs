@@ -18,6 +18,8 @@ pub const COMM_LEN: usize = 16;
 pub const KIND_EXEC: u16 = 1;
 pub const KIND_CONNECT: u16 = 2;
 pub const KIND_CGROUP_RMDIR: u16 = 3;
+/// A cgroup v2 directory was created (same layout as [`CgroupRmdirEvent`]).
+pub const KIND_CGROUP_MKDIR: u16 = 4;
 
 /// Layout version written in every header; user space rejects other versions.
 pub const RECORD_VERSION: u16 = 1;

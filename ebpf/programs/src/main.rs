@@ -10,7 +10,7 @@
 //! - connect: `connect_lsm` (lsm/socket_connect), else `connect_fentry`
 //!   (fentry/security_socket_connect), else `connect4` + `connect6`
 //!   (cgroup/connect4, cgroup/connect6 on the cgroup v2 root);
-//! - cgroup removal: `cgroup_rmdir` (tracepoint/cgroup/cgroup_rmdir).
+//! - cgroup creation and removal: `cgroup_mkdir` / `cgroup_rmdir` (tracepoints).
 
 #![no_std]
 #![no_main]
@@ -43,7 +43,7 @@ use rulehost_ebpf_common::{
     ENV_NAME_MAX, ENV_NAMES_MAX, EVENTS_BYTES, EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED,
     EXEC_ENV_ENTRY_MAX, EXEC_ENV_INCOMPLETE, EXEC_ENV_MAX, EXEC_ENV_SCAN_MAX, EXEC_ENV_TRUNCATED,
     EXEC_FILENAME_MAX, EXEC_FILENAME_TRUNCATED, EXEC_NO_MM, EnvName, ExecEvent, HOST_CGROUPS_MAX,
-    KIND_CGROUP_RMDIR, KIND_CONNECT, KIND_EXEC, KernelOffsets, OFFSETS_BPRM, OFFSETS_SOCKET,
+    KIND_CGROUP_MKDIR, KIND_CGROUP_RMDIR, KIND_CONNECT, KIND_EXEC, KernelOffsets, OFFSETS_BPRM, OFFSETS_SOCKET,
     OFFSETS_TASK, RECORD_VERSION, RecordHeader,
 };
 
@@ -668,6 +668,19 @@ const RMDIR_HDR: usize = size_of::<CgroupRmdirEvent>();
 
 #[tracepoint(category = "cgroup", name = "cgroup_rmdir")]
 pub fn cgroup_rmdir(ctx: TracePointContext) -> u32 {
+    cgroup_event(ctx, KIND_CGROUP_RMDIR)
+}
+
+/// Creation is reported too, so user space knows a new container's cgroup before any
+/// process in it can exec or connect (no race with a directory walk).
+#[tracepoint(category = "cgroup", name = "cgroup_mkdir")]
+pub fn cgroup_mkdir(ctx: TracePointContext) -> u32 {
+    cgroup_event(ctx, KIND_CGROUP_MKDIR)
+}
+
+/// `cgroup_mkdir` and `cgroup_rmdir` share one tracepoint class, so one record layout.
+#[inline(always)]
+fn cgroup_event(ctx: TracePointContext, kind: u16) -> u32 {
     let (Some(o), Some(cfg)) = (offsets(), config()) else {
         return 0;
     };
@@ -698,7 +711,7 @@ pub fn cgroup_rmdir(ctx: TracePointContext) -> u32 {
     let len = RMDIR_HDR + path_len;
     unsafe {
         (buf as *mut CgroupRmdirEvent).write(CgroupRmdirEvent {
-            header: header(KIND_CGROUP_RMDIR, len),
+            header: header(kind, len),
             timestamp_ns: bpf_ktime_get_ns(),
             cgroup_id: id,
             path_len: path_len as u16,

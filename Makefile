@@ -4,6 +4,10 @@
 CARGO        ?= cargo
 GUEST_TARGET := wasm32-unknown-unknown
 RULES_DIR    := target/rules
+# Hostile rules the sandbox tests load (tests/fixtures/).
+FIXTURES     := -p fixture-infinite-loop -p fixture-memory-bomb -p fixture-trap-every-event \
+                -p fixture-fs-import -p fixture-finding-flood -p fixture-wrong-world \
+                -p fixture-init-error -p fixture-stateful-panic
 
 .PHONY: all setup ebpf guest build test lint bench run clean
 
@@ -15,8 +19,9 @@ setup:
 ebpf: setup
 	@bash ebpf/build.sh
 
+# The shippable rule, and the hostile fixture rules the sandbox tests load.
 guest: setup
-	$(CARGO) build --release -p guest-k8s-api-connection --target $(GUEST_TARGET)
+	$(CARGO) build --release --target $(GUEST_TARGET) -p guest-k8s-api-connection $(FIXTURES)
 
 # Leaves target/release/rulehost and the shippable rule target/rules/k8s_api_connection.wasm.
 build: ebpf guest
@@ -30,10 +35,10 @@ test: build
 lint: build
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --release -p guest-k8s-api-connection --target $(GUEST_TARGET) -- -D warnings
+	$(CARGO) clippy --release --target $(GUEST_TARGET) -p guest-k8s-api-connection $(FIXTURES) -- -D warnings
 
 bench: build
-	$(CARGO) bench -p rulehost --bench dispatch
+	$(CARGO) bench -p rulehost --bench dispatch --bench reload
 
 run: build
 	./target/release/rulehost run

@@ -74,10 +74,8 @@ impl AddressSet {
     /// Inverse of [`AddressSet::encode`]; trailing partial bytes are ignored.
     pub fn decode(bytes: &[u8]) -> AddressSet {
         let mut set = AddressSet::default();
-        for chunk in bytes.chunks_exact(16) {
-            let mut octets = [0u8; 16];
-            octets.copy_from_slice(chunk);
-            set.insert(IpAddr::V6(Ipv6Addr::from(octets)));
+        for octets in bytes.as_chunks::<16>().0 {
+            set.insert(IpAddr::V6(Ipv6Addr::from(*octets)));
         }
         set
     }

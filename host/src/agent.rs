@@ -6,7 +6,8 @@ use crate::dispatch::Dispatcher;
 use crate::events::Event;
 use crate::output::JsonLines;
 use crate::probes::{ProbeConfig, ProbeEvent, Probes};
-use crate::runtime::{Limits, Origin, Runtime};
+use crate::reload::{Change, Loaded, RuleSources, Watcher};
+use crate::runtime::{Limits, Origin, Rule, Runtime};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +21,10 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// What `run` was asked to do.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    pub rules: Vec<PathBuf>,
+    /// Rule files (`--rule`) and directories of rules (`--rules`); both watched.
+    pub sources: RuleSources,
+    /// Where compiled rules are cached across reloads and restarts.
+    pub cache_dir: Option<PathBuf>,
     pub output: Option<PathBuf>,
     pub record: Option<PathBuf>,
     pub limits: Limits,
@@ -28,22 +32,29 @@ pub struct RunOptions {
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(options: RunOptions) -> Result<()> {
-    let runtime = Arc::new(Runtime::new(options.limits.clone())?);
+    let runtime = Arc::new(Runtime::with_compile_cache(
+        options.limits.clone(),
+        options.cache_dir.as_deref(),
+    )?);
     let mut dispatcher = Dispatcher::new(runtime.clone());
-    for rule in crate::rules::load_all(&runtime, &options.rules)? {
-        eprintln!(
-            "rulehost: loaded rule {} ({} {} v{}) sha256 {}",
-            rule.name,
-            rule.metadata.id,
-            rule.metadata.event_name,
-            rule.metadata.version,
-            rule.sha256
-        );
+    let mut loaded = Loaded::default();
+    if options.sources.is_empty() {
+        let rule = crate::rules::load_all(&runtime, &[] as &[PathBuf])?.remove(0);
+        log_rule("loaded", &rule, crate::rules::BUILTIN_NAME, None);
         dispatcher.add(rule)?;
+    } else {
+        let changes =
+            crate::reload::plan(&runtime, &options.sources, &loaded.rules, &loaded.rejected);
+        for change in changes {
+            if let Change::Reject { path, reason } = &change
+                && options.sources.files.contains(path)
+            {
+                anyhow::bail!("cannot load rule {}: {reason}", path.display());
+            }
+            apply(&mut dispatcher, &mut loaded, change);
+        }
     }
-    let containers_only = dispatcher
-        .rules()
-        .all(|rule| rule.metadata.origin == Origin::Container);
+    let mut containers_only = only_containers_wanted(&dispatcher);
     let mut probes = Probes::start(&ProbeConfig {
         env_vars: dispatcher.env_vars(),
         containers_only,
@@ -66,6 +77,23 @@ pub async fn run(options: RunOptions) -> Result<()> {
         dispatcher.env_vars()
     );
 
+    // The watcher runs as its own task: waiting for settled file events is not
+    // cancel-safe, the channel it feeds is.
+    let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(1);
+    if !options.sources.is_empty() {
+        let mut watcher = Watcher::new(&options.sources)?;
+        tokio::spawn(async move {
+            loop {
+                watcher.changed().await;
+                if changed_tx.send(()).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let (plans_tx, mut plans) = tokio::sync::mpsc::channel::<Vec<Change>>(1);
+    let mut planning = false;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut raw = Vec::new();
@@ -73,11 +101,34 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let mut findings = Vec::new();
     let mut drops_seen = 0;
     loop {
+        let mut reload = false;
+        let mut ready_changes = None;
         let stop = tokio::select! {
             _ = probes.readable(POLL_INTERVAL) => false,
+            Some(()) = changed_rx.recv() => { reload = true; false }
+            _ = sighup.recv() => {
+                eprintln!("rulehost: SIGHUP: rescanning rules");
+                // An explicit request retries files rejected before.
+                loaded.rejected.clear();
+                reload = true;
+                false
+            }
+            Some(changes) = plans.recv() => { ready_changes = Some(changes); false }
             _ = sigint.recv() => true,
             _ = sigterm.recv() => true,
         };
+        if reload && !planning && !options.sources.is_empty() {
+            // Compile and validate off the event path; events keep flowing to the
+            // loaded versions meanwhile.
+            planning = true;
+            let (runtime, sources, tx) =
+                (runtime.clone(), options.sources.clone(), plans_tx.clone());
+            let (rules, rejected) = (loaded.rules.clone(), loaded.rejected.clone());
+            tokio::task::spawn_blocking(move || {
+                let changes = crate::reload::plan(&runtime, &sources, &rules, &rejected);
+                let _ = tx.blocking_send(changes);
+            });
+        }
         // Drain even when stopping, so nothing already in the ring buffer is lost.
         probes.drain(&mut raw);
         for probe_event in raw.drain(..) {
@@ -117,6 +168,24 @@ pub async fn run(options: RunOptions) -> Result<()> {
         if let Some(record) = record.as_mut() {
             record.flush()?;
         }
+        if let Some(changes) = ready_changes {
+            // Between two batches: every event went to exactly one version.
+            planning = false;
+            let env_before = dispatcher.env_vars();
+            for change in changes {
+                apply(&mut dispatcher, &mut loaded, change);
+            }
+            let env_after = dispatcher.env_vars();
+            if env_after != env_before
+                && let Err(error) = probes.set_env_vars(&env_after)
+            {
+                eprintln!("rulehost: warning: cannot update the captured env names: {error:#}");
+            }
+            containers_only = only_containers_wanted(&dispatcher);
+            if let Err(error) = probes.set_containers_only(containers_only) {
+                eprintln!("rulehost: warning: cannot update the kernel filter: {error:#}");
+            }
+        }
         let drops = probes.drops();
         if drops > drops_seen {
             eprintln!(
@@ -136,6 +205,73 @@ pub async fn run(options: RunOptions) -> Result<()> {
         c.events, c.findings, c.rule_faults, drops_seen
     );
     Ok(())
+}
+
+/// Whether every loaded rule wants only container events (so the kernel can drop the rest).
+fn only_containers_wanted(dispatcher: &Dispatcher) -> bool {
+    dispatcher
+        .rules()
+        .all(|rule| rule.metadata.origin == Origin::Container)
+}
+
+/// Applies one reload change to the dispatcher, logging it in one line.
+pub fn apply(dispatcher: &mut Dispatcher, loaded: &mut Loaded, change: Change) {
+    match change {
+        Change::Add { path, rule } => {
+            let key = path.display().to_string();
+            match dispatcher.add_from(&key, rule.clone()) {
+                Ok(()) => {
+                    log_rule("loaded", &rule, &key, None);
+                    loaded.record(&path, Some(&rule.sha256));
+                }
+                Err(error) => {
+                    eprintln!("rulehost: rejected rule {key}: {error:#}");
+                    loaded.reject(&path);
+                }
+            }
+        }
+        Change::Replace { path, rule } => {
+            let key = path.display().to_string();
+            match dispatcher.replace(&key, rule.clone()) {
+                Ok(old) => {
+                    log_rule("reloaded", &rule, &key, Some(&old));
+                    loaded.record(&path, Some(&rule.sha256));
+                }
+                Err(error) => {
+                    let keep = dispatcher.rule_from(&key).map_or(String::new(), |r| {
+                        format!("; keeping v{} sha256 {}", r.metadata.version, r.sha256)
+                    });
+                    eprintln!("rulehost: rejected rule {key}: {error:#}{keep}");
+                    loaded.reject(&path);
+                }
+            }
+        }
+        Change::Remove { path } => {
+            let key = path.display().to_string();
+            if let Some(old) = dispatcher.remove(&key) {
+                log_rule("unloaded", &old, &key, None);
+            }
+            loaded.record(&path, None);
+        }
+        Change::Reject { path, reason } => {
+            let key = path.display().to_string();
+            let keep = dispatcher.rule_from(&key).map_or(String::new(), |r| {
+                format!("; keeping v{} sha256 {}", r.metadata.version, r.sha256)
+            });
+            eprintln!("rulehost: rejected rule {key}: {reason}{keep}");
+            loaded.reject(&path);
+        }
+    }
+}
+
+fn log_rule(what: &str, rule: &Rule, source: &str, previous: Option<&Rule>) {
+    let was = previous.map_or(String::new(), |p| {
+        format!(" (was v{} sha256 {})", p.metadata.version, p.sha256)
+    });
+    eprintln!(
+        "rulehost: {what} rule {} ({} {} v{}) sha256 {} from {source}{was}",
+        rule.name, rule.metadata.id, rule.metadata.event_name, rule.metadata.version, rule.sha256
+    );
 }
 
 /// Dispatches a batch and writes its findings; returns the emptied buffer.

@@ -41,9 +41,18 @@ pub enum Command {
     /// on live kernel events and prints findings as JSON lines. Needs root (CAP_BPF,
     /// CAP_PERFMON, CAP_SYS_ADMIN for cgroup attachment).
     Run {
-        /// A rule component; repeat for several. Default: the built-in k8s_api_connection.
+        /// A rule component; repeat for several. Watched: a changed file is hot-reloaded.
+        /// Default (with no --rule nor --rules): the built-in k8s_api_connection.
         #[arg(long = "rule", value_name = "FILE.wasm")]
         rules: Vec<PathBuf>,
+        /// A directory of `*.wasm` rules (a ConfigMap volume works); files added, changed
+        /// or removed are loaded, reloaded or unloaded. Repeatable.
+        #[arg(long = "rules", value_name = "DIR")]
+        rule_dirs: Vec<PathBuf>,
+        /// Where compiled rules are cached, so restarts and reloads to a version seen
+        /// before skip compilation.
+        #[arg(long, value_name = "DIR", default_value = "/var/cache/rulehost")]
+        cache_dir: PathBuf,
         /// Write findings to this file (appending) instead of stdout.
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
@@ -110,12 +119,18 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect { rule } => inspect(&rule),
         Command::Run {
             rules,
+            rule_dirs,
+            cache_dir,
             output,
             record,
             sandbox,
         } => {
             let options = crate::agent::RunOptions {
-                rules,
+                sources: crate::reload::RuleSources {
+                    files: rules,
+                    dirs: rule_dirs,
+                },
+                cache_dir: Some(cache_dir),
                 output,
                 record,
                 limits: sandbox.limits(),
@@ -198,7 +213,7 @@ fn replay(rule_paths: &[PathBuf], events: Option<PathBuf>, sandbox: &SandboxArgs
     Ok(())
 }
 
-fn inspect(path: &PathBuf) -> Result<()> {
+fn inspect(path: &std::path::Path) -> Result<()> {
     let runtime = Runtime::new(Limits::default())?;
     let rule = crate::rules::load_file(&runtime, path)?;
     let m = &rule.metadata;

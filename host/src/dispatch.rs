@@ -30,6 +30,9 @@ pub struct Counters {
 
 /// A loaded rule and its live instance.
 struct Slot {
+    /// Where the rule came from (its file path, or the built-in name): what a reload
+    /// of that source replaces.
+    key: String,
     rule: Arc<Rule>,
     signature: Arc<crate::runtime::Metadata>,
     rule_ref: RuleRef,
@@ -64,19 +67,15 @@ impl Dispatcher {
         }
     }
 
-    /// Adds a rule; two rules with one id are refused.
+    /// Adds a rule under its own name; two rules with one id are refused.
     pub fn add(&mut self, rule: Arc<Rule>) -> Result<()> {
-        if let Some(other) = self
-            .slots
-            .iter()
-            .find(|s| s.rule.metadata.id == rule.metadata.id)
-        {
-            bail!(
-                "rule id {} is already loaded from {}",
-                rule.metadata.id,
-                other.rule.name
-            );
-        }
+        let key = rule.name.clone();
+        self.add_from(&key, rule)
+    }
+
+    /// Adds a rule loaded from `key` (its source path); two rules with one id are refused.
+    pub fn add_from(&mut self, key: &str, rule: Arc<Rule>) -> Result<()> {
+        self.check_id_free(&rule, None)?;
         let instance = RuleInstance::new(
             &self.runtime,
             &rule,
@@ -84,6 +83,7 @@ impl Dispatcher {
             self.containers.clone(),
         )?;
         self.slots.push(Slot {
+            key: key.to_owned(),
             signature: Arc::new(rule.metadata.clone()),
             rule_ref: RuleRef {
                 name: rule.name.as_str().into(),
@@ -95,6 +95,75 @@ impl Dispatcher {
             faults: VecDeque::new(),
             disabled: false,
         });
+        Ok(())
+    }
+
+    /// Swaps in a new version of the rule from `key`, between two batches: every event
+    /// goes to exactly one version, and the per-container state moves over unchanged.
+    /// On error the previous version keeps running, state included.
+    pub fn replace(&mut self, key: &str, rule: Arc<Rule>) -> Result<Arc<Rule>> {
+        let index = self
+            .slots
+            .iter()
+            .position(|s| s.key == key)
+            .ok_or_else(|| anyhow::anyhow!("no rule is loaded from {key}"))?;
+        self.check_id_free(&rule, Some(index))?;
+        let slot = &mut self.slots[index];
+        let state = match slot.instance.as_mut() {
+            Some(instance) => instance.take_state(),
+            None => std::mem::take(&mut slot.parked_state),
+        };
+        let instance =
+            match RuleInstance::recreate(&self.runtime, &rule, state, self.containers.clone()) {
+                Ok(instance) => instance,
+                Err((error, state)) => {
+                    match slot.instance.as_mut() {
+                        Some(instance) => instance.store.data_mut().state = state,
+                        None => slot.parked_state = state,
+                    }
+                    return Err(error);
+                }
+            };
+        slot.signature = Arc::new(rule.metadata.clone());
+        slot.rule_ref = RuleRef {
+            name: rule.name.as_str().into(),
+            sha256: rule.sha256.as_str().into(),
+        };
+        slot.instance = Some(instance);
+        slot.faults.clear();
+        slot.disabled = false;
+        Ok(std::mem::replace(&mut slot.rule, rule))
+    }
+
+    /// Unloads the rule from `key`, with its state.
+    pub fn remove(&mut self, key: &str) -> Option<Arc<Rule>> {
+        let index = self.slots.iter().position(|s| s.key == key)?;
+        Some(self.slots.remove(index).rule)
+    }
+
+    /// The rule loaded from `key`.
+    pub fn rule_from(&self, key: &str) -> Option<&Arc<Rule>> {
+        self.slots.iter().find(|s| s.key == key).map(|s| &s.rule)
+    }
+
+    /// Source keys of the loaded rules.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.slots.iter().map(|s| s.key.as_str())
+    }
+
+    fn check_id_free(&self, rule: &Rule, except: Option<usize>) -> Result<()> {
+        let clash = self
+            .slots
+            .iter()
+            .enumerate()
+            .find(|(i, s)| Some(*i) != except && s.rule.metadata.id == rule.metadata.id);
+        if let Some((_, other)) = clash {
+            bail!(
+                "rule id {} is already loaded from {}",
+                rule.metadata.id,
+                other.key
+            );
+        }
         Ok(())
     }
 
@@ -214,12 +283,27 @@ impl Dispatcher {
                 self.counters.findings += delivered;
                 self.counters.findings_dropped += dropped;
             }
+            Err(error) if self.selected.len() == 1 => {
+                // One event: it is the fault, and redoing it would only repeat it.
+                self.counters.rule_faults += 1;
+                let event = &events[self.selected[0] as usize];
+                let slot = &mut self.slots[slot_index];
+                fault(slot, &self.runtime, &self.containers, &error, Some(event));
+            }
             Err(error) => {
                 // The whole batch failed, so none of its findings were emitted. Redo it
-                // one event at a time on a fresh instance: only the faulting event is lost.
-                self.counters.rule_faults += 1;
+                // one event at a time on a fresh instance: only the faulting events are
+                // lost, and each of them counts as one fault.
                 let slot = &mut self.slots[slot_index];
-                fault(slot, &self.runtime, &self.containers, &error, None);
+                eprintln!(
+                    "rulehost: rule {} ({}) faulted on a batch of {} events: {}; redoing them one at a time",
+                    slot.rule.name,
+                    slot.rule.metadata.id,
+                    self.selected.len(),
+                    reason(&error)
+                );
+                recreate(slot, &self.runtime, &self.containers);
+                let faults_before = self.counters.rule_faults;
                 let selected = std::mem::take(&mut self.selected);
                 let mut events = events;
                 for (i, &host_index) in selected.iter().enumerate() {
@@ -257,6 +341,14 @@ impl Dispatcher {
                                 Some(&events[host_index as usize]),
                             );
                         }
+                    }
+                }
+                if self.counters.rule_faults == faults_before {
+                    // No event faulted on its own: the batched call is the fault.
+                    self.counters.rule_faults += 1;
+                    let slot = &mut self.slots[slot_index];
+                    if !slot.disabled {
+                        note_fault(slot);
                     }
                 }
                 self.selected = selected;
@@ -367,6 +459,13 @@ fn ip_from_wit(ip: WitIpAddress) -> IpAddr {
     }
 }
 
+/// The one-line reason for a fault: the trap (or limit) that ended the call, without
+/// the wasm backtrace wasmtime puts first.
+fn reason(error: &anyhow::Error) -> String {
+    let root = error.root_cause().to_string();
+    root.lines().next().unwrap_or("").to_owned()
+}
+
 /// Records a fault, recreates the instance around the same state, and disables the
 /// rule if it keeps faulting.
 fn fault(
@@ -376,14 +475,25 @@ fn fault(
     error: &anyhow::Error,
     event: Option<&Event>,
 ) {
-    let reason = format!("{error:#}").lines().next().unwrap_or("").to_owned();
     let context = event.map_or(String::new(), |e| {
         format!(" on {} from pid {}", e.kind().name(), e.process.pid)
     });
     eprintln!(
-        "rulehost: rule {} ({} sha256 {}) faulted{context}: {reason}",
-        slot.rule.name, slot.rule.metadata.id, slot.rule.sha256
+        "rulehost: rule {} ({} sha256 {}) faulted{context}: {}",
+        slot.rule.name,
+        slot.rule.metadata.id,
+        slot.rule.sha256,
+        reason(error)
     );
+    note_fault(slot);
+    if !slot.disabled {
+        recreate(slot, runtime, containers);
+    }
+}
+
+/// Counts a fault in the rule's window; disables the rule (keeping its state) once it
+/// reaches [`MAX_FAULTS`] within [`FAULT_WINDOW`].
+fn note_fault(slot: &mut Slot) {
     let now = Instant::now();
     slot.faults.push_back(now);
     while slot
@@ -393,13 +503,11 @@ fn fault(
     {
         slot.faults.pop_front();
     }
-    let state = match slot.instance.take() {
-        Some(mut instance) => instance.take_state(),
-        None => std::mem::take(&mut slot.parked_state),
-    };
     if slot.faults.len() >= MAX_FAULTS {
+        if let Some(mut instance) = slot.instance.take() {
+            slot.parked_state = instance.take_state();
+        }
         slot.disabled = true;
-        slot.parked_state = state;
         eprintln!(
             "rulehost: rule {} ({}) disabled after {} faults within {}s",
             slot.rule.name,
@@ -407,15 +515,33 @@ fn fault(
             slot.faults.len(),
             FAULT_WINDOW.as_secs()
         );
-        return;
     }
-    match RuleInstance::new(runtime, &slot.rule, state, containers.clone()) {
-        Ok(instance) => slot.instance = Some(instance),
-        Err(error) => {
+}
+
+/// Replaces the rule's instance with a fresh one from its compiled component, around
+/// the same state; if that fails, disables the rule and keeps the state.
+fn recreate(slot: &mut Slot, runtime: &Runtime, containers: &Containers) {
+    let state = match slot.instance.take() {
+        Some(mut instance) => instance.take_state(),
+        None => std::mem::take(&mut slot.parked_state),
+    };
+    match RuleInstance::recreate(runtime, &slot.rule, state, containers.clone()) {
+        Ok(instance) => {
+            slot.instance = Some(instance);
+            eprintln!(
+                "rulehost: rule {} ({}): instance recreated from its compiled component ({} fault(s) within {}s; disabled at {MAX_FAULTS})",
+                slot.rule.name,
+                slot.rule.metadata.id,
+                slot.faults.len(),
+                FAULT_WINDOW.as_secs()
+            );
+        }
+        Err((error, state)) => {
+            slot.parked_state = state;
             slot.disabled = true;
             eprintln!(
-                "rulehost: rule {} disabled: cannot recreate its instance: {error:#}",
-                slot.rule.name
+                "rulehost: rule {} ({}) disabled: cannot recreate its instance: {error:#}",
+                slot.rule.name, slot.rule.metadata.id
             );
         }
     }

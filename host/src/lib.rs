@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod events;
 pub mod output;
 pub mod probes;
+pub mod reload;
 pub mod replay;
 pub mod rules;
 pub mod runtime;

@@ -319,6 +319,34 @@ impl Probes {
         let config = self.config;
         write_config(&mut self.ebpf, &config)
     }
+
+    /// Changes which environment variables exec events capture (after a rule reload
+    /// changed what the rules ask for). Execs in flight may see either set.
+    pub fn set_env_vars(&mut self, env_vars: &[String]) -> Result<()> {
+        let wanted = ProbeConfig {
+            env_vars: env_vars.to_vec(),
+            containers_only: self.config.containers_only != 0,
+            bpf_object: None,
+        };
+        let mut config = build_config(&wanted, abi::EVENTS_BYTES)?;
+        config.wakeup_bytes = self.config.wakeup_bytes;
+        {
+            let mut names: HashMap<_, PodEnvName, u8> =
+                HashMap::try_from(map_mut(&mut self.ebpf, abi::MAP_ENV_NAMES)?)?;
+            let old: Vec<PodEnvName> = names.keys().filter_map(|k| k.ok()).collect();
+            for key in old {
+                names.remove(&key)?;
+            }
+            for (index, name) in env_vars.iter().enumerate() {
+                let mut key = abi::EnvName::default();
+                key.name[..name.len()].copy_from_slice(name.as_bytes());
+                names.insert(&PodEnvName(key), &(index as u8), 0)?;
+            }
+        }
+        write_config(&mut self.ebpf, &config)?;
+        self.config = config;
+        Ok(())
+    }
 }
 
 /// The object built by `ebpf/build.sh`, copied into OUT_DIR by build.rs.

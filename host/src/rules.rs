@@ -16,13 +16,21 @@ pub const BUILTIN_NAME: &str = "k8s_api_connection";
 pub fn load_file(runtime: &Runtime, path: &Path) -> Result<Arc<Rule>> {
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot load rule {}", path.display()))?;
-    let name = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string());
+    load_bytes(runtime, path, &bytes)
+}
+
+/// Loads a rule from bytes read from `path` (named after the file's stem).
+pub fn load_bytes(runtime: &Runtime, path: &Path, bytes: &[u8]) -> Result<Arc<Rule>> {
     runtime
-        .load(&name, &bytes)
+        .load(&rule_name(path), bytes)
         .with_context(|| format!("cannot load rule {}", path.display()))
+}
+
+/// A rule's name: its file's stem (`rules/k8s.wasm` is `k8s`).
+pub fn rule_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
 }
 
 /// Loads the given rule files, or the built-in rule when none is given.

@@ -126,9 +126,29 @@ impl Drop for Runtime {
 
 impl Runtime {
     pub fn new(limits: Limits) -> Result<Runtime> {
+        Runtime::with_compile_cache(limits, None)
+    }
+
+    /// Like [`Runtime::new`], also keeping compiled code on disk in `cache_dir` (keyed by
+    /// content hash, managed by wasmtime), so a restart or a reload to a previously seen
+    /// rule skips compilation.
+    pub fn with_compile_cache(
+        limits: Limits,
+        cache_dir: Option<&std::path::Path>,
+    ) -> Result<Runtime> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        if let Some(dir) = cache_dir {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the compile cache {}", dir.display()))?;
+            let mut cache = wasmtime::CacheConfig::new();
+            cache.with_directory(dir);
+            let cache = wasmtime::Cache::new(cache)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("opening the compile cache {}", dir.display()))?;
+            config.cache(Some(cache));
+        }
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("creating the wasmtime engine")?;
@@ -491,6 +511,16 @@ impl RuleInstance {
         state: RuleState,
         containers: Containers,
     ) -> Result<RuleInstance> {
+        Self::recreate(runtime, rule, state, containers).map_err(|(error, _)| error)
+    }
+
+    /// As [`RuleInstance::new`], but a failure hands `state` back so it is not lost.
+    pub fn recreate(
+        runtime: &Runtime,
+        rule: &Rule,
+        state: RuleState,
+        containers: Containers,
+    ) -> Result<RuleInstance, (anyhow::Error, RuleState)> {
         let limits = &runtime.limits;
         let state = if state.containers() == 0 {
             RuleState::new(limits.state)
@@ -504,6 +534,9 @@ impl RuleInstance {
                 .instances(16)
                 .memories(4)
                 .tables(16)
+                // Reaching the cap is a fault the host reports, not a failed allocation
+                // the rule might misreport or spin on.
+                .trap_on_grow_failure(true)
                 .build(),
             state,
             batch: Batch::default(),
@@ -514,23 +547,35 @@ impl RuleInstance {
         store.limiter(|data| &mut data.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(Duration::from_secs(1)));
-        let bindings = bindings::Rule::instantiate(&mut store, &rule.component, &runtime.linker)
+        match Self::start(&mut store, rule, runtime) {
+            Ok((bindings, metadata)) => Ok(RuleInstance {
+                store,
+                bindings,
+                metadata,
+            }),
+            Err(error) => Err((error, std::mem::take(&mut store.data_mut().state))),
+        }
+    }
+
+    /// Instantiates, reads the metadata and runs `init`.
+    fn start(
+        store: &mut Store<InstanceState>,
+        rule: &Rule,
+        runtime: &Runtime,
+    ) -> Result<(bindings::Rule, Metadata)> {
+        let bindings = bindings::Rule::instantiate(&mut *store, &rule.component, &runtime.linker)
             .map_err(|e| anyhow!("instantiating: {}", first_line(e)))?;
         let detector = bindings.rulehost_rule_detector();
         let metadata = detector
-            .call_metadata(&mut store)
+            .call_metadata(&mut *store)
             .map_err(|e| anyhow!("metadata() failed: {}", first_line(e)))?;
         let metadata = Metadata::from_wit(metadata);
         validate_metadata(&metadata)?;
         detector
-            .call_init(&mut store, "")
+            .call_init(&mut *store, "")
             .map_err(|e| anyhow!("init() failed: {}", first_line(e)))?
             .map_err(|message| anyhow!("init() refused: {message}"))?;
-        Ok(RuleInstance {
-            store,
-            bindings,
-            metadata,
-        })
+        Ok((bindings, metadata))
     }
 
     /// Delivers wit events; the host events they came from must be in the store's batch.

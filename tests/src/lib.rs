@@ -92,6 +92,28 @@ pub fn k8s_rule_file() -> PathBuf {
     target_dir().join("rules/k8s_api_connection.wasm")
 }
 
+/// A fixture rule component from `tests/fixtures/<name>/`, componentized by `build.rs`.
+pub fn fixture(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("OUT_DIR"))
+        .join("fixtures")
+        .join(format!("{name}.wasm"));
+    assert!(path.exists(), "no fixture rule at {}", path.display());
+    path
+}
+
+/// A host running under `limits` with the given fixture rules, then the built-in
+/// k8s_api_connection rule, loaded.
+pub fn host_with(limits: Limits, fixtures: &[&str]) -> Dispatcher {
+    let runtime = Arc::new(Runtime::new(limits).expect("runtime"));
+    let mut dispatcher = Dispatcher::new(runtime.clone());
+    let mut paths: Vec<PathBuf> = fixtures.iter().map(|name| fixture(name)).collect();
+    paths.push(k8s_rule_file());
+    for rule in rulehost::rules::load_all(&runtime, &paths).expect("rules load") {
+        dispatcher.add(rule).expect("add rule");
+    }
+    dispatcher
+}
+
 /// A host with the built-in k8s_api_connection rule loaded, running in wasmtime.
 pub fn k8s_host() -> Dispatcher {
     let runtime = Arc::new(Runtime::new(Limits::default()).expect("runtime"));
@@ -120,4 +142,49 @@ pub fn run_one_by_one(host: &mut Dispatcher, events: Vec<Event>) -> Vec<Finding>
 /// A 64-hex container id unique to this test process and `tag`.
 pub fn trigger_id(tag: u8) -> String {
     format!("{:08x}{tag:02x}", std::process::id()).repeat(7)[..64].to_owned()
+}
+
+/// The same rule component with a custom section appended: identical behaviour,
+/// different bytes and sha256 (a "new version" for reload tests).
+pub fn rule_variant(bytes: &[u8], tag: &str) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"rulehost-test-variant";
+    let mut body = Vec::new();
+    leb(name.len(), &mut body);
+    body.extend_from_slice(name);
+    body.extend_from_slice(tag.as_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section
+    leb(body.len(), &mut out);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// sha256 of `bytes` as lowercase hex, via the system's sha256sum (independent of the
+/// host's own hashing).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
 }

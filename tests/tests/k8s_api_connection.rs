@@ -200,7 +200,6 @@ fn state_survives_across_batches_and_is_evicted_with_the_container() {
 
 #[test]
 fn findings_name_the_exact_rule_bytes() {
-    use sha2_like::sha256_hex;
     let mut host = k8s_host();
     let c = container(12);
     let findings = run(
@@ -213,24 +212,4 @@ fn findings_name_the_exact_rule_bytes() {
     let bytes = std::fs::read(k8s_rule_file()).expect("make build leaves the rule file");
     assert_eq!(&*findings[0].rule.sha256, sha256_hex(&bytes));
     assert_eq!(&*findings[0].rule.name, "k8s_api_connection");
-}
-
-/// sha256 via the system's sha256sum, independent of the host's own hashing.
-mod sha2_like {
-    pub fn sha256_hex(bytes: &[u8]) -> String {
-        use std::io::Write;
-        let mut child = std::process::Command::new("sha256sum")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("sha256sum");
-        child.stdin.take().unwrap().write_all(bytes).unwrap();
-        let out = child.wait_with_output().unwrap();
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned()
-    }
 }

@@ -1,0 +1,231 @@
+//! Hot reload: noticing that rule files changed, compiling and validating the new
+//! versions off the event path, and handing the dispatcher finished rules to swap in.
+//!
+//! Files change in three ways in practice, and all three are events in the file's
+//! *directory*, which is what is watched: an in-place write (close-after-write on the
+//! file), an atomic rename over it (moved-to), and the Kubernetes ConfigMap layout, where
+//! `rule.wasm` is a symlink through `..data`, itself a symlink swapped atomically to a new
+//! timestamped directory (moved-to of `..data`; a watch on the file alone misses it).
+//! Whatever the event, the reaction is the same: rescan, and reload what hashes differently.
+
+use crate::runtime::{Rule, Runtime};
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+
+/// Quiet time after a file event before rescanning, so a multi-step update (write then
+/// rename, or the ConfigMap dance) is seen once, complete.
+const SETTLE: Duration = Duration::from_millis(5);
+
+/// Where rules come from: single files (`--rule`) and directories of `*.wasm` (`--rules`).
+#[derive(Debug, Clone, Default)]
+pub struct RuleSources {
+    pub files: Vec<PathBuf>,
+    pub dirs: Vec<PathBuf>,
+}
+
+impl RuleSources {
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.dirs.is_empty()
+    }
+
+    /// Every rule file the sources name now, as given (symlinks are followed when read).
+    /// Hidden entries (`..data`, editor temp files) are not rules.
+    pub fn scan(&self) -> BTreeSet<PathBuf> {
+        let mut found: BTreeSet<PathBuf> = self.files.iter().cloned().collect();
+        for dir in &self.dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if !name.starts_with('.') && name.ends_with(".wasm") && entry.path().is_file() {
+                    found.insert(entry.path());
+                }
+            }
+        }
+        found
+    }
+
+    /// The directories whose events can mean a rule changed.
+    fn watch_dirs(&self) -> BTreeSet<PathBuf> {
+        let parents = self.files.iter().map(|f| match f.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        });
+        parents.chain(self.dirs.iter().cloned()).collect()
+    }
+}
+
+/// What a rescan found, for the dispatcher to apply between two batches.
+pub enum Change {
+    /// A new file, compiled and validated.
+    Add { path: PathBuf, rule: Arc<Rule> },
+    /// A new version of a loaded file, compiled and validated.
+    Replace { path: PathBuf, rule: Arc<Rule> },
+    /// The file is gone.
+    Remove { path: PathBuf },
+    /// The file changed but cannot be loaded; the loaded version (if any) stays.
+    Reject { path: PathBuf, reason: String },
+}
+
+/// Compares the files the sources name with what is loaded (path -> sha256) and
+/// compiles what changed. Blocking: run it off the event path.
+pub fn plan(
+    runtime: &Runtime,
+    sources: &RuleSources,
+    loaded: &BTreeMap<PathBuf, String>,
+    rejected: &BTreeMap<PathBuf, String>,
+) -> Vec<Change> {
+    let present = sources.scan();
+    let mut changes = Vec::new();
+    for path in &present {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                // A listed file that vanished mid-swap is retried on the next event.
+                if loaded.contains_key(path) || sources.files.contains(path) {
+                    changes.push(Change::Reject {
+                        path: path.clone(),
+                        reason: format!("cannot read: {error}"),
+                    });
+                }
+                continue;
+            }
+        };
+        let sha256 = hex(&Sha256::digest(&bytes));
+        if loaded.get(path) == Some(&sha256) || rejected.get(path) == Some(&sha256) {
+            continue;
+        }
+        match runtime.load(&crate::rules::rule_name(path), &bytes) {
+            Ok(rule) if loaded.contains_key(path) => changes.push(Change::Replace {
+                path: path.clone(),
+                rule,
+            }),
+            Ok(rule) => changes.push(Change::Add {
+                path: path.clone(),
+                rule,
+            }),
+            Err(error) => changes.push(Change::Reject {
+                path: path.clone(),
+                reason: format!("{error:#}"),
+            }),
+        }
+    }
+    for path in loaded.keys() {
+        if !present.contains(path) && !sources.files.contains(path) {
+            changes.push(Change::Remove { path: path.clone() });
+        }
+    }
+    changes
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// inotify on the directories of the rule sources.
+pub struct Watcher {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl Watcher {
+    pub fn new(sources: &RuleSources) -> Result<Watcher> {
+        // SAFETY: plain syscall; the fd is owned right away.
+        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error()).context("inotify_init1");
+        }
+        // SAFETY: raw is a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mask = libc::IN_CLOSE_WRITE
+            | libc::IN_MOVED_TO
+            | libc::IN_MOVED_FROM
+            | libc::IN_CREATE
+            | libc::IN_DELETE
+            | libc::IN_ATTRIB
+            | libc::IN_DELETE_SELF
+            | libc::IN_MOVE_SELF;
+        for dir in sources.watch_dirs() {
+            let c_path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+                .context("rule path holds a NUL byte")?;
+            // SAFETY: valid fd and NUL-terminated path.
+            if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c_path.as_ptr(), mask) } < 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("watching {} for rule changes", dir.display()));
+            }
+        }
+        // SAFETY: the descriptor is owned by the AsyncFd and closed only when it drops.
+        let fd = unsafe { AsyncFd::register(fd) }
+            .map_err(|_| anyhow::anyhow!("cannot register the inotify descriptor with tokio"))?;
+        Ok(Watcher { fd })
+    }
+
+    /// Waits for file events, then for them to settle.
+    pub async fn changed(&mut self) {
+        loop {
+            if self.drain_ready().await {
+                break;
+            }
+        }
+        while tokio::time::timeout(SETTLE, self.drain_ready())
+            .await
+            .is_ok()
+        {}
+    }
+
+    /// Waits until readable and discards the pending events; true if there were any.
+    async fn drain_ready(&self) -> bool {
+        let Ok(mut guard) = self.fd.readable().await else {
+            return false;
+        };
+        let mut buf = [0u8; 4096];
+        let mut any = false;
+        loop {
+            // SAFETY: reading into a local buffer of the given size.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            any = true;
+        }
+        guard.clear_ready();
+        any
+    }
+}
+
+/// Loaded rule files and their hashes, plus the hashes last rejected (so a broken file
+/// is reported once, not on every unrelated event).
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub rules: BTreeMap<PathBuf, String>,
+    pub rejected: BTreeMap<PathBuf, String>,
+}
+
+impl Loaded {
+    /// Records the outcome of applying a change.
+    pub fn record(&mut self, path: &Path, sha256: Option<&str>) {
+        self.rejected.remove(path);
+        match sha256 {
+            Some(sha) => {
+                self.rules.insert(path.to_path_buf(), sha.to_owned());
+            }
+            None => {
+                self.rules.remove(path);
+            }
+        }
+    }
+
+    pub fn reject(&mut self, path: &Path) {
+        if let Ok(bytes) = std::fs::read(path) {
+            self.rejected
+                .insert(path.to_path_buf(), hex(&Sha256::digest(&bytes)));
+        }
+    }
+}

@@ -1,0 +1,598 @@
+//! Containment of hostile rules: the fixtures under `tests/fixtures/`, run by the real
+//! host (runtime and dispatcher) beside the k8s_api_connection rule, and through the
+//! `rulehost` binary for what it refuses and logs.
+
+use rulehost::dispatch::{FAULT_WINDOW, MAX_FAULTS};
+use rulehost::events::Event;
+use rulehost::output::Finding;
+use rulehost::runtime::{Limits, Runtime};
+use rulehost_tests::*;
+use serde_json::{Value, json};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const KSH: &str = "KUBERNETES_SERVICE_HOST=10.96.0.1";
+const API: &str = "10.96.0.1";
+const K8S_ID: &str = "TRC-1013";
+
+/// A container declaring the API server and connecting to it: one TRC-1013 finding.
+fn k8s_scenario(tag: u8) -> Vec<Event> {
+    vec![
+        exec(container(tag), &[KSH]),
+        connect(container(tag), API, 443),
+    ]
+}
+
+/// The findings of the rule with metadata id `id`.
+fn by<'a>(findings: &'a [Finding], id: &str) -> Vec<&'a Finding> {
+    findings.iter().filter(|f| f.signature.id == id).collect()
+}
+
+/// Default limits but a roomy CPU budget, for tests about something else than CPU (a
+/// loaded CI machine can take more than the default 10 ms to build 5,000 findings).
+fn generous_cpu() -> Limits {
+    Limits {
+        cpu_per_event: Duration::from_secs(1),
+        ..Limits::default()
+    }
+}
+
+/// Why loading a fixture fails (it must fail).
+fn load_error(name: &str) -> String {
+    let runtime = Runtime::new(Limits::default()).expect("runtime");
+    match rulehost::rules::load_file(&runtime, &fixture(name)) {
+        Ok(rule) => panic!("{name} loaded as rule {}", rule.metadata.id),
+        Err(error) => format!("{error:#}"),
+    }
+}
+
+/// Runs `rulehost <args>` with `events` as rulehost JSON lines on stdin.
+fn rulehost(args: &[&str], events: &[Event]) -> Output {
+    let mut child = Command::new(rulehost_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("target/release/rulehost (run `make build`)");
+    let mut input = child.stdin.take().unwrap();
+    for event in events {
+        writeln!(input, "{}", serde_json::to_string(event).unwrap()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+/// `rulehost replay` with the given fixtures (then the k8s rule file) over `events`.
+fn replay(fixtures: &[&str], extra: &[&str], events: &[Event]) -> Output {
+    let paths: Vec<String> = fixtures
+        .iter()
+        .map(|name| fixture(name))
+        .chain([k8s_rule_file()])
+        .map(|p| p.to_str().unwrap().to_owned())
+        .collect();
+    let mut args = vec!["replay"];
+    for path in &paths {
+        args.extend(["--rule", path]);
+    }
+    args.extend(extra);
+    args.push("-");
+    rulehost(&args, events)
+}
+
+fn stdout_findings(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each stdout line is one JSON finding"))
+        .collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn lines_with<'a>(text: &'a str, parts: &[&str]) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .collect()
+}
+
+#[test]
+fn an_infinite_loop_is_cut_off_and_the_other_rule_still_reports() {
+    let mut host = host_with(Limits::default(), &["infinite-loop"]);
+    let mut batch = k8s_scenario(1);
+    batch.push(connect(None, "192.0.2.1", 80));
+
+    let start = Instant::now();
+    let findings = run(&mut host, batch);
+    let elapsed = start.elapsed();
+    // 10 ms per event for the batch, then 10 ms for each event redone alone.
+    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+    assert_eq!(
+        by(&findings, K8S_ID).len(),
+        1,
+        "the k8s rule ran on the same batch"
+    );
+    assert_eq!(findings.len(), 1);
+    assert_eq!(
+        host.counters.rule_faults, 3,
+        "each of its 3 events is one fault"
+    );
+    assert!(!host.is_disabled("FIXTURE-LOOP"));
+    assert!(!host.is_disabled(K8S_ID));
+
+    // Two more faults reach MAX_FAULTS: the loop is disabled, the host goes on.
+    let findings = run(&mut host, k8s_scenario(2));
+    assert_eq!(by(&findings, K8S_ID).len(), 1);
+    assert_eq!(host.counters.rule_faults, MAX_FAULTS as u64);
+    assert!(host.is_disabled("FIXTURE-LOOP"));
+    let start = Instant::now();
+    let findings = run(&mut host, k8s_scenario(3));
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "a disabled rule costs nothing"
+    );
+    assert_eq!(by(&findings, K8S_ID).len(), 1);
+    assert_eq!(host.counters.rule_faults, MAX_FAULTS as u64);
+}
+
+#[test]
+fn the_cpu_deadline_follows_the_configured_budget() {
+    let budget = Duration::from_millis(80);
+    let mut host = host_with(
+        Limits {
+            cpu_per_event: budget,
+            ..Limits::default()
+        },
+        &["infinite-loop"],
+    );
+    let start = Instant::now();
+    let findings = run(&mut host, vec![connect(None, "192.0.2.1", 80)]);
+    let elapsed = start.elapsed();
+    assert!(findings.is_empty());
+    assert!(
+        elapsed >= budget,
+        "cut off after {elapsed:?}, before its budget"
+    );
+    assert!(
+        elapsed < budget + Duration::from_secs(1),
+        "took {elapsed:?}"
+    );
+    assert_eq!(host.counters.rule_faults, 1, "one event, one fault");
+}
+
+#[test]
+fn the_binary_reports_a_looping_rule_and_goes_on() {
+    let mut events = k8s_scenario(4);
+    events.push(connect(None, "192.0.2.1", 80));
+    let start = Instant::now();
+    let out = replay(&["infinite-loop"], &["--rule-cpu-ms", "20"], &events);
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let found = stdout_findings(&out);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["signature"]["id"], K8S_ID);
+    let faults = lines_with(
+        &err,
+        &[
+            "rule infinite-loop (FIXTURE-LOOP sha256 ",
+            "faulted on ",
+            "interrupt",
+        ],
+    );
+    assert_eq!(faults.len(), 3, "{err}");
+    assert!(
+        faults[0].contains("on sched_process_exec from pid 100"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_memory_bomb_hits_the_cap_and_the_host_carries_on() {
+    let mut host = host_with(generous_cpu(), &["memory-bomb"]);
+    // Its exec asks for nothing; both connects allocate without bound.
+    let mut batch = k8s_scenario(5);
+    batch.push(connect(None, "192.0.2.1", 80));
+    let findings = run(&mut host, batch);
+    assert_eq!(by(&findings, K8S_ID).len(), 1);
+    assert_eq!(findings.len(), 1);
+    assert_eq!(host.counters.rule_faults, 2);
+    assert!(!host.is_disabled("FIXTURE-MEMORY-BOMB"));
+
+    // The recreated instance starts from fresh memory: 48 of the 64 MiB fit again.
+    let findings = run(&mut host, vec![exec(None, &["BOMB_MIB=48"])]);
+    assert_eq!(findings.len(), 1);
+    assert_eq!(findings[0].data["allocated_mib"], json!(48));
+    assert_eq!(host.counters.rule_faults, 2);
+}
+
+#[test]
+fn the_memory_cap_is_configurable() {
+    let allocated = |cap_mib: usize, mib: u32| -> Option<u64> {
+        let mut host = host_with(
+            Limits {
+                memory_bytes: cap_mib << 20,
+                ..generous_cpu()
+            },
+            &["memory-bomb"],
+        );
+        let findings = run(&mut host, vec![exec(None, &[&format!("BOMB_MIB={mib}")])]);
+        match findings.as_slice() {
+            [] => {
+                assert_eq!(host.counters.rule_faults, 1);
+                None
+            }
+            [f] => f.data["allocated_mib"].as_u64(),
+            more => panic!("{more:?}"),
+        }
+    };
+    assert_eq!(allocated(32, 16), Some(16));
+    assert_eq!(allocated(32, 48), None, "48 MiB is over a 32 MiB cap");
+    assert_eq!(allocated(64, 48), Some(48));
+    assert_eq!(allocated(128, 96), Some(96));
+    assert_eq!(allocated(128, 160), None);
+}
+
+#[test]
+fn the_binary_honours_rule_memory_mib() {
+    let events = [
+        exec(None, &["BOMB_MIB=16"]),
+        exec(None, &["BOMB_MIB=40"]),
+        connect(None, "192.0.2.1", 80), // allocates without bound
+    ];
+    let over_the_cap = |err: &str| {
+        lines_with(
+            err,
+            &[
+                "rule memory-bomb (FIXTURE-MEMORY-BOMB sha256",
+                "faulted on ",
+                "growing memory",
+            ],
+        )
+        .len()
+    };
+    let cpu = ["--rule-cpu-ms", "2000"];
+    let out = replay(
+        &["memory-bomb"],
+        &[&cpu[..], &["--rule-memory-mib", "32"]].concat(),
+        &events,
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let found = stdout_findings(&out);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["data"]["allocated_mib"], 16);
+    assert_eq!(
+        over_the_cap(&err),
+        2,
+        "40 MiB and unbounded are over 32 MiB: {err}"
+    );
+
+    let out = replay(
+        &["memory-bomb"],
+        &[&cpu[..], &["--rule-memory-mib", "64"]].concat(),
+        &events,
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let found: Vec<_> = stdout_findings(&out)
+        .iter()
+        .map(|f| f["data"]["allocated_mib"].clone())
+        .collect();
+    assert_eq!(found, vec![json!(16), json!(40)], "{err}");
+    assert_eq!(
+        over_the_cap(&err),
+        1,
+        "only the unbounded one is over 64 MiB: {err}"
+    );
+}
+
+#[test]
+fn a_rule_that_traps_on_every_event_is_recreated_then_disabled() {
+    let mut host = host_with(Limits::default(), &["trap-every-event"]);
+    for n in 1..=MAX_FAULTS as u64 + 2 {
+        let findings = run(&mut host, vec![connect(None, "192.0.2.1", 80)]);
+        assert!(findings.is_empty());
+        let faults = n.min(MAX_FAULTS as u64);
+        assert_eq!(host.counters.rule_faults, faults, "after event {n}");
+        assert_eq!(host.is_disabled("FIXTURE-TRAP"), n >= MAX_FAULTS as u64);
+    }
+    assert!(!host.is_disabled(K8S_ID));
+    assert_eq!(by(&run(&mut host, k8s_scenario(7)), K8S_ID).len(), 1);
+}
+
+#[test]
+fn the_binary_logs_recreation_then_disabling() {
+    // One batch: it fails whole, then each event is redone alone until the rule is
+    // disabled; the k8s rule still reports the one API server connect.
+    let mut events = k8s_scenario(8);
+    events.extend((0..8).map(|i| connect(container(8), "192.0.2.1", 8000 + i)));
+    let out = replay(&["trap-every-event"], &[], &events);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let found = stdout_findings(&out);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["signature"]["id"], K8S_ID);
+
+    let rule = "rule trap-every-event (FIXTURE-TRAP";
+    assert_eq!(
+        lines_with(
+            &err,
+            &[
+                rule,
+                "faulted on a batch of 10 events",
+                "unreachable",
+                "redoing them one at a time"
+            ]
+        )
+        .len(),
+        1,
+        "{err}"
+    );
+    assert_eq!(
+        lines_with(
+            &err,
+            &[rule, "sha256 ", "faulted on ", "from pid ", "unreachable"]
+        )
+        .len(),
+        MAX_FAULTS,
+        "{err}"
+    );
+    assert_eq!(
+        lines_with(&err, &[rule, "instance recreated"]).len(),
+        MAX_FAULTS, // after the batch, then after each of the first MAX_FAULTS - 1 events
+        "{err}"
+    );
+    let disabled = lines_with(&err, &[rule, "disabled after"]);
+    assert_eq!(disabled.len(), 1, "{err}");
+    assert!(
+        disabled[0].ends_with(&format!(
+            "disabled after {MAX_FAULTS} faults within {}s",
+            FAULT_WINDOW.as_secs()
+        )),
+        "{err}"
+    );
+    assert!(
+        !lines_with(&err, &["TRC-1013"])
+            .iter()
+            .any(|l| l.contains("fault")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_filesystem_import_is_refused_at_load() {
+    let error = load_error("fs-import");
+    assert!(
+        error.contains(
+            "imports `wasi:filesystem/types@0.2.0`, which the rulehost:rule world does not grant"
+        ),
+        "{error}"
+    );
+    assert!(error.contains("fs-import.wasm"), "{error}");
+
+    let file = fixture("fs-import");
+    for args in [
+        vec!["replay", "--rule", file.to_str().unwrap(), "-"],
+        vec!["inspect", file.to_str().unwrap()],
+    ] {
+        let out = rulehost(&args, &[]);
+        assert!(!out.status.success());
+        assert!(out.stdout.is_empty());
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(
+            err.contains(file.to_str().unwrap()) && err.contains("`wasi:filesystem/types@0.2.0`"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_component_of_another_world_is_refused_at_load() {
+    let error = load_error("wrong-world");
+    assert!(
+        error.contains(
+            "does not export `rulehost:rule/detector`: not a rule of the rulehost:rule@0.1.0 world"
+        ),
+        "{error}"
+    );
+    let file = fixture("wrong-world");
+    let out = rulehost(&["replay", "--rule", file.to_str().unwrap(), "-"], &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains(file.to_str().unwrap())
+            && err.contains("does not export `rulehost:rule/detector`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_rule_whose_init_fails_is_refused_at_load() {
+    let error = load_error("init-error");
+    assert!(
+        error.contains("init() refused: fixture refuses to start: no configuration"),
+        "{error}"
+    );
+    let file = fixture("init-error");
+    let out = rulehost(&["replay", "--rule", file.to_str().unwrap(), "-"], &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains(file.to_str().unwrap()) && err.contains("init() refused"),
+        "{err}"
+    );
+}
+
+#[test]
+fn thousands_of_findings_are_capped_per_event_and_counted() {
+    const FLOOD: u64 = 5000; // findings per connect, see the fixture
+    let limits = generous_cpu(); // default output bounds
+    let (cap, max_bytes) = (limits.max_findings_per_event, limits.max_finding_bytes);
+    let mut host = host_with(limits, &["finding-flood"]);
+    let batch = vec![
+        exec(container(9), &[KSH]),
+        connect(container(9), API, 443),
+        connect(None, "192.0.2.1", 80),
+    ];
+    let (first, second) = (batch[1].clone(), batch[2].clone());
+    let start = Instant::now();
+    let findings = run(&mut host, batch);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+
+    assert_eq!(by(&findings, K8S_ID).len(), 1);
+    let flood = by(&findings, "FIXTURE-FLOOD");
+    for connect in [&first, &second] {
+        let kept: Vec<_> = flood
+            .iter()
+            .filter(|f| f.event.event == *connect)
+            .map(|f| f.data["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            kept,
+            (0..cap as u64).collect::<Vec<_>>(),
+            "the first {cap} are kept"
+        );
+    }
+    assert_eq!(
+        flood.len(),
+        2 * cap,
+        "the exec's {max_bytes}+ byte finding is dropped"
+    );
+    assert_eq!(host.counters.findings, 2 * cap as u64 + 1);
+    assert_eq!(host.counters.findings_dropped, 1 + 2 * (FLOOD - cap as u64));
+    assert_eq!(host.counters.rule_faults, 0);
+}
+
+#[test]
+fn the_output_bounds_are_configurable() {
+    let mut host = host_with(
+        Limits {
+            max_findings_per_event: 100,
+            max_finding_bytes: 128 * 1024,
+            ..generous_cpu()
+        },
+        &["finding-flood"],
+    );
+    let findings = run(
+        &mut host,
+        vec![exec(None, &[]), connect(None, "192.0.2.1", 80)],
+    );
+    let blob = findings[0].data["blob"]
+        .as_str()
+        .expect("the 64 KiB finding fits");
+    assert_eq!(blob.len(), 64 * 1024);
+    assert_eq!(findings.len(), 1 + 100);
+    assert_eq!(host.counters.findings_dropped, 5000 - 100);
+}
+
+#[test]
+fn the_binary_logs_dropped_findings() {
+    let out = replay(
+        &["finding-flood"],
+        &["--rule-cpu-ms", "1000"],
+        &[connect(None, "192.0.2.1", 80)],
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        stdout_findings(&out).len(),
+        Limits::default().max_findings_per_event
+    );
+    assert_eq!(
+        lines_with(
+            &err,
+            &["rule finding-flood: dropped 4984 finding(s) over the output bounds"]
+        )
+        .len(),
+        1,
+        "{err}"
+    );
+}
+
+#[test]
+fn a_panicking_rule_is_isolated_and_keeps_its_state() {
+    const ID: &str = "FIXTURE-STATEFUL-PANIC";
+    let mut host = host_with(Limits::default(), &["stateful-panic"]);
+    let c = container(10);
+    assert!(run(&mut host, vec![exec(c.clone(), &["MARK=before"])]).is_empty());
+    assert_eq!(host.state_containers(ID), 1);
+
+    // A panic (a wasm trap) on its own: one fault, the instance is recreated.
+    assert!(run(&mut host, vec![exec(c.clone(), &["TRAP=1"])]).is_empty());
+    assert_eq!(host.counters.rule_faults, 1);
+    assert!(!host.is_disabled(ID));
+    // The new instance sees the state written before the fault.
+    let findings = run(&mut host, vec![connect(c.clone(), API, 443)]);
+    assert_eq!(findings.len(), 1);
+    assert_eq!(findings[0].data["mark"], json!("before"));
+    assert_eq!(findings[0].data["container_id"], json!(container_id(10)));
+
+    // Within a batch: only the panicking event is lost; the events around it, and the
+    // k8s rule, are unaffected.
+    let d = container(11);
+    let findings = run(
+        &mut host,
+        vec![
+            exec(d.clone(), &["MARK=batched", KSH]),
+            exec(d.clone(), &["TRAP=1"]),
+            connect(d.clone(), API, 443),
+            connect(c, API, 443),
+        ],
+    );
+    let marks: Vec<_> = by(&findings, ID)
+        .iter()
+        .map(|f| f.data["mark"].clone())
+        .collect();
+    assert_eq!(marks, vec![json!("batched"), json!("before")]);
+    assert_eq!(by(&findings, K8S_ID).len(), 1);
+    assert_eq!(host.counters.rule_faults, 2);
+    assert_eq!(host.state_containers(ID), 2);
+    assert!(!host.is_disabled(ID));
+}
+
+#[test]
+fn state_is_kept_when_the_instance_cannot_be_recreated() {
+    const ID: &str = "FIXTURE-STATEFUL-PANIC";
+    let mut host = host_with(Limits::default(), &["stateful-panic"]);
+    let c = container(12);
+    run(&mut host, vec![exec(c.clone(), &["MARK=kept"])]);
+    // Panics after setting a flag that makes every later init refuse.
+    run(&mut host, vec![exec(c.clone(), &["TRAP=refuse-init"])]);
+    assert_eq!(host.counters.rule_faults, 1);
+    assert!(host.is_disabled(ID), "no instance could be recreated");
+    // The container's mark and the rule-wide flag (kept under handle 0) are both held.
+    assert_eq!(host.state_containers(ID), 2);
+    host.container_removed(&container_id(12));
+    assert_eq!(host.state_containers(ID), 1);
+    assert_eq!(by(&run(&mut host, k8s_scenario(13)), K8S_ID).len(), 1);
+
+    let out = replay(
+        &["stateful-panic"],
+        &[],
+        &[exec(container(12), &["TRAP=refuse-init"])],
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        lines_with(
+            &err,
+            &[
+                "rule stateful-panic (FIXTURE-STATEFUL-PANIC) disabled: cannot recreate its instance",
+                "init() refused: refusing to start: asked to by TRAP=refuse-init"
+            ]
+        )
+        .len(),
+        1,
+        "{err}"
+    );
+}

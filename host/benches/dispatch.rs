@@ -34,13 +34,18 @@ fn stream() -> Vec<Event> {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    let containers: Vec<Arc<Container>> = (0..CONTAINERS)
+        .map(|c| {
+            Arc::new(Container {
+                id: format!("{:064x}", c + 1),
+                runtime: Rt::Containerd,
+            })
+        })
+        .collect();
     (0..EVENTS)
         .map(|i| {
             let slot = i % 10;
-            let container = (slot < 8).then(|| Container {
-                id: format!("{:064x}", (i / 10) % CONTAINERS + 1),
-                runtime: Rt::Containerd,
-            });
+            let container = (slot < 8).then(|| containers[(i / 10) % CONTAINERS].clone());
             let body = match slot {
                 0 | 8 => Body::ProcessExec {
                     filename: "/usr/bin/curl".into(),
@@ -114,7 +119,7 @@ impl NativeRule {
                         ip.to_string(),
                         port,
                         container.id.clone(),
-                        event.process.comm.clone(),
+                        event.process.comm.to_string(),
                     ));
                 }
             }

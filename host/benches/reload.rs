@@ -59,7 +59,7 @@ async fn reload_once(
     }
 }
 
-fn event(container: &Container, body: Body) -> Event {
+fn event(container: &Arc<Container>, body: Body) -> Event {
     Event {
         timestamp: 0,
         process: Process {
@@ -134,10 +134,12 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     // Steady stream across reloads: every connect must give exactly one finding.
-    let containers: Vec<Container> = (0..16)
-        .map(|i| Container {
-            id: format!("{:064x}", i + 1),
-            runtime: Rt::Containerd,
+    let containers: Vec<Arc<Container>> = (0..16)
+        .map(|i| {
+            Arc::new(Container {
+                id: format!("{:064x}", i + 1),
+                runtime: Rt::Containerd,
+            })
         })
         .collect();
     let execs = containers

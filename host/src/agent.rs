@@ -155,7 +155,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
                     // Events before the removal still belong to the container.
                     batch = deliver(&mut dispatcher, batch, &mut findings, &mut output)?;
                     let container =
-                        parse_cgroup_path(&path).or_else(|| resolver.resolve(cgroup_id));
+                        parse_cgroup_path(&path).or_else(|| resolver.resolve_owned(cgroup_id));
                     resolver.forget(cgroup_id);
                     if let Some(container) = container {
                         dispatcher.container_removed(&container.id);

@@ -10,6 +10,7 @@ use std::fs;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Length of a full container id (64 lowercase hex characters).
@@ -245,7 +246,7 @@ const MAX_WALK_DIRS: usize = 1 << 20;
 struct Entry {
     /// Path relative to the mount (`/system.slice/...`); `None` when a walk did not find it.
     path: Option<Box<str>>,
-    container: Option<Container>,
+    container: Option<Arc<Container>>,
     /// When a walk last failed to find it (negative entries only).
     checked: Instant,
 }
@@ -253,7 +254,7 @@ struct Entry {
 impl Entry {
     fn found(path: &str, now: Instant) -> Entry {
         Entry {
-            container: parse_cgroup_path(path),
+            container: parse_cgroup_path(path).map(Arc::new),
             path: Some(path.into()),
             checked: now,
         }
@@ -271,7 +272,7 @@ impl Entry {
 /// What an event's cgroup turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
-    Container(Container),
+    Container(Arc<Container>),
     /// A cgroup that exists and is no container's.
     Host,
     /// Not found (yet): neither a container nor known to be the host's.
@@ -350,8 +351,13 @@ impl ContainerResolver {
     /// The container whose cgroup has kernel id `cgroup_id`; `None` for host cgroups
     /// and ids not (yet) found. Cache hits cost a hash lookup; a miss walks the tree
     /// when the rate limit allows.
-    pub fn resolve(&mut self, cgroup_id: u64) -> Option<Container> {
+    pub fn resolve(&mut self, cgroup_id: u64) -> Option<Arc<Container>> {
         self.lookup(cgroup_id)?.container.clone()
+    }
+
+    /// [`ContainerResolver::resolve`], unshared (for comparisons in tests and tools).
+    pub fn resolve_owned(&mut self, cgroup_id: u64) -> Option<Container> {
+        self.resolve(cgroup_id).map(|c| (*c).clone())
     }
 
     /// The path of cgroup `cgroup_id` relative to the mount (as in `/proc/<pid>/cgroup`),
@@ -362,7 +368,7 @@ impl ContainerResolver {
 
     /// Records the path of `cgroup_id` when it is known without a walk (the kernel
     /// reported it, or it was read from `/proc`); returns its container.
-    pub fn insert(&mut self, cgroup_id: u64, path: &str) -> Option<Container> {
+    pub fn insert(&mut self, cgroup_id: u64, path: &str) -> Option<Arc<Container>> {
         let path = path.strip_suffix(DELETED_SUFFIX).unwrap_or(path);
         let path = if path.starts_with('/') {
             path.to_owned()
@@ -1127,30 +1133,30 @@ mod tests {
         let parent_id = ino(leaf.parent().unwrap());
         let expected_path = format!("/rulehost-test-{}-resolve/{scope}", std::process::id());
 
-        assert_eq!(resolver.resolve(id), c(ID, Runtime::Containerd));
+        assert_eq!(resolver.resolve_owned(id), c(ID, Runtime::Containerd));
         assert_eq!(resolver.walks(), 1);
         assert_eq!(resolver.path_of(id), Some(expected_path.as_str()));
         // The same walk cached the parent (a host cgroup) and the root.
-        assert_eq!(resolver.resolve(parent_id), None);
+        assert_eq!(resolver.resolve_owned(parent_id), None);
         assert_eq!(
             resolver.path_of(parent_id),
             Some(&expected_path[..expected_path.len() - scope.len() - 1])
         );
         let root_id = ino(resolver.root());
         assert_eq!(resolver.path_of(root_id), Some("/"));
-        assert_eq!(resolver.resolve(id), c(ID, Runtime::Containerd));
+        assert_eq!(resolver.resolve_owned(id), c(ID, Runtime::Containerd));
         assert_eq!(resolver.walks(), 1, "cache hits must not walk");
         // Id 0 means "unknown" and never walks.
-        assert_eq!(resolver.resolve(0), None);
+        assert_eq!(resolver.resolve_owned(0), None);
         assert_eq!(resolver.walks(), 1);
 
         dirs.remove();
         resolver.forget(id);
         assert!(!resolver.entries.contains_key(&id));
         // Gone from the tree: a walk finds nothing and the answer is cached.
-        assert_eq!(resolver.resolve(id), None);
+        assert_eq!(resolver.resolve_owned(id), None);
         assert_eq!(resolver.walks(), 2);
-        assert_eq!(resolver.resolve(id), None);
+        assert_eq!(resolver.resolve_owned(id), None);
         assert_eq!(resolver.path_of(id), None);
         assert_eq!(resolver.walks(), 2, "negative answers are cached");
         // The removed parent dropped out of the cache with that walk.
@@ -1165,12 +1171,15 @@ mod tests {
             .root()
             .join(format!("rulehost-test-{}-podman", std::process::id()));
         let child = base.join("machine.slice").join(&scope).join("container");
-        assert_eq!(resolver.resolve(ino(&child)), c(ID, Runtime::Podman));
+        assert_eq!(resolver.resolve_owned(ino(&child)), c(ID, Runtime::Podman));
         assert_eq!(
-            resolver.resolve(ino(child.parent().unwrap())),
+            resolver.resolve_owned(ino(child.parent().unwrap())),
             c(ID, Runtime::Podman)
         );
-        assert_eq!(resolver.resolve(ino(&base.join("machine.slice"))), None);
+        assert_eq!(
+            resolver.resolve_owned(ino(&base.join("machine.slice"))),
+            None
+        );
         assert_eq!(resolver.walks(), 1);
     }
 
@@ -1204,7 +1213,7 @@ mod tests {
         assert_eq!(parse_proc_cgroup(&contents), c(ID2, Runtime::Docker));
         // The method caches the path, so resolving needs no walk.
         assert_eq!(resolver.cgroup_id_of_pid(pid), Some(id));
-        assert_eq!(resolver.resolve(id), c(ID2, Runtime::Docker));
+        assert_eq!(resolver.resolve_owned(id), c(ID2, Runtime::Docker));
         assert_eq!(resolver.walks(), 0);
 
         // Our own process: whatever cgroup it is in, the id is its directory's inode.
@@ -1227,22 +1236,24 @@ mod tests {
         let id = ino(dirs.leaf());
 
         // A flood of unknown ids: one walk, then none until the interval passes.
-        assert_eq!(resolver.resolve(u64::MAX - 1), None);
+        assert_eq!(resolver.resolve_owned(u64::MAX - 1), None);
         assert_eq!(resolver.walks(), 1);
         for unknown in 2..1000 {
-            assert_eq!(resolver.resolve(u64::MAX - unknown), None);
+            assert_eq!(resolver.resolve_owned(u64::MAX - unknown), None);
         }
         assert_eq!(resolver.walks(), 1);
         // The walk filled the cache for the test cgroup too.
-        assert_eq!(resolver.resolve(id), c(ID, Runtime::Crio));
+        assert_eq!(resolver.resolve_owned(id), c(ID, Runtime::Crio));
 
         // A path told by the kernel needs no walk.
         let told = u64::MAX - 5000;
         assert_eq!(
-            resolver.insert(told, &format!("kubepods/pod{POD_UID}/{ID2}")),
+            resolver
+                .insert(told, &format!("kubepods/pod{POD_UID}/{ID2}"))
+                .map(|c| (*c).clone()),
             c(ID2, Runtime::Kubernetes)
         );
-        assert_eq!(resolver.resolve(told), c(ID2, Runtime::Kubernetes));
+        assert_eq!(resolver.resolve_owned(told), c(ID2, Runtime::Kubernetes));
         assert_eq!(
             resolver.path_of(told),
             Some(format!("/kubepods/pod{POD_UID}/{ID2}").as_str())
@@ -1259,21 +1270,25 @@ mod tests {
 
         // As if an earlier walk had run before the cgroup existed.
         resolver.entries.insert(id, Entry::missing(Instant::now()));
-        assert_eq!(resolver.resolve(id), None, "fresh negative answer stands");
+        assert_eq!(
+            resolver.resolve_owned(id),
+            None,
+            "fresh negative answer stands"
+        );
         assert_eq!(resolver.walks(), 0);
         let long_ago = Instant::now()
             .checked_sub(Duration::from_secs(60))
             .unwrap_or_else(Instant::now);
         resolver.entries.insert(id, Entry::missing(long_ago));
         resolver.negative_retry = Duration::from_secs(30);
-        assert_eq!(resolver.resolve(id), c(ID, Runtime::Containerd));
+        assert_eq!(resolver.resolve_owned(id), c(ID, Runtime::Containerd));
         assert_eq!(resolver.walks(), 1);
 
         // A walk for another id also fixes a negative entry.
         resolver.entries.insert(id, Entry::missing(Instant::now()));
-        assert_eq!(resolver.resolve(u64::MAX - 3), None);
+        assert_eq!(resolver.resolve_owned(u64::MAX - 3), None);
         assert_eq!(resolver.walks(), 2);
-        assert_eq!(resolver.resolve(id), c(ID, Runtime::Containerd));
+        assert_eq!(resolver.resolve_owned(id), c(ID, Runtime::Containerd));
         assert_eq!(resolver.walks(), 2);
     }
 
@@ -1300,13 +1315,13 @@ mod tests {
 
         let mut resolver = unlimited(ContainerResolver::new(base.clone()), 5);
         let host_id = ino(&base.join("host-7.service"));
-        assert_eq!(resolver.resolve(host_id), None);
+        assert_eq!(resolver.resolve_owned(host_id), None);
         assert_eq!(resolver.path_of(host_id), Some("/host-7.service"));
         assert!(resolver.cache_len() <= 5, "len {}", resolver.cache_len());
         let walks = resolver.walks();
         for id in containers {
             let dir = base.join(format!("docker-{id}.scope"));
-            assert_eq!(resolver.resolve(ino(&dir)), c(id, Runtime::Docker));
+            assert_eq!(resolver.resolve_owned(ino(&dir)), c(id, Runtime::Docker));
         }
         assert_eq!(resolver.walks(), walks, "containers were kept by the walk");
 
@@ -1323,12 +1338,12 @@ mod tests {
             resolver.insert(1_000_000 + i, &format!("/x/docker-{ID}.scope"));
             assert!(resolver.cache_len() <= 5, "len {}", resolver.cache_len());
         }
-        assert_eq!(resolver.resolve(1_000_049), c(ID, Runtime::Docker));
+        assert_eq!(resolver.resolve_owned(1_000_049), c(ID, Runtime::Docker));
         // Re-inserting a cached id evicts nothing.
         let before = resolver.cache_len();
         resolver.insert(1_000_049, "/other");
         assert_eq!(resolver.cache_len(), before);
-        assert_eq!(resolver.resolve(1_000_049), None);
+        assert_eq!(resolver.resolve_owned(1_000_049), None);
 
         // A floor of one entry.
         let mut tiny = unlimited(ContainerResolver::new(base.clone()), 0);

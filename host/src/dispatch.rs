@@ -444,7 +444,7 @@ fn to_json(fields: Vec<WitField>, event: &Event, containers: &Containers) -> Fin
                         .get(handle)
                         .map_or(serde_json::Value::Null, |c| c.id.clone().into()),
                     // A finding's fields describe its own event.
-                    WitValue::Comm(_) => event.process.comm.clone().into(),
+                    WitValue::Comm(_) => event.process.comm.as_str().into(),
                 };
                 (field.name, value)
             })

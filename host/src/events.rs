@@ -3,6 +3,87 @@
 
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+/// A task's command name, as the kernel keeps it (at most 15 bytes), stored inline so an
+/// event costs no allocation for it. Longer input is cut at a character boundary.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Comm {
+    len: u8,
+    bytes: [u8; Comm::MAX],
+}
+
+impl Comm {
+    /// The kernel's TASK_COMM_LEN less the NUL.
+    pub const MAX: usize = 15;
+
+    pub fn new(text: &str) -> Comm {
+        let mut end = text.len().min(Comm::MAX);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut bytes = [0; Comm::MAX];
+        bytes[..end].copy_from_slice(&text.as_bytes()[..end]);
+        Comm {
+            len: end as u8,
+            bytes,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Built only from a &str cut at a character boundary.
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
+    }
+}
+
+impl From<&str> for Comm {
+    fn from(text: &str) -> Comm {
+        Comm::new(text)
+    }
+}
+
+impl From<String> for Comm {
+    fn from(text: String) -> Comm {
+        Comm::new(&text)
+    }
+}
+
+impl std::fmt::Display for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<str> for Comm {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Comm {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for Comm {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Comm {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Comm, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Ok(Comm::new(&text))
+    }
+}
 
 /// Container runtime, as told by a cgroup path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -32,7 +113,7 @@ pub struct Process {
     pub ppid: u32,
     pub uid: u32,
     /// Command name (at most 15 bytes in the kernel).
-    pub comm: String,
+    pub comm: Comm,
 }
 
 /// Socket type of a connecting socket.
@@ -126,9 +207,9 @@ pub struct Event {
     /// Kernel cgroup id (cgroup v2 inode) of the process, 0 when unknown.
     #[serde(default)]
     pub cgroup_id: u64,
-    /// `None` for host processes.
+    /// `None` for host processes. Shared: every event of a container points at one copy.
     #[serde(default)]
-    pub container: Option<Container>,
+    pub container: Option<Arc<Container>>,
     #[serde(flatten)]
     pub body: Body,
 }
@@ -157,5 +238,24 @@ impl EventKind {
             EventKind::ProcessExec => "sched_process_exec",
             EventKind::SocketConnect => "security_socket_connect",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comm_is_bounded_at_a_char_boundary() {
+        assert_eq!(Comm::new("curl").as_str(), "curl");
+        assert_eq!(
+            Comm::new("a-very-long-command-name").as_str(),
+            "a-very-long-com"
+        );
+        // 'é' is two bytes: 14 ASCII + 'é' would end at byte 16, so it is dropped.
+        assert_eq!(Comm::new("abcdefghijklmné").as_str(), "abcdefghijklmn");
+        let json = serde_json::to_string(&Comm::new("sh")).unwrap();
+        assert_eq!(json, "\"sh\"");
+        assert_eq!(serde_json::from_str::<Comm>(&json).unwrap(), "sh");
     }
 }

@@ -5,6 +5,7 @@ use crate::events::{Body, Container, Event, Process, Runtime, SocketAddress, Soc
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 /// What one input line held.
 #[derive(Debug, PartialEq)]
@@ -62,17 +63,19 @@ fn tracee(value: &Value) -> Result<Line> {
         .and_then(Value::as_str)
         .or_else(|| value.get("containerId").and_then(Value::as_str))
         .unwrap_or_default();
-    let container = (!container_id.is_empty()).then(|| Container {
-        id: container_id.to_owned(),
-        runtime: if value
-            .pointer("/kubernetes/podName")
-            .and_then(Value::as_str)
-            .is_some_and(|p| !p.is_empty())
-        {
-            Runtime::Kubernetes
-        } else {
-            Runtime::Unknown
-        },
+    let container = (!container_id.is_empty()).then(|| {
+        Arc::new(Container {
+            id: container_id.to_owned(),
+            runtime: if value
+                .pointer("/kubernetes/podName")
+                .and_then(Value::as_str)
+                .is_some_and(|p| !p.is_empty())
+            {
+                Runtime::Kubernetes
+            } else {
+                Runtime::Unknown
+            },
+        })
     });
     Ok(Line::Event(Box::new(Event {
         timestamp: u64_field(value, "timestamp")?,
@@ -81,7 +84,7 @@ fn tracee(value: &Value) -> Result<Line> {
             tid: u32_field(value, "hostThreadId").unwrap_or(0),
             ppid: u32_field(value, "hostParentProcessId").unwrap_or(0),
             uid: u32_field(value, "userId").unwrap_or(0),
-            comm: str_field(value, "processName").unwrap_or("").to_owned(),
+            comm: str_field(value, "processName").unwrap_or("").into(),
         },
         cgroup_id: value.get("cgroupId").and_then(Value::as_u64).unwrap_or(0),
         container,

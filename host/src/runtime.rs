@@ -445,7 +445,7 @@ impl bindings::rulehost::rule::context::Host for InstanceState {
     fn comm(&mut self, event: u32) -> String {
         self.batch
             .event(event)
-            .map(|e| e.process.comm.clone())
+            .map(|e| e.process.comm.to_string())
             .unwrap_or_default()
     }
 

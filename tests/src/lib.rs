@@ -17,11 +17,11 @@ pub fn container_id(tag: u8) -> String {
     format!("{tag:02x}").repeat(32)
 }
 
-pub fn container(tag: u8) -> Option<Container> {
-    Some(Container {
+pub fn container(tag: u8) -> Option<Arc<Container>> {
+    Some(Arc::new(Container {
         id: container_id(tag),
         runtime: ContainerRuntime::Containerd,
-    })
+    }))
 }
 
 fn process(pid: u32, comm: &str) -> Process {
@@ -35,7 +35,7 @@ fn process(pid: u32, comm: &str) -> Process {
 }
 
 /// An exec in `container` (None: a host process) with the given env entries.
-pub fn exec(container: Option<Container>, env: &[&str]) -> Event {
+pub fn exec(container: Option<Arc<Container>>, env: &[&str]) -> Event {
     Event {
         timestamp: 1,
         process: process(100, "sh"),
@@ -51,7 +51,7 @@ pub fn exec(container: Option<Container>, env: &[&str]) -> Event {
 }
 
 /// A stream connect from `container` to `ip:port` (IPv4 or IPv6 text).
-pub fn connect(container: Option<Container>, ip: &str, port: u16) -> Event {
+pub fn connect(container: Option<Arc<Container>>, ip: &str, port: u16) -> Event {
     let address = match ip.parse::<std::net::IpAddr>().expect("test address") {
         std::net::IpAddr::V4(ip) => SocketAddress::Ipv4 { ip, port },
         std::net::IpAddr::V6(ip) => SocketAddress::Ipv6 {
@@ -64,7 +64,7 @@ pub fn connect(container: Option<Container>, ip: &str, port: u16) -> Event {
     connect_to(container, address)
 }
 
-pub fn connect_to(container: Option<Container>, address: SocketAddress) -> Event {
+pub fn connect_to(container: Option<Arc<Container>>, address: SocketAddress) -> Event {
     Event {
         timestamp: 2,
         process: process(101, "curl"),

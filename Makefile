@@ -4,6 +4,8 @@
 CARGO        ?= cargo
 GUEST_TARGET := wasm32-unknown-unknown
 RULES_DIR    := target/rules
+# The example rules, shipped as target/rules/<name>.wasm.
+RULES        := -p guest-k8s-api-connection -p guest-cloud-metadata-access
 # Hostile rules the sandbox tests load (tests/fixtures/).
 FIXTURES     := -p fixture-infinite-loop -p fixture-memory-bomb -p fixture-trap-every-event \
                 -p fixture-fs-import -p fixture-finding-flood -p fixture-wrong-world \
@@ -21,7 +23,7 @@ ebpf: setup
 
 # The shippable rule, and the hostile fixture rules the sandbox tests load.
 guest: setup
-	$(CARGO) build --release --target $(GUEST_TARGET) -p guest-k8s-api-connection $(FIXTURES)
+	$(CARGO) build --release --target $(GUEST_TARGET) $(RULES) $(FIXTURES)
 
 # Leaves target/release/rulehost and the shippable rule target/rules/k8s_api_connection.wasm.
 build: ebpf guest
@@ -29,13 +31,13 @@ build: ebpf guest
 	@echo "built target/release/rulehost and $(RULES_DIR)/k8s_api_connection.wasm"
 
 test: build
-	$(CARGO) test --release --workspace --exclude guest-k8s-api-connection
-	$(CARGO) test --release -p guest-k8s-api-connection --lib
+	$(CARGO) test --release --workspace --exclude guest-k8s-api-connection --exclude guest-cloud-metadata-access
+	$(CARGO) test --release $(RULES) --lib
 
 lint: build
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --release --target $(GUEST_TARGET) -p guest-k8s-api-connection $(FIXTURES) -- -D warnings
+	$(CARGO) clippy --release --target $(GUEST_TARGET) $(RULES) $(FIXTURES) -- -D warnings
 
 bench: build
 	$(CARGO) bench -p rulehost --bench dispatch --bench reload

@@ -41,6 +41,8 @@ struct Slot {
     parked_state: RuleState,
     faults: VecDeque<Instant>,
     disabled: bool,
+    /// Events this rule was given (only those its metadata selected).
+    delivered: u64,
 }
 
 /// Routes event batches to rules.
@@ -94,6 +96,7 @@ impl Dispatcher {
             parked_state: RuleState::default(),
             faults: VecDeque::new(),
             disabled: false,
+            delivered: 0,
         });
         Ok(())
     }
@@ -204,6 +207,16 @@ impl Dispatcher {
         }
     }
 
+    /// How many events the rule `rule_id` was given: only the kinds and origins its
+    /// metadata selected reach it.
+    pub fn delivered(&self, rule_id: &str) -> u64 {
+        self.slots
+            .iter()
+            .filter(|s| s.rule.metadata.id == rule_id)
+            .map(|s| s.delivered)
+            .sum()
+    }
+
     /// How many containers `rule_id` holds state for.
     pub fn state_containers(&self, rule_id: &str) -> usize {
         self.slots
@@ -258,6 +271,7 @@ impl Dispatcher {
         if self.selected.is_empty() {
             return events;
         }
+        slot.delivered += self.selected.len() as u64;
         let Some(instance) = slot.instance.as_mut() else {
             return events;
         };

@@ -188,3 +188,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// The shippable cloud_metadata_access example rule file.
+pub fn cloud_rule_file() -> PathBuf {
+    target_dir().join("rules/cloud_metadata_access.wasm")
+}
+
+/// A host with the given rule files loaded, in order.
+pub fn host_with_files(files: &[PathBuf]) -> anyhow::Result<Dispatcher> {
+    let runtime = Arc::new(Runtime::new(Limits::default())?);
+    let mut dispatcher = Dispatcher::new(runtime.clone());
+    for rule in rulehost::rules::load_all(&runtime, files)? {
+        dispatcher.add(rule)?;
+    }
+    Ok(dispatcher)
+}

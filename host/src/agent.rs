@@ -12,15 +12,21 @@ use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::signal::unix::{SignalKind, signal};
 
 /// How long the agent waits for the ring buffer before looking anyway: the kernel only
 /// wakes user space past a fill threshold, so this bounds detection latency.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
+/// A findings write taking longer than this is reported as a slow output.
+const SLOW_OUTPUT: Duration = Duration::from_secs(1);
+
 /// What `run` was asked to do.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
+    /// Validate rules and kernel support, then exit without attaching.
+    pub check: bool,
+    /// Kernel ring buffer size; default 8 MiB.
+    pub ring_buffer_kib: Option<u32>,
     /// Rule files (`--rule`) and directories of rules (`--rules`); both watched.
     pub sources: RuleSources,
     /// Where compiled rules are cached across reloads and restarts.
@@ -32,6 +38,8 @@ pub struct RunOptions {
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(options: RunOptions) -> Result<()> {
+    // Before any thread exists, so every thread inherits the blocked mask.
+    let mut signals = watch_signals()?;
     let runtime = Arc::new(Runtime::with_compile_cache(
         options.limits.clone(),
         options.cache_dir.as_deref(),
@@ -54,13 +62,28 @@ pub async fn run(options: RunOptions) -> Result<()> {
             apply(&mut dispatcher, &mut loaded, change);
         }
     }
+    if options.check {
+        for rule in dispatcher.rules() {
+            println!(
+                "rule {}: {} v{} sha256 {} ok",
+                rule.name, rule.metadata.id, rule.metadata.version, rule.sha256
+            );
+        }
+        for fact in Probes::preflight()? {
+            println!("{fact}");
+        }
+        println!("check passed");
+        return Ok(());
+    }
     let mut containers_only = only_containers_wanted(&dispatcher);
     let mut probes = Probes::start(&ProbeConfig {
         env_vars: dispatcher.env_vars(),
         containers_only,
-        bpf_object: None,
+        ring_bytes: options.ring_buffer_kib.map(|kib| kib.saturating_mul(1024)),
+        ..ProbeConfig::default()
     })?;
     let mut resolver = ContainerResolver::detect()?;
+    let mut findings = Vec::new();
     let mut output = match &options.output {
         Some(path) => JsonLines::file(path)?,
         None => JsonLines::stdout(),
@@ -93,12 +116,27 @@ pub async fn run(options: RunOptions) -> Result<()> {
     }
     let (plans_tx, mut plans) = tokio::sync::mpsc::channel::<Vec<Change>>(1);
     let mut planning = false;
-    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    // Containers already running (which may never exec again) are seen through /proc;
+    // the probes are attached first, so nothing starting meanwhile slips through.
+    let swept = crate::sweep::running_containers(&mut resolver, &dispatcher.env_vars());
+    let containers: std::collections::BTreeSet<&str> = swept
+        .iter()
+        .filter_map(|e| e.container.as_ref().map(|c| c.id.as_str()))
+        .collect();
+    eprintln!(
+        "rulehost: start-up sweep: {} process(es) in {} running container(s)",
+        swept.len(),
+        containers.len()
+    );
+    if let Some(record) = record.as_mut() {
+        for event in &swept {
+            record.write(event)?;
+        }
+    }
+    deliver(&mut dispatcher, swept, &mut findings, &mut output)?;
+
     let mut raw = Vec::new();
     let mut batch: Vec<Event> = Vec::new();
-    let mut findings = Vec::new();
     let mut drops_seen = 0;
     loop {
         let mut reload = false;
@@ -106,16 +144,17 @@ pub async fn run(options: RunOptions) -> Result<()> {
         let stop = tokio::select! {
             _ = probes.readable(POLL_INTERVAL) => false,
             Some(()) = changed_rx.recv() => { reload = true; false }
-            _ = sighup.recv() => {
-                eprintln!("rulehost: SIGHUP: rescanning rules");
-                // An explicit request retries files rejected before.
-                loaded.rejected.clear();
-                reload = true;
-                false
-            }
+            Some(signal) = signals.recv() => match signal {
+                Signal::Reload => {
+                    eprintln!("rulehost: SIGHUP: rescanning rules");
+                    // An explicit request retries files rejected before.
+                    loaded.rejected.clear();
+                    reload = true;
+                    false
+                }
+                Signal::Stop => true,
+            },
             Some(changes) = plans.recv() => { ready_changes = Some(changes); false }
-            _ = sigint.recv() => true,
-            _ = sigterm.recv() => true,
         };
         if reload && !planning && !options.sources.is_empty() {
             // Compile and validate off the event path; events keep flowing to the
@@ -192,6 +231,10 @@ pub async fn run(options: RunOptions) -> Result<()> {
                 "rulehost: warning: the kernel dropped {} event(s) (ring buffer full); {drops} in all",
                 drops - drops_seen
             );
+            // Into the findings stream too, so whoever reads it sees the blind spot.
+            let counters = probes.counters();
+            output.write(&Health::kernel_drops(drops - drops_seen, &counters))?;
+            output.flush()?;
             drops_seen = drops;
         }
         if stop {
@@ -205,6 +248,96 @@ pub async fn run(options: RunOptions) -> Result<()> {
         c.events, c.findings, c.rule_faults, drops_seen
     );
     Ok(())
+}
+
+/// What a signal asks of the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// SIGHUP: rescan the rules.
+    Reload,
+    /// The first SIGINT/SIGTERM: drain, flush, exit.
+    Stop,
+}
+
+/// Takes SIGINT, SIGTERM and SIGHUP away from every thread and hands them to one that
+/// `sigwait`s: the first SIGINT/SIGTERM asks for a clean stop; a second one exits at
+/// once, even while the event loop is blocked writing to a stuck output.
+fn watch_signals() -> Result<tokio::sync::mpsc::UnboundedReceiver<Signal>> {
+    // SAFETY: signal-set manipulation on local values; pthread_sigmask on this thread.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, signal);
+        }
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            anyhow::bail!("cannot block signals for the signal thread");
+        }
+        set
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("rulehost-signals".into())
+        .spawn(move || {
+            let mut stopping = false;
+            loop {
+                let mut signal = 0;
+                // SAFETY: waits for one of the blocked signals in `set`.
+                if unsafe { libc::sigwait(&set, &mut signal) } != 0 {
+                    continue;
+                }
+                let request = match signal {
+                    libc::SIGHUP => Signal::Reload,
+                    _ if stopping => {
+                        eprintln!("rulehost: second signal: exiting now");
+                        // SAFETY: immediate exit, as a second Ctrl-C is meant to be.
+                        unsafe { libc::_exit(128 + signal) }
+                    }
+                    _ => {
+                        stopping = true;
+                        Signal::Stop
+                    }
+                };
+                if tx.send(request).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(rx)
+}
+
+/// A record in the findings stream about rulehost itself (not a detection): lets a
+/// SIEM see when and how much the host could not see.
+#[derive(Debug, serde::Serialize)]
+pub struct Health {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub reason: &'static str,
+    /// Events lost since the previous health record.
+    pub dropped: u64,
+    /// Per kind, in all since start.
+    pub dropped_exec: u64,
+    pub dropped_connect: u64,
+    pub dropped_cgroup: u64,
+    /// Nanoseconds since the Unix epoch.
+    pub timestamp: u64,
+}
+
+impl Health {
+    fn kernel_drops(dropped: u64, counters: &rulehost_ebpf_common::DropCounters) -> Health {
+        Health {
+            kind: "health",
+            reason: "kernel_drops",
+            dropped,
+            dropped_exec: counters.exec,
+            dropped_connect: counters.connect,
+            dropped_cgroup: counters.cgroup,
+            timestamp: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+        }
+    }
 }
 
 /// Whether every loaded rule wants only container events (so the kernel can drop the rest).
@@ -286,9 +419,19 @@ fn deliver(
     }
     let mut batch = dispatcher.dispatch(batch, findings);
     batch.clear();
+    let started = std::time::Instant::now();
     for finding in findings.drain(..) {
         output.write(&finding)?;
     }
     output.flush()?;
+    let blocked = started.elapsed();
+    if blocked > SLOW_OUTPUT {
+        // While output blocks, events wait in the kernel's bounded ring buffer (host
+        // memory does not grow); if it fills, drops are counted and reported.
+        eprintln!(
+            "rulehost: warning: writing findings blocked for {:.1}s (slow reader or full disk); the kernel may drop events meanwhile",
+            blocked.as_secs_f64()
+        );
+    }
     Ok(batch)
 }

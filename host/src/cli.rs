@@ -60,6 +60,13 @@ pub enum Command {
         /// (replayable with `rulehost replay`).
         #[arg(long, value_name = "FILE")]
         record: Option<PathBuf>,
+        /// Validate the rules and the kernel's support, print what was checked, and exit
+        /// without attaching anything (for readiness probes and CI).
+        #[arg(long)]
+        check: bool,
+        /// Kernel ring buffer size in KiB (a power of two); larger absorbs longer bursts.
+        #[arg(long, value_name = "KIB")]
+        ring_buffer_kib: Option<u32>,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
@@ -123,9 +130,13 @@ pub fn run(cli: Cli) -> Result<()> {
             cache_dir,
             output,
             record,
+            check,
+            ring_buffer_kib,
             sandbox,
         } => {
             let options = crate::agent::RunOptions {
+                check,
+                ring_buffer_kib,
                 sources: crate::reload::RuleSources {
                     files: rules,
                     dirs: rule_dirs,

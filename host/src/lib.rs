@@ -14,4 +14,5 @@ pub mod replay;
 pub mod rules;
 pub mod runtime;
 pub mod state;
+pub mod sweep;
 pub mod trigger;

@@ -53,6 +53,8 @@ pub struct ProbeConfig {
     pub containers_only: bool,
     /// The eBPF object to load; `None` loads the one embedded at build time.
     pub bpf_object: Option<PathBuf>,
+    /// Ring buffer size in bytes (a power-of-two number of pages); `None`: 8 MiB.
+    pub ring_bytes: Option<u32>,
 }
 
 /// One decoded ring-buffer record.
@@ -115,7 +117,10 @@ impl Probes {
         let tracefs = ensure_tracefs();
         ensure_bpffs();
 
-        let ring_bytes = options.ring_bytes.unwrap_or(abi::EVENTS_BYTES);
+        let ring_bytes = match (options.ring_bytes, cfg.ring_bytes) {
+            (Some(bytes), _) | (None, Some(bytes)) => check_ring_bytes(bytes)?,
+            (None, None) => abi::EVENTS_BYTES,
+        };
         let config = build_config(cfg, ring_bytes)?;
         let btf_bytes = fs::read("/sys/kernel/btf/vmlinux").ok();
         let kernel_btf = btf_bytes.as_deref().and_then(|b| KernelBtf::parse(b).ok());
@@ -320,13 +325,42 @@ impl Probes {
         write_config(&mut self.ebpf, &config)
     }
 
+    /// Checks, without attaching anything, that this host can run the probes: the
+    /// privileges, the kernel's BTF, tracefs, a cgroup v2 mount, and that the eBPF
+    /// object loads (maps created, then released). Returns one line per fact.
+    pub fn preflight() -> Result<Vec<String>> {
+        check_capabilities()?;
+        raise_memlock_limit();
+        let mut facts =
+            vec!["privileges: CAP_BPF/CAP_PERFMON (or CAP_SYS_ADMIN) present".to_owned()];
+        let btf = fs::read("/sys/kernel/btf/vmlinux")
+            .context("kernel BTF (/sys/kernel/btf/vmlinux) is not readable: structure offsets cannot be found")?;
+        facts.push(format!("kernel BTF: {} bytes", btf.len()));
+        match ensure_tracefs() {
+            Some(path) => facts.push(format!("tracefs: {}", path.display())),
+            None => bail!("tracefs is not mounted and cannot be mounted at /sys/kernel/tracing"),
+        }
+        let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let cgroup = crate::containers::find_cgroup2_mount(&mounts)
+            .context("no cgroup v2 mount: containers cannot be resolved nor connects hooked")?;
+        facts.push(format!("cgroup v2: {}", cgroup.display()));
+        let ebpf = EbpfLoader::new()
+            .load(EMBEDDED_OBJECT)
+            .map_err(|e| load_error(e, "loading the embedded eBPF object"))?;
+        facts.push(format!(
+            "eBPF object: {} programs, maps created",
+            ebpf.programs().count()
+        ));
+        Ok(facts)
+    }
+
     /// Changes which environment variables exec events capture (after a rule reload
     /// changed what the rules ask for). Execs in flight may see either set.
     pub fn set_env_vars(&mut self, env_vars: &[String]) -> Result<()> {
         let wanted = ProbeConfig {
             env_vars: env_vars.to_vec(),
             containers_only: self.config.containers_only != 0,
-            bpf_object: None,
+            ..ProbeConfig::default()
         };
         let mut config = build_config(&wanted, abi::EVENTS_BYTES)?;
         config.wakeup_bytes = self.config.wakeup_bytes;
@@ -371,6 +405,14 @@ struct StartOptions {
     exec_skip: usize,
     /// Ring buffer size instead of [`abi::EVENTS_BYTES`] (a power-of-two number of pages).
     ring_bytes: Option<u32>,
+}
+
+/// A ring buffer must be a power-of-two number of pages.
+fn check_ring_bytes(bytes: u32) -> Result<u32> {
+    if bytes < 4096 || !bytes.is_power_of_two() {
+        bail!("the ring buffer size must be a power of two of at least 4 KiB, not {bytes} bytes");
+    }
+    Ok(bytes)
 }
 
 /// Validates the configuration and turns it into the kernel's `Config`.

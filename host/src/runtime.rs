@@ -140,14 +140,15 @@ impl Runtime {
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         if let Some(dir) = cache_dir {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating the compile cache {}", dir.display()))?;
-            let mut cache = wasmtime::CacheConfig::new();
-            cache.with_directory(dir);
-            let cache = wasmtime::Cache::new(cache)
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("opening the compile cache {}", dir.display()))?;
-            config.cache(Some(cache));
+            // Without a usable cache directory rules still load, only more slowly.
+            match open_compile_cache(dir) {
+                Ok(cache) => {
+                    config.cache(Some(cache));
+                }
+                Err(error) => eprintln!(
+                    "rulehost: warning: no compile cache ({error:#}); rules are compiled on every load"
+                ),
+            }
         }
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
@@ -223,6 +224,15 @@ impl Runtime {
             .insert(sha256.to_owned(), component.clone());
         Ok(component)
     }
+}
+
+fn open_compile_cache(dir: &std::path::Path) -> Result<wasmtime::Cache> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut cache = wasmtime::CacheConfig::new();
+    cache.with_directory(dir);
+    wasmtime::Cache::new(cache)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("opening {}", dir.display()))
 }
 
 /// Checks a component's imports and exports against the rule world; returns its imports.

@@ -196,6 +196,19 @@ pub fn connector_bin() -> PathBuf {
     profile_dir.join("connector")
 }
 
+/// Starts the `connector` workload inside `cgroup` without waiting for it.
+pub fn spawn_connector(cgroup: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(connector_bin());
+    command.args(args).env_clear().envs(env.iter().copied());
+    let procs = cgroup.join("cgroup.procs");
+    // SAFETY: one write between fork and exec.
+    unsafe {
+        command.pre_exec(move || std::fs::write(&procs, b"0"));
+    }
+    command.spawn().expect("spawn connector")
+}
+
 /// Runs the `connector` workload (optionally inside `cgroup`) and waits for it.
 pub fn run_connector(cgroup: Option<&Path>, env: &[(&str, &str)], args: &[&str]) {
     use std::os::unix::process::CommandExt;

@@ -2,15 +2,30 @@
 //! requested kind, so each test controls exactly which syscall path the kernel sees.
 //!
 //! `connector tcp ADDR` (connect(2)), `connector tfo ADDR` (TCP Fast Open sendto),
-//! `connector uring ADDR` (io_uring IORING_OP_CONNECT), `connector none` (exec and exit).
+//! `connector uring ADDR` (io_uring IORING_OP_CONNECT), `connector none` (exec and exit),
+//! `connector later MS ADDR` (one connect after MS milliseconds, with no exec between),
+//! `connector burst N ADDR` (N connects in a tight loop).
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let number = |i: usize| args.get(i).and_then(|a| a.parse::<u64>().ok());
+    let address_at = |i: usize| args.get(i).and_then(|a| a.parse::<SocketAddr>().ok());
     let result = match args.get(1).map(String::as_str) {
         Some("none") => Ok(()),
+        Some("later") => match (number(2), address_at(3)) {
+            (Some(ms), Some(address)) => {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                connect("tcp", address)
+            }
+            _ => Err("later: expected MS ADDR".into()),
+        },
+        Some("burst") => match (number(2), address_at(3)) {
+            (Some(n), Some(address)) => (0..n).try_for_each(|_| connect("tcp", address)),
+            _ => Err("burst: expected N ADDR".into()),
+        },
         Some(mode) => match args.get(2).and_then(|a| a.parse::<SocketAddr>().ok()) {
             Some(address) => connect(mode, address),
             None => Err(format!("{mode}: expected a socket address")),

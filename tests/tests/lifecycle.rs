@@ -1,0 +1,174 @@
+//! The agent's lifecycle on the real kernel: the start-up sweep finds containers that
+//! were running before it, kernel drops reach the findings stream, `run --check`
+//! validates without attaching, and a second SIGTERM ends a stuck shutdown.
+
+use rulehost_tests::live::{LiveAgent, TestCgroup, spawn_connector};
+use rulehost_tests::{rulehost_bin, trigger_id};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KSH: &str = "KUBERNETES_SERVICE_HOST";
+
+/// A loopback port nobody listens on: a burst of connects to it is refused at once
+/// (a listener's backlog would stall them), and each still passes the connect hooks.
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn a_container_started_before_the_host_is_detected_by_the_sweep() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let id = trigger_id(60);
+    let cgroup = TestCgroup::new(&format!("cri-containerd-{id}.scope"));
+    // Execs before the agent exists, then connects (without any exec) once it runs.
+    let mut workload = spawn_connector(
+        &cgroup.path,
+        &[(KSH, "127.0.0.1")],
+        &["later", "1500", &format!("127.0.0.1:{port}")],
+    );
+    let agent = LiveAgent::start("sweep", &[]);
+    agent.wait_for_log("start-up sweep: ");
+    let finding = agent.wait_for("from the pre-existing container", |f| {
+        f["data"]["container_id"] == id.as_str()
+    });
+    assert!(workload.wait().unwrap().success());
+    assert_eq!(finding["data"]["ip"], "127.0.0.1");
+    let recorded = rulehost_tests::live::read_json_lines(&agent.record);
+    assert!(
+        recorded.iter().any(|e| e["type"] == "process_exec"
+            && e["synthetic"] == true
+            && e["container"]["id"] == id.as_str()),
+        "the sweep's exec is recorded, marked synthetic"
+    );
+}
+
+#[test]
+fn kernel_drops_are_counted_and_reported_in_the_findings_stream() {
+    let port = closed_port();
+    // A 16 KiB ring cannot hold a burst of thousands of connects.
+    let agent = LiveAgent::start("drops", &["--ring-buffer-kib", "16"]);
+    let id = trigger_id(61);
+    let cgroup = TestCgroup::new(&format!("cri-containerd-{id}.scope"));
+    cgroup.run(
+        &[(KSH, "127.0.0.1")],
+        &["burst", "20000", &format!("127.0.0.1:{port}")],
+    );
+    let health = agent.wait_for("health record", |f| f["type"] == "health");
+    assert_eq!(health["reason"], "kernel_drops");
+    assert!(health["dropped"].as_u64().unwrap() > 0);
+    assert!(health["dropped_connect"].as_u64().unwrap() > 0);
+    agent.wait_for_log("the kernel dropped");
+}
+
+#[test]
+fn check_validates_without_attaching() {
+    let out = Command::new(rulehost_bin())
+        .args(["run", "--check"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("rule k8s_api_connection: TRC-1013 v0.1.0"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("kernel BTF:") && stdout.contains("cgroup v2:"),
+        "{stdout}"
+    );
+    assert!(stdout.trim_end().ends_with("check passed"), "{stdout}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("ready:"),
+        "nothing attached"
+    );
+    // A bad rule fails the check with one line naming it.
+    let out = Command::new(rulehost_bin())
+        .args(["run", "--check", "--rule", "/nonexistent.wasm"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot load rule /nonexistent.wasm"));
+}
+
+#[test]
+fn without_privileges_run_says_what_is_missing_in_one_line() {
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(rulehost_bin())
+        .args(["run", "--cache-dir", "/nonexistent/cache"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("rulehost: error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("CAP_BPF"), "{stderr}");
+}
+
+#[test]
+fn a_second_sigterm_ends_a_blocked_shutdown_at_once() {
+    let port = closed_port();
+    // Findings go to a pipe nobody reads: once it is full, writes block.
+    let mut agent = Command::new(rulehost_bin())
+        .arg("run")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = agent.stderr.take().unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("ready:") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("agent ready");
+    let id = trigger_id(62);
+    let cgroup = TestCgroup::new(&format!("cri-containerd-{id}.scope"));
+    // ~1 KiB per finding: 400 of them overflow a 64 KiB pipe.
+    cgroup.run(
+        &[(KSH, "127.0.0.1")],
+        &["burst", "400", &format!("127.0.0.1:{port}")],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        agent.try_wait().unwrap().is_none(),
+        "the first SIGTERM waits for the blocked flush"
+    );
+    let second = Instant::now();
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let status = loop {
+        if let Some(status) = agent.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            second.elapsed() < Duration::from_secs(2),
+            "a second SIGTERM ends it at once"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status}");
+}

@@ -52,6 +52,7 @@ fn stream() -> Vec<Event> {
                     argv: vec!["curl".into(), "-s".into()],
                     env: env.clone(),
                     synthetic: false,
+                    truncated: Default::default(),
                 },
                 1 | 2 | 9 => connect(Ipv4Addr::new(10, 96, 0, 1), 443),
                 _ => connect(Ipv4Addr::new(10, 244, (i % 200) as u8, 7), 8080),

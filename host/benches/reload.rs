@@ -152,6 +152,7 @@ fn bench(c: &mut Criterion) {
                     argv: vec![],
                     env: vec!["KUBERNETES_SERVICE_HOST=10.96.0.1".into()],
                     synthetic: false,
+                    truncated: Default::default(),
                 },
             )
         })

@@ -173,6 +173,28 @@ impl SocketAddress {
     }
 }
 
+/// Which parts of an exec event were cut short at capture (bounded kernel buffers, an
+/// oversized environment, a process gone before it could be read). Marked, never silent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Truncation {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub filename: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub argv: bool,
+    /// A captured env entry or the captured set was longer than the bound.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub env: bool,
+    /// The environment was too large to scan completely: a wanted entry may be missing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub env_incomplete: bool,
+}
+
+impl Truncation {
+    pub fn is_complete(&self) -> bool {
+        *self == Truncation::default()
+    }
+}
+
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -189,6 +211,9 @@ pub enum Body {
         /// Synthesised from a running process rather than seen at exec.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         synthetic: bool,
+        /// What capture had to cut short; absent when the event is complete.
+        #[serde(default, skip_serializing_if = "Truncation::is_complete")]
+        truncated: Truncation,
     },
     /// `security_socket_connect`.
     SocketConnect {

@@ -13,7 +13,7 @@
 //! from tracefs format files at start-up, then handed to the programs through the
 //! `OFFSETS` map, so the object runs on any kernel layout.
 
-use crate::events::{Body, Event, Process, SocketAddress, SocketType};
+use crate::events::{Body, Event, Process, SocketAddress, SocketType, Truncation};
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -1104,6 +1104,13 @@ pub fn decode_with_clock(record: &[u8], epoch_offset_ns: i64) -> Result<ProbeEve
                     argv: nul_separated(argv),
                     env: nul_separated(env),
                     synthetic: false,
+                    truncated: Truncation {
+                        filename: ev.flags & abi::EXEC_FILENAME_TRUNCATED != 0,
+                        argv: ev.flags & abi::EXEC_ARGV_TRUNCATED != 0,
+                        env: ev.flags & abi::EXEC_ENV_TRUNCATED != 0,
+                        env_incomplete: ev.flags & (abi::EXEC_ENV_INCOMPLETE | abi::EXEC_NO_MM)
+                            != 0,
+                    },
                 },
             }))
         }
@@ -1291,6 +1298,7 @@ mod tests {
                 ],
                 env: vec!["KUBERNETES_SERVICE_HOST=10.96.0.1".into()],
                 synthetic: false,
+                truncated: Truncation::default(),
             }
         );
     }
@@ -1650,6 +1658,7 @@ mod tests {
                     env_vars: vec!["KUBERNETES_SERVICE_HOST".into()],
                     containers_only: false,
                     bpf_object: object_path(),
+                    ring_bytes: None,
                 },
                 StartOptions {
                     exec_skip: skip,
@@ -1696,6 +1705,7 @@ mod tests {
             env_vars: vec!["KUBERNETES_SERVICE_HOST".into(), "LONG_ONE".into()],
             containers_only: false,
             bpf_object: None,
+            ring_bytes: None,
         })
         .expect("starting the probes");
         let mut command = std::process::Command::new("/bin/sh");
@@ -1810,6 +1820,7 @@ mod tests {
             env_vars: vec!["KUBERNETES_SERVICE_HOST".into(), "PATH".into()],
             containers_only: false,
             bpf_object: object_path(),
+            ring_bytes: None,
         })
         .expect("starting the probes");
         eprintln!(

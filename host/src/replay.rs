@@ -1,7 +1,9 @@
 //! Reading recorded events: rulehost's own JSON lines (what `run --record` writes) and
 //! Tracee's `-o json` output (v0.24), decoded into the same [`Event`] live probes give.
 
-use crate::events::{Body, Container, Event, Process, Runtime, SocketAddress, SocketType};
+use crate::events::{
+    Body, Container, Event, Process, Runtime, SocketAddress, SocketType, Truncation,
+};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -36,6 +38,16 @@ pub fn parse_line(line: &str) -> Result<Line> {
 
 fn tracee(value: &Value) -> Result<Line> {
     let name = str_field(value, "eventName")?;
+    // Tracee pads an env it had to cut (past 8191 bytes) with "?" entries.
+    let (env, env_padded) = if name == "sched_process_exec" {
+        let mut env = string_list(arg(value, "env"), "env")?;
+        let before = env.len();
+        env.retain(|entry| entry != "?");
+        let padded = env.len() != before;
+        (env, padded)
+    } else {
+        (Vec::new(), false)
+    };
     let body = match name {
         "sched_process_exec" => Body::ProcessExec {
             filename: arg(value, "pathname")
@@ -44,8 +56,12 @@ fn tracee(value: &Value) -> Result<Line> {
                 .unwrap_or_default()
                 .to_owned(),
             argv: string_list(arg(value, "argv"), "argv")?,
-            env: string_list(arg(value, "env"), "env")?,
+            env: env.clone(),
             synthetic: false,
+            truncated: Truncation {
+                env: env_padded,
+                ..Truncation::default()
+            },
         },
         "security_socket_connect" => {
             let remote = arg(value, "remote_addr").context("no remote_addr argument")?;
@@ -265,6 +281,21 @@ mod tests {
             assert!(error.contains(why), "{line}: {error}");
         }
         assert_eq!(parse_line("   ").unwrap(), Line::Blank);
+    }
+
+    #[test]
+    fn tracee_env_padding_marks_truncation() {
+        let line = r#"{"eventName":"sched_process_exec","timestamp":1,"hostProcessId":1,"args":[{"name":"env","value":["A=1","KUBERNETES_SERVICE_HOST=10.96.0.1","?","?"]}]}"#;
+        let Line::Event(event) = parse_line(line).unwrap() else {
+            panic!()
+        };
+        let Body::ProcessExec { env, truncated, .. } = &event.body else {
+            panic!()
+        };
+        assert_eq!(env, &["A=1", "KUBERNETES_SERVICE_HOST=10.96.0.1"]);
+        assert!(truncated.env && !truncated.argv);
+        let text = serde_json::to_string(&event).unwrap();
+        assert!(text.contains(r#""truncated":{"env":true}"#), "{text}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! the rules asked for read from `/proc/<pid>/environ`.
 
 use crate::containers::{ContainerResolver, Resolution};
-use crate::events::{Body, Event, Process};
+use crate::events::{Body, Event, Process, Truncation};
 use std::path::Path;
 
 /// Most argv bytes a synthetic exec carries, like the kernel capture.
@@ -52,6 +52,8 @@ fn process_event(
     let env = std::fs::read(dir.join("environ"))
         .map(|bytes| wanted_env(&bytes, env_vars))
         .unwrap_or_default();
+    let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+    let argv_truncated = cmdline.len() > ARGV_MAX;
     Some(Event {
         timestamp,
         process: Process {
@@ -65,11 +67,13 @@ fn process_event(
         container: Some(container),
         body: Body::ProcessExec {
             filename,
-            argv: std::fs::read(dir.join("cmdline"))
-                .map(|bytes| nul_separated(&bytes[..bytes.len().min(ARGV_MAX)]))
-                .unwrap_or_default(),
+            argv: nul_separated(&cmdline[..cmdline.len().min(ARGV_MAX)]),
             env,
             synthetic: true,
+            truncated: Truncation {
+                argv: argv_truncated,
+                ..Truncation::default()
+            },
         },
     })
 }

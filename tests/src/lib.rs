@@ -46,6 +46,7 @@ pub fn exec(container: Option<Arc<Container>>, env: &[&str]) -> Event {
             argv: vec!["sh".into()],
             env: env.iter().map(|e| e.to_string()).collect(),
             synthetic: false,
+            truncated: Default::default(),
         },
     }
 }

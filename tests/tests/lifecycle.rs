@@ -13,7 +13,11 @@ const KSH: &str = "KUBERNETES_SERVICE_HOST";
 /// A loopback port nobody listens on: a burst of connects to it is refused at once
 /// (a listener's backlog would stall them), and each still passes the connect hooks.
 fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -112,7 +116,10 @@ fn without_privileges_run_says_what_is_missing_in_one_line() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("rulehost: error")).collect();
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("rulehost: error"))
+        .collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("CAP_BPF"), "{stderr}");
 }
@@ -171,4 +178,43 @@ fn a_second_sigterm_ends_a_blocked_shutdown_at_once() {
         std::thread::sleep(Duration::from_millis(10));
     };
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status}");
+}
+
+#[test]
+fn an_oversized_env_is_captured_bounded_and_marked() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::process::CommandExt;
+    let agent = LiveAgent::start("truncation", &[]);
+    let id = trigger_id(63);
+    let cgroup = TestCgroup::new(&format!("cri-containerd-{id}.scope"));
+    let long_value = "1".repeat(400);
+    let procs = cgroup.path.join("cgroup.procs");
+    let mut command = Command::new(rulehost_tests::live::connector_bin());
+    command.arg("none").env_clear().env(KSH, &long_value).env(
+        std::ffi::OsStr::from_bytes(b"KUBERNETES_SERVICE_PORT"),
+        std::ffi::OsStr::from_bytes(b"\xff\xfe443"),
+    );
+    // SAFETY: one write between fork and exec.
+    unsafe { command.pre_exec(move || std::fs::write(&procs, b"0")) };
+    assert!(command.status().unwrap().success());
+    // A connect afterwards proves the exec was processed before we look at the record.
+    cgroup.run(&[(KSH, "127.0.0.1")], &["tcp", "127.0.0.1:9"]);
+    agent.wait_for("marker", |f| f["data"]["container_id"] == id.as_str());
+    let recorded = rulehost_tests::live::read_json_lines(&agent.record);
+    let exec = recorded
+        .iter()
+        .find(|e| {
+            e["type"] == "process_exec"
+                && e["container"]["id"] == id.as_str()
+                && e["argv"][1] == "none"
+        })
+        .expect("the exec with the oversized env is recorded");
+    let env = exec["env"].as_array().unwrap();
+    assert_eq!(env.len(), 1, "only the wanted name is captured: {env:?}");
+    let captured = env[0].as_str().unwrap();
+    assert!(
+        captured.starts_with("KUBERNETES_SERVICE_HOST=111") && captured.len() < 400,
+        "{captured}"
+    );
+    assert_eq!(exec["truncated"]["env"], true, "{exec}");
 }

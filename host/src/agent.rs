@@ -31,6 +31,8 @@ pub struct RunOptions {
     pub sources: RuleSources,
     /// Where compiled rules are cached across reloads and restarts.
     pub cache_dir: Option<PathBuf>,
+    /// Where per-container rule state is persisted; `None`: memory only.
+    pub state_dir: Option<PathBuf>,
     pub output: Option<PathBuf>,
     pub record: Option<PathBuf>,
     pub limits: Limits,
@@ -119,15 +121,21 @@ pub async fn run(options: RunOptions) -> Result<()> {
     // Containers already running (which may never exec again) are seen through /proc;
     // the probes are attached first, so nothing starting meanwhile slips through.
     let swept = crate::sweep::running_containers(&mut resolver, &dispatcher.env_vars());
-    let containers: std::collections::BTreeSet<&str> = swept
+    let containers: std::collections::BTreeSet<String> = swept
         .iter()
-        .filter_map(|e| e.container.as_ref().map(|c| c.id.as_str()))
+        .filter_map(|e| e.container.as_ref().map(|c| c.id.clone()))
         .collect();
     eprintln!(
         "rulehost: start-up sweep: {} process(es) in {} running container(s)",
         swept.len(),
         containers.len()
     );
+    // Restore state persisted before a restart (only for containers still running),
+    // before the sweep's events, so what was learnt before is not overwritten.
+    if let Some(dir) = &options.state_dir {
+        let report = dispatcher.persist_to(dir, |id| containers.contains(id))?;
+        eprintln!("rulehost: state {}: {report}", dir.display());
+    }
     if let Some(record) = record.as_mut() {
         for event in &swept {
             record.write(event)?;

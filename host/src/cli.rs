@@ -53,6 +53,13 @@ pub enum Command {
         /// before skip compilation.
         #[arg(long, value_name = "DIR", default_value = "/var/cache/rulehost")]
         cache_dir: PathBuf,
+        /// Where per-container rule state is persisted (crash-safe), so a restart, even
+        /// after kill -9, forgets nothing about containers still running.
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/rulehost")]
+        state_dir: PathBuf,
+        /// Keep rule state in memory only.
+        #[arg(long, conflicts_with = "state_dir")]
+        no_state_dir: bool,
         /// Write findings to this file (appending) instead of stdout.
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
@@ -128,6 +135,8 @@ pub fn run(cli: Cli) -> Result<()> {
             rules,
             rule_dirs,
             cache_dir,
+            state_dir,
+            no_state_dir,
             output,
             record,
             check,
@@ -142,6 +151,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     dirs: rule_dirs,
                 },
                 cache_dir: Some(cache_dir),
+                state_dir: (!no_state_dir).then_some(state_dir),
                 output,
                 record,
                 limits: sandbox.limits(),

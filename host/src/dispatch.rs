@@ -3,6 +3,7 @@
 
 use crate::events::Event;
 use crate::output::{EventRecord, Finding, FindingData, RuleRef};
+use crate::persist::{RestoreReport, Store};
 use crate::runtime::{
     Containers, Rule, RuleInstance, Runtime, WitEvent, WitField, WitFinding, WitIpAddress,
     WitValue, to_wit,
@@ -11,6 +12,7 @@ use crate::state::RuleState;
 use anyhow::{Result, bail};
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +55,8 @@ pub struct Dispatcher {
     handles: Vec<Option<u64>>,
     wit_events: Vec<WitEvent>,
     selected: Vec<u32>,
+    /// Where rule state is written after each batch, once [`Dispatcher::persist_to`] ran.
+    persist: Option<Box<Store>>,
     pub counters: Counters,
 }
 
@@ -65,7 +69,75 @@ impl Dispatcher {
             handles: Vec::new(),
             wit_events: Vec::new(),
             selected: Vec::new(),
+            persist: None,
             counters: Counters::default(),
+        }
+    }
+
+    /// Keeps every rule's per-container state in `<dir>/state.redb` from now on (written
+    /// after each batch that changed it, in one transaction) and restores what an earlier
+    /// run left there: rows of containers for which `alive(container_id)` is true are put
+    /// back into the loaded rules' state (their containers interned again), rows of
+    /// other containers are deleted. Rows of rule ids not loaded now are kept and restored
+    /// when a rule with that id is added. State held before the call is written too.
+    ///
+    /// Errors (the directory or file cannot be created or opened, a damaged file, another
+    /// process holding it) name the path, and leave the dispatcher not persisting.
+    pub fn persist_to(
+        &mut self,
+        dir: &Path,
+        alive: impl Fn(&str) -> bool,
+    ) -> Result<RestoreReport> {
+        if let Some(store) = &self.persist {
+            bail!(
+                "rule state is already persisted to {}",
+                store.path().display()
+            );
+        }
+        let mut store = Store::open(dir)?;
+        let (mut report, rows) = {
+            let mut table = self.containers.write().expect("container lock");
+            store.sweep(alive, &mut table)?
+        };
+        let mut read = 0;
+        for slot in &mut self.slots {
+            let (rule_id, state) = slot_state(slot);
+            // What is held already is not on disk yet; restored entries are.
+            state.mark_all_changed();
+            let table = self.containers.read().expect("container lock");
+            match store.restore_rule(rule_id, state, &table) {
+                Ok((restored, refused, rows)) => {
+                    report.restored += restored;
+                    report.refused += refused;
+                    read += rows;
+                }
+                Err(error) => {
+                    drop(table);
+                    for slot in &mut self.slots {
+                        slot_state(slot).1.stop_recording_changes();
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        report.kept = rows.saturating_sub(read);
+        self.persist = Some(Box::new(store));
+        self.flush_state();
+        Ok(report)
+    }
+
+    /// The file rule state is persisted to, if any.
+    pub fn state_file(&self) -> Option<&Path> {
+        self.persist.as_deref().map(Store::path)
+    }
+
+    /// Writes the state changed since the last write (and deletes the rows of containers
+    /// that went away) in one transaction. [`Dispatcher::dispatch`] does this after each
+    /// batch; a failure is logged and retried next time, nothing in memory is lost.
+    pub fn flush_state(&mut self) {
+        if let Some(store) = self.persist.as_deref_mut() {
+            let table = self.containers.read().expect("container lock");
+            store.flush(self.slots.iter_mut().map(slot_state), &table);
         }
     }
 
@@ -78,12 +150,19 @@ impl Dispatcher {
     /// Adds a rule loaded from `key` (its source path); two rules with one id are refused.
     pub fn add_from(&mut self, key: &str, rule: Arc<Rule>) -> Result<()> {
         self.check_id_free(&rule, None)?;
-        let instance = RuleInstance::new(
-            &self.runtime,
-            &rule,
-            RuleState::default(),
-            self.containers.clone(),
-        )?;
+        let mut state = RuleState::default();
+        if let Some(store) = self.persist.as_deref_mut() {
+            // What an earlier run (or an earlier rule with this id) left on disk.
+            state = RuleState::new(self.runtime.limits().state);
+            let table = self.containers.read().expect("container lock");
+            if let Err(error) = store.restore_rule(&rule.metadata.id, &mut state, &table) {
+                eprintln!("rulehost: warning: rule {}: {error:#}", rule.name);
+            }
+        }
+        let mut instance = RuleInstance::new(&self.runtime, &rule, state, self.containers.clone())?;
+        if self.persist.is_some() {
+            instance.store.data_mut().state.record_changes();
+        }
         self.slots.push(Slot {
             key: key.to_owned(),
             signature: Arc::new(rule.metadata.clone()),
@@ -116,8 +195,8 @@ impl Dispatcher {
             Some(instance) => instance.take_state(),
             None => std::mem::take(&mut slot.parked_state),
         };
-        let instance =
-            match RuleInstance::recreate(&self.runtime, &rule, state, self.containers.clone()) {
+        let mut instance =
+            match recreate_instance(&self.runtime, &rule, state, self.containers.clone()) {
                 Ok(instance) => instance,
                 Err((error, state)) => {
                     match slot.instance.as_mut() {
@@ -132,15 +211,30 @@ impl Dispatcher {
             name: rule.name.as_str().into(),
             sha256: rule.sha256.as_str().into(),
         };
+        if let Some(store) = self.persist.as_deref_mut()
+            && rule.metadata.id != slot.rule.metadata.id
+        {
+            // Rows are kept by rule id: take over what the new id has on disk, and
+            // write the state moved over under the new id.
+            let state = &mut instance.store.data_mut().state;
+            let table = self.containers.read().expect("container lock");
+            if let Err(error) = store.restore_rule(&rule.metadata.id, state, &table) {
+                eprintln!("rulehost: warning: rule {}: {error:#}", rule.name);
+            }
+            state.mark_all_changed();
+        }
         slot.instance = Some(instance);
         slot.faults.clear();
         slot.disabled = false;
         Ok(std::mem::replace(&mut slot.rule, rule))
     }
 
-    /// Unloads the rule from `key`, with its state.
+    /// Unloads the rule from `key`, with its state (rows on disk stay, for a rule with the
+    /// same id loaded later).
     pub fn remove(&mut self, key: &str) -> Option<Arc<Rule>> {
         let index = self.slots.iter().position(|s| s.key == key)?;
+        // Its last changes, if a write failed since, go out first.
+        self.flush_state();
         Some(self.slots.remove(index).rule)
     }
 
@@ -204,6 +298,11 @@ impl Dispatcher {
                     None => slot.parked_state.evict(handle),
                 }
             }
+            if let Some(store) = self.persist.as_deref_mut()
+                && store.forget(handle, id)
+            {
+                self.flush_state();
+            }
         }
     }
 
@@ -244,6 +343,9 @@ impl Dispatcher {
         }
         for slot_index in 0..self.slots.len() {
             events = self.deliver_to(slot_index, events, out);
+        }
+        if self.persist.is_some() {
+            self.flush_state();
         }
         events
     }
@@ -370,6 +472,36 @@ impl Dispatcher {
             }
         }
         events
+    }
+}
+
+/// A slot's rule id and its state, wherever it is kept.
+fn slot_state(slot: &mut Slot) -> (&str, &mut RuleState) {
+    let state = match &mut slot.instance {
+        Some(instance) => &mut instance.store.data_mut().state,
+        None => &mut slot.parked_state,
+    };
+    (slot.rule.metadata.id.as_str(), state)
+}
+
+/// [`RuleInstance::recreate`], keeping the changes the state recorded for persistence
+/// (an empty state is swapped for a fresh one there, which would lose them).
+fn recreate_instance(
+    runtime: &Runtime,
+    rule: &Rule,
+    mut state: RuleState,
+    containers: Containers,
+) -> Result<RuleInstance, (anyhow::Error, RuleState)> {
+    let changes = state.take_changes();
+    match RuleInstance::recreate(runtime, rule, state, containers) {
+        Ok(mut instance) => {
+            instance.store.data_mut().state.resume_changes(changes);
+            Ok(instance)
+        }
+        Err((error, mut state)) => {
+            state.resume_changes(changes);
+            Err((error, state))
+        }
     }
 }
 
@@ -539,7 +671,7 @@ fn recreate(slot: &mut Slot, runtime: &Runtime, containers: &Containers) {
         Some(mut instance) => instance.take_state(),
         None => std::mem::take(&mut slot.parked_state),
     };
-    match RuleInstance::recreate(runtime, &slot.rule, state, containers.clone()) {
+    match recreate_instance(runtime, &slot.rule, state, containers.clone()) {
         Ok(instance) => {
             slot.instance = Some(instance);
             eprintln!(

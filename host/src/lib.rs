@@ -8,6 +8,7 @@ pub mod containers;
 pub mod dispatch;
 pub mod events;
 pub mod output;
+pub mod persist;
 pub mod probes;
 pub mod reload;
 pub mod replay;

@@ -3,8 +3,13 @@
 //! It lives outside any wasm instance so a reload or a fault recovery loses nothing, is
 //! scoped to a container handle so it can be dropped when the container goes away, and is
 //! bounded so a rule cannot grow the host without limit.
+//!
+//! When the dispatcher persists state (`Dispatcher::persist_to`), a `RuleState` also
+//! records which (container, key) entries changed since the last write to disk; the
+//! dispatcher takes those [`Changes`] after each batch and writes them in one
+//! transaction. Without persistence nothing is recorded (one branch per write).
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// Bounds on one rule's state.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +46,45 @@ pub struct RuleState {
     containers: FxHashMap<u64, FxHashMap<String, Vec<u8>>>,
     /// How many writes a bound refused; reported in the host's counters.
     pub refused_writes: u64,
+    /// Entries changed since the changes were last taken; `None` while not recording.
+    changes: Option<Changes>,
+}
+
+/// The (container handle, key) entries of a [`RuleState`] that were set or removed since
+/// the last time they were taken. Their current value (or absence) is read from the
+/// state when they are written out.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    keys: FxHashMap<u64, FxHashSet<String>>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Changed entries, grouped by container handle.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &FxHashSet<String>)> {
+        self.keys.iter().map(|(&container, keys)| (container, keys))
+    }
+
+    fn note(&mut self, container: u64, key: &str) {
+        let keys = self.keys.entry(container).or_default();
+        if !keys.contains(key) {
+            keys.insert(key.to_owned());
+        }
+    }
+
+    /// Adds `other`'s entries (changes taken earlier and not written after all).
+    fn merge(&mut self, other: Changes) {
+        if self.keys.is_empty() {
+            self.keys = other.keys;
+            return;
+        }
+        for (container, keys) in other.keys {
+            self.keys.entry(container).or_default().extend(keys);
+        }
+    }
 }
 
 impl RuleState {
@@ -57,8 +101,10 @@ impl RuleState {
 
     pub fn set(&mut self, container: u64, key: &str, value: Vec<u8>) -> Result<(), StateRefusal> {
         let result = self.try_set(container, key, value);
-        if result.is_err() {
-            self.refused_writes += 1;
+        match (&result, &mut self.changes) {
+            (Err(_), _) => self.refused_writes += 1,
+            (Ok(()), Some(changes)) => changes.note(container, key),
+            (Ok(()), None) => {}
         }
         result
     }
@@ -86,16 +132,76 @@ impl RuleState {
 
     pub fn remove(&mut self, container: u64, key: &str) {
         if let Some(entries) = self.containers.get_mut(&container) {
-            entries.remove(key);
+            let removed = entries.remove(key).is_some();
             if entries.is_empty() {
                 self.containers.remove(&container);
+            }
+            if removed && let Some(changes) = &mut self.changes {
+                changes.note(container, key);
             }
         }
     }
 
-    /// Drops everything kept for a container that went away.
+    /// Drops everything kept for a container that went away, including its recorded
+    /// changes (the dispatcher deletes the container's rows on disk as a whole).
     pub fn evict(&mut self, container: u64) {
         self.containers.remove(&container);
+        if let Some(changes) = &mut self.changes {
+            changes.keys.remove(&container);
+        }
+    }
+
+    /// Restores an entry read back from disk: kept within the bounds, never replacing a
+    /// value already held, and not recorded as a change. Returns whether it was taken.
+    pub fn restore(&mut self, container: u64, key: &str, value: &[u8]) -> bool {
+        if self.get(container, key).is_some() {
+            return false;
+        }
+        self.try_set(container, key, value.to_vec()).is_ok()
+    }
+
+    /// Starts recording changes (a no-op if already recording).
+    pub fn record_changes(&mut self) {
+        self.changes.get_or_insert_default();
+    }
+
+    /// Stops recording changes, dropping those recorded.
+    pub fn stop_recording_changes(&mut self) {
+        self.changes = None;
+    }
+
+    /// Whether changes are being recorded.
+    pub fn records_changes(&self) -> bool {
+        self.changes.is_some()
+    }
+
+    /// Whether some change was recorded and not taken yet.
+    pub fn has_changes(&self) -> bool {
+        self.changes.as_ref().is_some_and(|c| !c.is_empty())
+    }
+
+    /// Takes the changes recorded so far, leaving recording on; `None` if not recording.
+    pub fn take_changes(&mut self) -> Option<Changes> {
+        self.changes.as_mut().map(std::mem::take)
+    }
+
+    /// Gives back changes taken by [`RuleState::take_changes`] (their write failed, or
+    /// the state moved to a new instance): recording is on afterwards if `changes` is
+    /// `Some`, and they are merged with any recorded since.
+    pub fn resume_changes(&mut self, changes: Option<Changes>) {
+        if let Some(changes) = changes {
+            self.changes.get_or_insert_default().merge(changes);
+        }
+    }
+
+    /// Records every entry held as changed (so all of it is written out next time).
+    pub fn mark_all_changed(&mut self) {
+        let changes = self.changes.get_or_insert_default();
+        for (&container, entries) in &self.containers {
+            for key in entries.keys() {
+                changes.note(container, key);
+            }
+        }
     }
 
     /// Number of containers with state.
@@ -127,6 +233,50 @@ mod tests {
         state.evict(1);
         assert_eq!(state.get(1, "k"), None);
         assert_eq!(state.get(2, "k"), Some(&[2u8][..]));
+    }
+
+    #[test]
+    fn changes_are_recorded_only_when_asked() {
+        let mut state = small();
+        state.set(1, "a", vec![1]).unwrap();
+        assert!(!state.records_changes());
+        assert_eq!(state.take_changes(), None);
+
+        state.record_changes();
+        assert!(!state.has_changes());
+        state.set(1, "b", vec![2]).unwrap();
+        state.remove(1, "missing"); // nothing changed
+        assert_eq!(state.set(1, "c", vec![]), Err(StateRefusal::TooManyKeys));
+        state.set(2, "a", vec![3]).unwrap();
+        state.remove(2, "a");
+        let changes = state.take_changes().unwrap();
+        let mut seen: Vec<(u64, String)> = changes
+            .iter()
+            .flat_map(|(c, keys)| keys.iter().map(move |k| (c, k.clone())))
+            .collect();
+        seen.sort();
+        assert_eq!(seen, [(1, "b".to_owned()), (2, "a".to_owned())]);
+        assert!(!state.has_changes() && state.records_changes());
+
+        // Given back (a failed write), merged with later ones; eviction drops a container's.
+        state.set(1, "b", vec![4]).unwrap();
+        state.resume_changes(Some(changes));
+        state.evict(2);
+        let changes = state.take_changes().unwrap();
+        assert_eq!(changes.iter().count(), 1);
+
+        // Restored entries are not changes, never replace a value, and obey the bounds.
+        assert!(!state.restore(1, "b", &[9]));
+        assert_eq!(state.get(1, "b"), Some(&[4u8][..]));
+        assert!(state.restore(3, "x", &[1]));
+        assert!(!state.restore(3, "y", &[0; 5]));
+        assert!(!state.has_changes());
+
+        state.mark_all_changed();
+        assert_eq!(state.take_changes().unwrap().iter().count(), 2);
+        state.stop_recording_changes();
+        state.set(1, "a", vec![]).unwrap();
+        assert_eq!(state.take_changes(), None);
     }
 
     #[test]

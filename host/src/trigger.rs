@@ -173,7 +173,7 @@ struct Agent {
 impl Agent {
     fn start(exe: &Path, findings: &Path) -> Result<Agent> {
         let mut child = Command::new(exe)
-            .arg("run")
+            .args(["run", "--no-state-dir"])
             .arg("--output")
             .arg(findings)
             .stderr(Stdio::piped())

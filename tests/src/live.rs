@@ -28,13 +28,24 @@ impl LiveAgent {
         let record = dir.join("events.jsonl");
         let _ = std::fs::remove_file(&output);
         let _ = std::fs::remove_file(&record);
-        let mut child = Command::new(crate::rulehost_bin())
+        let mut command = Command::new(crate::rulehost_bin());
+        command
             .arg("run")
             .arg("--output")
             .arg(&output)
             .arg("--record")
             .arg(&record)
-            .args(extra)
+            .args(extra);
+        // Each agent its own state store (one redb file admits one host at a time).
+        if !extra
+            .iter()
+            .any(|a| a.starts_with("--state-dir") || *a == "--no-state-dir")
+        {
+            let state = dir.join("state");
+            let _ = std::fs::remove_dir_all(&state);
+            command.arg("--state-dir").arg(state);
+        }
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -129,7 +129,7 @@ fn a_second_sigterm_ends_a_blocked_shutdown_at_once() {
     let port = closed_port();
     // Findings go to a pipe nobody reads: once it is full, writes block.
     let mut agent = Command::new(rulehost_bin())
-        .arg("run")
+        .args(["run", "--no-state-dir"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -217,4 +217,43 @@ fn an_oversized_env_is_captured_bounded_and_marked() {
         "{captured}"
     );
     assert_eq!(exec["truncated"]["env"], true, "{exec}");
+}
+
+#[test]
+fn detection_survives_kill_9_of_the_host() {
+    let state = std::env::temp_dir().join(format!("rulehost-kill9-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let state_arg = format!("--state-dir={}", state.display());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let id = trigger_id(64);
+    let cgroup = TestCgroup::new(&format!("cri-containerd-{id}.scope"));
+
+    let mut first = LiveAgent::start("kill9-a", &[&state_arg]);
+    cgroup.run(
+        &[(KSH, "127.0.0.1")],
+        &["tcp", &format!("127.0.0.1:{port}")],
+    );
+    first.wait_for("before the kill", |f| {
+        f["data"]["container_id"] == id.as_str()
+    });
+    // The container keeps running across the restart and connects later, without exec.
+    let mut workload = spawn_connector(
+        &cgroup.path,
+        &[],
+        &["later", "3000", &format!("127.0.0.1:{port}")],
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(first.pid() as i32, libc::SIGKILL) };
+    first.stop();
+
+    let second = LiveAgent::start("kill9-b", &[&state_arg]);
+    second.wait_for_log("restored 1 entry for 1 container(s)");
+    let finding = second.wait_for("after the restart", |f| {
+        f["data"]["container_id"] == id.as_str()
+    });
+    assert!(workload.wait().unwrap().success());
+    assert_eq!(finding["data"]["ip"], "127.0.0.1");
+    drop(second);
+    let _ = std::fs::remove_dir_all(&state);
 }

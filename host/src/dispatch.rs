@@ -2,7 +2,7 @@
 //! containing rules that misbehave.
 
 use crate::events::Event;
-use crate::output::{EventRecord, Finding, FindingData, RuleRef};
+use crate::output::{EventRecord, FieldValue, Finding, FindingData, RuleRef};
 use crate::persist::{RestoreReport, Store};
 use crate::runtime::{
     Containers, Rule, RuleInstance, Runtime, WitEvent, WitField, WitFinding, WitIpAddress,
@@ -535,7 +535,7 @@ fn collect(
             continue;
         }
         let event = &events[host_index as usize];
-        let data = to_json(finding.data, event, containers);
+        let data = to_data(finding.data, event, containers);
         out.push(Finding {
             signature: slot.signature.clone(),
             data,
@@ -571,26 +571,27 @@ fn data_size(fields: &[WitField]) -> usize {
         .sum()
 }
 
-/// Resolves a rule's fields to JSON; host-filled values (container id, comm) are looked
-/// up here so no string crossed the wasm boundary for them.
-fn to_json(fields: Vec<WitField>, event: &Event, containers: &Containers) -> FindingData {
-    FindingData(
+/// Turns a rule's fields into finding data; host-filled values (container id, comm)
+/// are resolved here, so no string crossed the wasm boundary for them.
+fn to_data(fields: Vec<WitField>, event: &Event, containers: &Containers) -> FindingData {
+    FindingData::new(
         fields
             .into_iter()
             .map(|field| {
                 let value = match field.value {
-                    WitValue::Text(text) => serde_json::Value::String(text),
-                    WitValue::Signed(n) => n.into(),
-                    WitValue::Unsigned(n) => n.into(),
-                    WitValue::Boolean(b) => b.into(),
-                    WitValue::Ip(ip) => ip_from_wit(ip).to_canonical().to_string().into(),
-                    WitValue::ContainerId(handle) => containers
-                        .read()
-                        .expect("container lock")
-                        .get(handle)
-                        .map_or(serde_json::Value::Null, |c| c.id.clone().into()),
+                    WitValue::Text(text) => FieldValue::Text(text),
+                    WitValue::Signed(n) => FieldValue::Signed(n),
+                    WitValue::Unsigned(n) => FieldValue::Unsigned(n),
+                    WitValue::Boolean(b) => FieldValue::Boolean(b),
+                    WitValue::Ip(ip) => FieldValue::Ip(ip_from_wit(ip)),
+                    WitValue::ContainerId(handle) => FieldValue::Container(
+                        containers
+                            .read()
+                            .expect("container lock")
+                            .get_shared(handle),
+                    ),
                     // A finding's fields describe its own event.
-                    WitValue::Comm(_) => event.process.comm.as_str().into(),
+                    WitValue::Comm(_) => FieldValue::Comm(event.process.comm),
                 };
                 (field.name, value)
             })

@@ -21,13 +21,76 @@ pub struct Finding {
 }
 
 /// A finding's named values, in the order the rule gave them; printed as a JSON object.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FindingData(pub Vec<(String, serde_json::Value)>);
+/// Values stay typed until printed, so a finding costs no string formatting (IP text,
+/// container id copy) before it is written.
+#[derive(Debug, Clone, Default)]
+pub struct FindingData {
+    fields: Vec<(String, FieldValue)>,
+    /// The values as JSON, built only if someone indexes the data (tools, tests).
+    json: std::sync::OnceLock<Vec<serde_json::Value>>,
+}
+
+/// One value of a finding's data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    Text(String),
+    Signed(i64),
+    Unsigned(u64),
+    Boolean(bool),
+    /// Printed canonically (IPv4-mapped IPv6 as IPv4, RFC 5952).
+    Ip(std::net::IpAddr),
+    /// A container's id; `None` when the host no longer knows the container.
+    Container(Option<Arc<crate::events::Container>>),
+    Comm(crate::events::Comm),
+}
+
+impl FieldValue {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl Serialize for FieldValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            FieldValue::Text(text) => serializer.serialize_str(text),
+            FieldValue::Signed(n) => serializer.serialize_i64(*n),
+            FieldValue::Unsigned(n) => serializer.serialize_u64(*n),
+            FieldValue::Boolean(b) => serializer.serialize_bool(*b),
+            FieldValue::Ip(ip) => serializer.collect_str(&ip.to_canonical()),
+            FieldValue::Container(Some(container)) => serializer.serialize_str(&container.id),
+            FieldValue::Container(None) => serializer.serialize_none(),
+            FieldValue::Comm(comm) => serializer.serialize_str(comm.as_str()),
+        }
+    }
+}
 
 impl FindingData {
-    /// The value of a field, if present.
+    pub fn new(fields: Vec<(String, FieldValue)>) -> FindingData {
+        FindingData {
+            fields,
+            json: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The fields, typed, in order.
+    pub fn fields(&self) -> &[(String, FieldValue)] {
+        &self.fields
+    }
+
+    /// The value of a field as JSON, if present.
     pub fn get(&self, name: &str) -> Option<&serde_json::Value> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        let index = self.fields.iter().position(|(n, _)| n == name)?;
+        let json = self
+            .json
+            .get_or_init(|| self.fields.iter().map(|(_, v)| v.to_json()).collect());
+        json.get(index)
+    }
+}
+
+impl PartialEq for FindingData {
+    fn eq(&self, other: &FindingData) -> bool {
+        self.fields == other.fields
     }
 }
 
@@ -42,8 +105,8 @@ impl std::ops::Index<&str> for FindingData {
 impl Serialize for FindingData {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (name, value) in &self.0 {
+        let mut map = serializer.serialize_map(Some(self.fields.len()))?;
+        for (name, value) in &self.fields {
             map.serialize_entry(name, value)?;
         }
         map.end()

@@ -71,7 +71,7 @@ const EPOCH_TICK: Duration = Duration::from_millis(1);
 #[derive(Debug, Default)]
 pub struct ContainerTable {
     by_id: FxHashMap<String, u64>,
-    by_handle: FxHashMap<u64, Container>,
+    by_handle: FxHashMap<u64, Arc<Container>>,
     next: u64,
 }
 
@@ -83,7 +83,8 @@ impl ContainerTable {
         }
         self.next += 1;
         self.by_id.insert(container.id.clone(), self.next);
-        self.by_handle.insert(self.next, container.clone());
+        self.by_handle
+            .insert(self.next, Arc::new(container.clone()));
         self.next
     }
 
@@ -93,7 +94,12 @@ impl ContainerTable {
     }
 
     pub fn get(&self, handle: u64) -> Option<&Container> {
-        self.by_handle.get(&handle)
+        self.by_handle.get(&handle).map(|c| &**c)
+    }
+
+    /// The container behind a handle, shared (no copy).
+    pub fn get_shared(&self, handle: u64) -> Option<Arc<Container>> {
+        self.by_handle.get(&handle).cloned()
     }
 
     /// Forgets a container that went away; returns its handle.

@@ -11,7 +11,7 @@ FIXTURES     := -p fixture-infinite-loop -p fixture-memory-bomb -p fixture-trap-
                 -p fixture-fs-import -p fixture-finding-flood -p fixture-wrong-world \
                 -p fixture-init-error -p fixture-stateful-panic
 
-.PHONY: all setup ebpf guest build test lint bench run clean
+.PHONY: all setup ebpf guest build test lint bench fuzz run clean
 
 all: build
 
@@ -41,6 +41,12 @@ lint: build
 
 bench: build
 	$(CARGO) bench -p rulehost --bench dispatch --bench reload
+
+# Fuzzes the ring-buffer decoder, the replay parsers and the cgroup-path parser for
+# FUZZ_SECONDS (default 30) each, on a copy of tests/fuzz/corpus; fails on any crash.
+# Needs only what host/build.rs embeds (the eBPF object and the guest modules).
+fuzz: ebpf guest
+	@bash scripts/fuzz.sh
 
 run: build
 	./target/release/rulehost run

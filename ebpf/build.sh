@@ -9,5 +9,7 @@ cd "$ROOT/ebpf/programs"
 PATH="$ROOT/target/tools/bin:$PATH" cargo +"$NIGHTLY" build --release \
   --target bpfel-unknown-none -Z build-std=core "$@"
 mkdir -p "$ROOT/target/bpf"
-cp target/bpfel-unknown-none/release/rulehost-probes "$ROOT/target/bpf/rulehost-probes.o"
+# Copy only on change: a fresh timestamp would rebuild the host for nothing.
+cmp -s target/bpfel-unknown-none/release/rulehost-probes "$ROOT/target/bpf/rulehost-probes.o" \
+  || cp target/bpfel-unknown-none/release/rulehost-probes "$ROOT/target/bpf/rulehost-probes.o"
 echo "built $ROOT/target/bpf/rulehost-probes.o"

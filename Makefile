@@ -41,6 +41,7 @@ lint: build
 
 bench: build
 	$(CARGO) bench -p rulehost --bench dispatch --bench reload
+	$(CARGO) bench -p rulehost-tests --bench live
 
 # Fuzzes the ring-buffer decoder, the replay parsers and the cgroup-path parser for
 # FUZZ_SECONDS (default 30) each, on a copy of tests/fuzz/corpus; fails on any crash.

@@ -6,8 +6,8 @@
 //! byte-for-byte the shippable `target/rules/k8s_api_connection.wasm`) and copies the
 //! eBPF object into OUT_DIR.
 
-use anyhow::{Context, Result, bail};
-use std::path::{Path, PathBuf};
+use anyhow::{Result, bail};
+use std::path::PathBuf;
 
 fn main() {
     if let Err(error) = run() {
@@ -49,30 +49,4 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-/// Wraps a core module that carries wit-bindgen's component-type section into a
-/// component that imports only the rule world.
-pub fn componentize(module: &Path) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(module).with_context(|| {
-        format!(
-            "{} is missing: build the guest first (`make build`)",
-            module.display()
-        )
-    })?;
-    wit_component::ComponentEncoder::default()
-        .module(&bytes)?
-        .validate(true)
-        .encode()
-        .with_context(|| format!("componentizing {}", module.display()))
-}
-
-/// The workspace target directory, honouring CARGO_TARGET_DIR.
-fn target_dir() -> Result<PathBuf> {
-    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
-        return Ok(PathBuf::from(dir));
-    }
-    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
-    Ok(manifest
-        .parent()
-        .context("host crate has no parent directory")?
-        .join("target"))
-}
+include!("build_support.rs");

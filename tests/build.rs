@@ -5,8 +5,8 @@
 //! shipped rule, and writes it to `$OUT_DIR/fixtures/<name>.wasm`, where
 //! `rulehost_tests::fixture(name)` finds it.
 
-use anyhow::{Context, Result, bail};
-use std::path::{Path, PathBuf};
+use anyhow::{Result, bail};
+use std::path::PathBuf;
 
 /// The fixture crates, by directory name under `fixtures/`.
 const FIXTURES: &[&str] = &[
@@ -51,24 +51,4 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-/// Wraps a core module carrying wit-bindgen's component-type section into a component.
-fn componentize(module: &Path) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
-    wit_component::ComponentEncoder::default()
-        .module(&bytes)?
-        .validate(true)
-        .encode()
-        .with_context(|| format!("componentizing {}", module.display()))
-}
-
-/// The workspace target directory, honouring CARGO_TARGET_DIR.
-fn target_dir() -> Result<PathBuf> {
-    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
-        return Ok(PathBuf::from(dir));
-    }
-    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
-    Ok(manifest
-        .parent()
-        .context("tests crate has no parent directory")?
-        .join("target"))
-}
+include!("../host/build_support.rs");

@@ -6,6 +6,7 @@ use crate::dispatch::Dispatcher;
 use crate::events::Event;
 use crate::output::JsonLines;
 use crate::probes::{ProbeConfig, ProbeEvent, Probes};
+use crate::ready::{Ready, ReadyFile};
 use crate::reload::{Change, Loaded, RuleSources, Watcher};
 use crate::runtime::{Limits, Origin, Rule, Runtime};
 use anyhow::{Context, Result};
@@ -35,6 +36,8 @@ pub struct RunOptions {
     pub state_dir: Option<PathBuf>,
     pub output: Option<PathBuf>,
     pub record: Option<PathBuf>,
+    /// Written once attached, swept and restored; removed on a clean exit.
+    pub ready_file: Option<PathBuf>,
     pub limits: Limits,
 }
 
@@ -42,6 +45,10 @@ pub struct RunOptions {
 pub async fn run(options: RunOptions) -> Result<()> {
     // Before any thread exists, so every thread inherits the blocked mask.
     let mut signals = watch_signals()?;
+    if let Some(path) = &options.ready_file {
+        // A file left by an agent that was killed must not claim this one is ready.
+        let _ = std::fs::remove_file(path);
+    }
     let runtime = Arc::new(Runtime::with_compile_cache(
         options.limits.clone(),
         options.cache_dir.as_deref(),
@@ -56,7 +63,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         let changes =
             crate::reload::plan(&runtime, &options.sources, &loaded.rules, &loaded.rejected);
         for change in changes {
-            if let Change::Reject { path, reason } = &change
+            if let Change::Reject { path, reason, .. } = &change
                 && options.sources.files.contains(path)
             {
                 anyhow::bail!("cannot load rule {}: {reason}", path.display());
@@ -118,6 +125,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
     }
     let (plans_tx, mut plans) = tokio::sync::mpsc::channel::<Vec<Change>>(1);
     let mut planning = false;
+    let mut reload_pending = false;
     // Containers already running (which may never exec again) are seen through /proc;
     // the probes are attached first, so nothing starting meanwhile slips through.
     let swept = crate::sweep::running_containers(&mut resolver, &dispatcher.env_vars());
@@ -132,16 +140,36 @@ pub async fn run(options: RunOptions) -> Result<()> {
     );
     // Restore state persisted before a restart (only for containers still running),
     // before the sweep's events, so what was learnt before is not overwritten.
+    let mut restored = None;
     if let Some(dir) = &options.state_dir {
         let report = dispatcher.persist_to(dir, |id| containers.contains(id))?;
         eprintln!("rulehost: state {}: {report}", dir.display());
+        restored = Some(report);
     }
     if let Some(record) = record.as_mut() {
         for event in &swept {
             record.write(event)?;
         }
+        // Recorded before any finding about them is written (readers rely on it).
+        record.flush()?;
     }
+    let ready = Ready {
+        pid: std::process::id(),
+        exec_hook: probes.exec_hook(),
+        connect_hook: probes.connect_hook(),
+        cgroup_hook: probes.cgroup_hook(),
+        env_vars: dispatcher.env_vars(),
+        swept_processes: swept.len(),
+        swept_containers: containers.len(),
+        restored,
+        rules: dispatcher.rules().map(|r| r.metadata.id.clone()).collect(),
+    };
     deliver(&mut dispatcher, swept, &mut findings, &mut output)?;
+    let _ready_file = options
+        .ready_file
+        .as_deref()
+        .map(|path| ReadyFile::write(path, &ready))
+        .transpose()?;
 
     let mut raw = Vec::new();
     let mut batch: Vec<Event> = Vec::new();
@@ -164,10 +192,13 @@ pub async fn run(options: RunOptions) -> Result<()> {
             },
             Some(changes) = plans.recv() => { ready_changes = Some(changes); false }
         };
-        if reload && !planning && !options.sources.is_empty() {
+        // A change noticed while a plan runs is planned again once that one is applied.
+        reload_pending |= reload;
+        if reload_pending && !planning && !options.sources.is_empty() {
             // Compile and validate off the event path; events keep flowing to the
             // loaded versions meanwhile.
             planning = true;
+            reload_pending = false;
             let (runtime, sources, tx) =
                 (runtime.clone(), options.sources.clone(), plans_tx.clone());
             let (rules, rejected) = (loaded.rules.clone(), loaded.rejected.clone());
@@ -200,6 +231,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
                 }
                 ProbeEvent::CgroupRemoved { cgroup_id, path } => {
                     // Events before the removal still belong to the container.
+                    flush_record(&mut record)?;
                     batch = deliver(&mut dispatcher, batch, &mut findings, &mut output)?;
                     let container =
                         parse_cgroup_path(&path).or_else(|| resolver.resolve_owned(cgroup_id));
@@ -211,10 +243,8 @@ pub async fn run(options: RunOptions) -> Result<()> {
                 }
             }
         }
+        flush_record(&mut record)?;
         batch = deliver(&mut dispatcher, batch, &mut findings, &mut output)?;
-        if let Some(record) = record.as_mut() {
-            record.flush()?;
-        }
         if let Some(changes) = ready_changes {
             // Between two batches: every event went to exactly one version.
             planning = false;
@@ -367,7 +397,7 @@ pub fn apply(dispatcher: &mut Dispatcher, loaded: &mut Loaded, change: Change) {
                 }
                 Err(error) => {
                     eprintln!("rulehost: rejected rule {key}: {error:#}");
-                    loaded.reject(&path);
+                    loaded.reject(&path, Some(&rule.sha256));
                 }
             }
         }
@@ -383,7 +413,7 @@ pub fn apply(dispatcher: &mut Dispatcher, loaded: &mut Loaded, change: Change) {
                         format!("; keeping v{} sha256 {}", r.metadata.version, r.sha256)
                     });
                     eprintln!("rulehost: rejected rule {key}: {error:#}{keep}");
-                    loaded.reject(&path);
+                    loaded.reject(&path, Some(&rule.sha256));
                 }
             }
         }
@@ -394,13 +424,17 @@ pub fn apply(dispatcher: &mut Dispatcher, loaded: &mut Loaded, change: Change) {
             }
             loaded.record(&path, None);
         }
-        Change::Reject { path, reason } => {
+        Change::Reject {
+            path,
+            reason,
+            sha256,
+        } => {
             let key = path.display().to_string();
             let keep = dispatcher.rule_from(&key).map_or(String::new(), |r| {
                 format!("; keeping v{} sha256 {}", r.metadata.version, r.sha256)
             });
             eprintln!("rulehost: rejected rule {key}: {reason}{keep}");
-            loaded.reject(&path);
+            loaded.reject(&path, sha256.as_deref());
         }
     }
 }
@@ -413,6 +447,14 @@ fn log_rule(what: &str, rule: &Rule, source: &str, previous: Option<&Rule>) {
         "rulehost: {what} rule {} ({} {} v{}) sha256 {} from {source}{was}",
         rule.name, rule.metadata.id, rule.metadata.event_name, rule.metadata.version, rule.sha256
     );
+}
+
+/// Flushes the event record, so an event is readable there before any finding about it.
+fn flush_record(record: &mut Option<JsonLines>) -> Result<()> {
+    match record {
+        Some(record) => record.flush(),
+        None => Ok(()),
+    }
 }
 
 /// Dispatches a batch and writes its findings; returns the emptied buffer.

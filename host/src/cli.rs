@@ -67,6 +67,11 @@ pub enum Command {
         /// (replayable with `rulehost replay`).
         #[arg(long, value_name = "FILE")]
         record: Option<PathBuf>,
+        /// Once the probes are attached, the start-up sweep is done and state is
+        /// restored, write a JSON summary to this file (atomically); removed on a clean
+        /// exit. For scripts, tests and exec readiness probes.
+        #[arg(long, value_name = "FILE")]
+        ready_file: Option<PathBuf>,
         /// Validate the rules and the kernel's support, print what was checked, and exit
         /// without attaching anything (for readiness probes and CI).
         #[arg(long)]
@@ -139,6 +144,7 @@ pub fn run(cli: Cli) -> Result<()> {
             no_state_dir,
             output,
             record,
+            ready_file,
             check,
             ring_buffer_kib,
             sandbox,
@@ -154,6 +160,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 state_dir: (!no_state_dir).then_some(state_dir),
                 output,
                 record,
+                ready_file,
                 limits: sandbox.limits(),
             };
             tokio::runtime::Builder::new_current_thread()

@@ -5,11 +5,13 @@
 pub mod agent;
 pub mod cli;
 pub mod containers;
+mod cpu_budget;
 pub mod dispatch;
 pub mod events;
 pub mod output;
 pub mod persist;
 pub mod probes;
+pub mod ready;
 pub mod reload;
 pub mod replay;
 pub mod rules;

@@ -44,7 +44,7 @@ type StateTable<'txn> =
     redb::Table<'txn, (&'static str, &'static str, &'static str), &'static [u8]>;
 
 /// What `Dispatcher::persist_to` found on disk.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct RestoreReport {
     /// Entries put back into the state of the loaded rules.
     pub restored: usize,

@@ -72,7 +72,13 @@ pub enum Change {
     /// The file is gone.
     Remove { path: PathBuf },
     /// The file changed but cannot be loaded; the loaded version (if any) stays.
-    Reject { path: PathBuf, reason: String },
+    /// `sha256` is of the bytes refused (none when unreadable), so the same bytes are
+    /// not retried on every event, and different ones are.
+    Reject {
+        path: PathBuf,
+        reason: String,
+        sha256: Option<String>,
+    },
 }
 
 /// Compares the files the sources name with what is loaded (path -> sha256) and
@@ -94,6 +100,7 @@ pub fn plan(
                     changes.push(Change::Reject {
                         path: path.clone(),
                         reason: format!("cannot read: {error}"),
+                        sha256: None,
                     });
                 }
                 continue;
@@ -115,6 +122,7 @@ pub fn plan(
             Err(error) => changes.push(Change::Reject {
                 path: path.clone(),
                 reason: format!("{error:#}"),
+                sha256: Some(sha256),
             }),
         }
     }
@@ -222,10 +230,16 @@ impl Loaded {
         }
     }
 
-    pub fn reject(&mut self, path: &Path) {
-        if let Ok(bytes) = std::fs::read(path) {
-            self.rejected
-                .insert(path.to_path_buf(), hex(&Sha256::digest(&bytes)));
+    /// Records that these bytes of `path` were refused (the file may have changed
+    /// again since: only what was actually refused is remembered).
+    pub fn reject(&mut self, path: &Path, sha256: Option<&str>) {
+        match sha256 {
+            Some(sha) => {
+                self.rejected.insert(path.to_path_buf(), sha.to_owned());
+            }
+            None => {
+                self.rejected.remove(path);
+            }
         }
     }
 }

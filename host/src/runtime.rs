@@ -6,6 +6,7 @@
 //! and CPU deadline. Per-container state is held in [`RuleState`] outside the instance,
 //! so replacing or recreating an instance never loses it.
 
+use crate::cpu_budget::{CallBudget, EPOCH_TICK};
 use crate::events::{Container, Event, EventKind};
 use crate::state::{RuleState, StateLimits, StateRefusal};
 use anyhow::{Context, Result, anyhow, bail};
@@ -62,9 +63,6 @@ impl Default for Limits {
         }
     }
 }
-
-/// Granularity of the CPU deadline.
-const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Container handles shared by the dispatcher (which assigns them) and rule instances
 /// (which resolve them through `context.container`).
@@ -418,6 +416,8 @@ pub struct InstanceState {
     pub batch: Batch,
     containers: Containers,
     rule_name: String,
+    /// The CPU budget of the call in flight.
+    call: CallBudget,
 }
 
 /// The events of one delivery, kept host side for the lazy `context` accessors.
@@ -558,11 +558,17 @@ impl RuleInstance {
             batch: Batch::default(),
             containers,
             rule_name: rule.name.clone(),
+            // Instantiation, metadata and init together.
+            call: CallBudget::start(Duration::from_secs(1)),
         };
         let mut store = Store::new(&runtime.engine, data);
         store.limiter(|data| &mut data.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(deadline_ticks(Duration::from_secs(1)));
+        store.epoch_deadline_callback(|context| match context.data().call.remaining_ticks() {
+            Some(ticks) => Ok(wasmtime::UpdateDeadline::Continue(ticks)),
+            None => Err(wasmtime::Trap::Interrupt.into()),
+        });
+        let ticks = store.data().call.ticks();
+        store.set_epoch_deadline(ticks);
         match Self::start(&mut store, rule, runtime) {
             Ok((bindings, metadata)) => Ok(RuleInstance {
                 store,
@@ -600,7 +606,9 @@ impl RuleInstance {
         events: &[wit::Event],
         budget: Duration,
     ) -> Result<Vec<wit::Finding>> {
-        self.store.set_epoch_deadline(deadline_ticks(budget));
+        let call = CallBudget::start(budget);
+        self.store.data_mut().call = call;
+        self.store.set_epoch_deadline(call.ticks());
         let detector = self.bindings.rulehost_rule_detector();
         let result = match events {
             [single] => detector.call_on_event(&mut self.store, single),
@@ -623,10 +631,6 @@ fn validate_metadata(metadata: &Metadata) -> Result<()> {
         bail!("metadata selects no event");
     }
     Ok(())
-}
-
-fn deadline_ticks(budget: Duration) -> u64 {
-    (budget.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
 }
 
 /// Converts a host event for a rule: only the env entries it asked for cross over.

@@ -3,7 +3,7 @@
 
 use crate::containers::find_cgroup2_mount;
 use anyhow::{Context, Result, anyhow, bail};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -168,40 +168,42 @@ fn wait_for_finding(
 /// A private `rulehost run` for the trigger, stopped with SIGTERM.
 struct Agent {
     child: Child,
+    ready_file: PathBuf,
 }
 
+/// How long a private agent may take to attach (it compiles the rule first).
+const AGENT_START: Duration = Duration::from_secs(60);
+
 impl Agent {
+    /// Starts the agent (its log goes to our stderr) and waits for its ready file.
     fn start(exe: &Path, findings: &Path) -> Result<Agent> {
+        let ready_file = findings.with_extension("ready");
+        let _ = std::fs::remove_file(&ready_file);
         let mut child = Command::new(exe)
             .args(["run", "--no-state-dir"])
             .arg("--output")
             .arg(findings)
-            .stderr(Stdio::piped())
+            .arg("--ready-file")
+            .arg(&ready_file)
+            .stdin(Stdio::null())
             .spawn()
             .context("starting rulehost run")?;
-        let stderr = child.stderr.take().expect("piped stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    eprintln!("{line}");
-                    if line.starts_with("rulehost: ready") {
-                        break;
-                    }
-                }
-                _ => {
-                    let status = child.wait()?;
-                    bail!("rulehost run exited before it was ready ({status})");
-                }
+        let deadline = Instant::now() + AGENT_START;
+        while !ready_file.exists() {
+            if let Some(status) = child.try_wait()? {
+                bail!("rulehost run exited before it was ready ({status})");
             }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "rulehost run wrote no ready file within {}s",
+                    AGENT_START.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        // Keep forwarding the agent's log lines.
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                eprintln!("{line}");
-            }
-        });
-        Ok(Agent { child })
+        Ok(Agent { child, ready_file })
     }
 
     fn stop(mut self) {
@@ -210,5 +212,6 @@ impl Agent {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.ready_file);
     }
 }

@@ -761,7 +761,7 @@ struct Stopped {
     drops: u64,
     /// Sum of the "the kernel dropped N event(s)" warnings.
     warned_drops: u64,
-    /// The hooks it used, from its `ready:` line.
+    /// The hooks it used, from its ready file.
     hooks: String,
     /// CPU time (user + system) it used in all.
     cpu: Duration,
@@ -784,14 +784,18 @@ fn stop(mut agent: LiveAgent) -> Stopped {
             .filter_map(|n| n.parse().ok())
             .collect()
     };
+    let ready = &agent.ready;
     let mut stopped = Stopped {
         cpu,
+        hooks: format!(
+            "exec hook {}, connect hook {}, cgroup hook {}",
+            ready["exec_hook"].as_str().unwrap_or("?"),
+            ready["connect_hook"].as_str().unwrap_or("?"),
+            ready["cgroup_hook"].as_str().unwrap_or("?")
+        ),
         ..Stopped::default()
     };
     for line in &log {
-        if let Some(rest) = line.strip_prefix("rulehost: ready: ") {
-            stopped.hooks = rest.split(", capturing").next().unwrap_or(rest).to_owned();
-        }
         if let Some(rest) = line.split("the kernel dropped ").nth(1) {
             stopped.warned_drops += numbers(rest).first().copied().unwrap_or(0);
         }
@@ -808,7 +812,10 @@ fn stop(mut agent: LiveAgent) -> Stopped {
         }
     }
     if !status.success() || !log.iter().any(|l| l.contains("rulehost: stopped:")) {
-        eprintln!("rulehost run ended with {status}; log: {log:?}");
+        eprintln!(
+            "rulehost run ended with {status}; log: {}",
+            rulehost_tests::brief(&log)
+        );
     }
     let _ = std::fs::remove_file(&agent.output);
     let _ = std::fs::remove_file(&agent.record);

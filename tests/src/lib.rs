@@ -204,3 +204,27 @@ pub fn host_with_files(files: &[PathBuf]) -> anyhow::Result<Dispatcher> {
     }
     Ok(dispatcher)
 }
+
+/// At most a few items and the count, for assertion messages: never a whole file.
+pub fn brief<T: std::fmt::Debug>(items: &[T]) -> String {
+    const SHOWN: usize = 3;
+    let shown: Vec<String> = items
+        .iter()
+        .rev()
+        .take(SHOWN)
+        .rev()
+        .map(|item| {
+            let text = format!("{item:?}");
+            match text.char_indices().nth(400) {
+                Some((cut, _)) => format!("{}…", &text[..cut]),
+                None => text,
+            }
+        })
+        .collect();
+    format!(
+        "{} item(s), last {}: [{}]",
+        items.len(),
+        shown.len(),
+        shown.join(", ")
+    )
+}

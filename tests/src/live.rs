@@ -8,26 +8,35 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long a test waits for a finding that must come.
-pub const FINDING_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::brief;
+
+/// How long a test waits for something that must come (a finding, a log line, a ready
+/// file): a bound for failure on a busy machine, never a readiness guess; a passing test
+/// waits only as long as it takes.
+pub const FINDING_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running `rulehost run --output FILE`, stopped with SIGTERM on drop.
 pub struct LiveAgent {
     child: Child,
     pub output: PathBuf,
     pub record: PathBuf,
+    /// What the agent wrote to its `--ready-file` once attached, swept and restored.
+    pub ready: Value,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl LiveAgent {
-    /// Starts the agent (with extra arguments) and waits until its probes are attached.
+    /// Starts the agent (with extra arguments) and waits for its ready file: probes
+    /// attached, start-up sweep done, persisted state restored.
     pub fn start(name: &str, extra: &[&str]) -> LiveAgent {
         let dir = std::env::temp_dir().join(format!("rulehost-live-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let output = dir.join("findings.jsonl");
         let record = dir.join("events.jsonl");
-        let _ = std::fs::remove_file(&output);
-        let _ = std::fs::remove_file(&record);
+        let ready_file = dir.join("ready.json");
+        for file in [&output, &record, &ready_file] {
+            let _ = std::fs::remove_file(file);
+        }
         let mut command = Command::new(crate::rulehost_bin());
         command
             .arg("run")
@@ -35,6 +44,8 @@ impl LiveAgent {
             .arg(&output)
             .arg("--record")
             .arg(&record)
+            .arg("--ready-file")
+            .arg(&ready_file)
             .args(extra);
         // Each agent its own state store (one redb file admits one host at a time).
         if !extra
@@ -51,25 +62,29 @@ impl LiveAgent {
             .spawn()
             .expect("start rulehost run");
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.starts_with("rulehost: ready") {
-                    let _ = ready_tx.send(());
-                }
                 sink.lock().unwrap().push(line);
             }
         });
-        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            let _ = child.kill();
-            panic!("rulehost run did not get ready: {:?}", log.lock().unwrap());
-        }
+        let ready = match wait_for_ready_file(&mut child, &ready_file) {
+            Ok(ready) => ready,
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "rulehost run did not get ready: {why}; log: {}",
+                    brief(&log.lock().unwrap())
+                );
+            }
+        };
         LiveAgent {
             child,
             output,
             record,
+            ready,
             log,
         }
     }
@@ -96,9 +111,9 @@ impl LiveAgent {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "no finding {what} within {FINDING_TIMEOUT:?}; findings: {:?}; log: {:?}",
-                    self.findings(),
-                    self.log()
+                    "no finding {what} within {FINDING_TIMEOUT:?}; findings: {}; log: {}",
+                    brief(&self.findings()),
+                    brief(&self.log())
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -111,8 +126,8 @@ impl LiveAgent {
         while !self.log().iter().any(|l| l.contains(text)) {
             assert!(
                 Instant::now() < deadline,
-                "no log line with {text:?}: {:?}",
-                self.log()
+                "no log line with {text:?} within {FINDING_TIMEOUT:?}: {}",
+                brief(&self.log())
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -128,9 +143,69 @@ impl LiveAgent {
 
     /// Stops the agent with SIGTERM and returns its exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        // SAFETY: signalling our own child (SIGCONT first, in case a test stopped it).
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGCONT);
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
         self.child.wait().unwrap()
+    }
+
+    /// Freezes the agent (SIGSTOP) until the guard drops (SIGCONT): while frozen it
+    /// reads nothing, so a test can fill its ring buffer for certain.
+    pub fn freeze(&self) -> Frozen {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
+        wait_until_stopped(self.child.id());
+        Frozen(self.child.id())
+    }
+}
+
+/// A frozen agent; thawed (SIGCONT) on drop.
+pub struct Frozen(u32);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
+}
+
+/// Waits until every thread of `pid` is in the stopped state (`T` in /proc).
+fn wait_until_stopped(pid: u32) {
+    let deadline = Instant::now() + FINDING_TIMEOUT;
+    let stopped = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                // The state follows the parenthesised comm.
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+            })
+        })
+    };
+    while !stopped() {
+        assert!(Instant::now() < deadline, "pid {pid} did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits for the agent's ready file; an error if the agent exits or time runs out.
+fn wait_for_ready_file(child: &mut Child, path: &Path) -> Result<Value, String> {
+    let deadline = Instant::now() + FINDING_TIMEOUT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return serde_json::from_str(&text).map_err(|e| format!("bad ready file: {e}"));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("it exited ({status})"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no ready file within {FINDING_TIMEOUT:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -183,7 +258,12 @@ impl TestCgroup {
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
-        remove_cgroup(&self.path);
+        if std::thread::panicking() {
+            // Do not turn one failure into a double panic.
+            let _ = std::fs::remove_dir(&self.path);
+        } else {
+            remove_cgroup(&self.path);
+        }
         if let Some(parent) = self.path.parent() {
             let _ = std::fs::remove_dir(parent);
         }
@@ -192,11 +272,16 @@ impl Drop for TestCgroup {
 
 fn remove_cgroup(path: &Path) {
     // rmdir fails with EBUSY while a just-exited process is still being reaped.
-    for _ in 0..100 {
-        if std::fs::remove_dir(path).is_ok() || !path.exists() {
-            return;
+    let deadline = Instant::now() + FINDING_TIMEOUT;
+    loop {
+        match std::fs::remove_dir(path) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) if Instant::now() > deadline => {
+                panic!("cannot remove cgroup {}: {e}", path.display())
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -207,17 +292,47 @@ pub fn connector_bin() -> PathBuf {
     profile_dir.join("connector")
 }
 
-/// Starts the `connector` workload inside `cgroup` without waiting for it.
-pub fn spawn_connector(cgroup: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Child {
-    use std::os::unix::process::CommandExt;
-    let mut command = Command::new(connector_bin());
-    command.args(args).env_clear().envs(env.iter().copied());
-    let procs = cgroup.join("cgroup.procs");
-    // SAFETY: one write between fork and exec.
-    unsafe {
-        command.pre_exec(move || std::fs::write(&procs, b"0"));
+/// A `connector wait ADDR` inside a cgroup: exec'd now, connecting only when released.
+pub struct HeldConnector {
+    child: std::process::Child,
+}
+
+impl HeldConnector {
+    /// Starts it in `cgroup` with `env`; it execs at once and then waits.
+    pub fn start(cgroup: &Path, env: &[(&str, &str)], address: &str) -> HeldConnector {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(connector_bin());
+        command
+            .args(["wait", address])
+            .env_clear()
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped());
+        let procs = cgroup.join("cgroup.procs");
+        // SAFETY: one write between fork and exec.
+        unsafe {
+            command.pre_exec(move || std::fs::write(&procs, b"0"));
+        }
+        HeldConnector {
+            child: command.spawn().expect("spawn connector"),
+        }
     }
-    command.spawn().expect("spawn connector")
+
+    /// Lets it connect, and waits for it to exit.
+    pub fn release(mut self) {
+        use std::io::Write;
+        let mut stdin = self.child.stdin.take().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        drop(stdin);
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "connector wait failed: {status}");
+    }
+}
+
+impl Drop for HeldConnector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Runs the `connector` workload (optionally inside `cgroup`) and waits for it.

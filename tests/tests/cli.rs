@@ -176,6 +176,7 @@ fn inspect_shows_metadata_world_imports_size_and_sha256() {
         .collect();
     assert!(
         imports.iter().all(|i| i.starts_with("rulehost:rule/")),
-        "{imports:?}"
+        "{}",
+        brief(&imports)
     );
 }

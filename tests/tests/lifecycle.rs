@@ -2,7 +2,9 @@
 //! were running before it, kernel drops reach the findings stream, `run --check`
 //! validates without attaching, and a second SIGTERM ends a stuck shutdown.
 
-use rulehost_tests::live::{LiveAgent, TestCgroup, spawn_connector};
+use rulehost_tests::brief;
+use rulehost_tests::live::FINDING_TIMEOUT;
+use rulehost_tests::live::{HeldConnector, LiveAgent, TestCgroup};
 use rulehost_tests::{rulehost_bin, trigger_id};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -26,44 +28,58 @@ fn a_container_started_before_the_host_is_detected_by_the_sweep() {
     let port = listener.local_addr().unwrap().port();
     let id = trigger_id(60);
     let cgroup = TestCgroup::new(&format!("cri-containerd-{id}.scope"));
-    // Execs before the agent exists, then connects (without any exec) once it runs.
-    let mut workload = spawn_connector(
+    // Execs before the agent exists; connects (without any exec) only once it is ready.
+    let workload = HeldConnector::start(
         &cgroup.path,
         &[(KSH, "127.0.0.1")],
-        &["later", "1500", &format!("127.0.0.1:{port}")],
+        &format!("127.0.0.1:{port}"),
     );
     let agent = LiveAgent::start("sweep", &[]);
-    agent.wait_for_log("start-up sweep: ");
+    assert!(
+        agent.ready["swept_containers"].as_u64().unwrap() >= 1,
+        "the sweep found the running container: {}",
+        agent.ready
+    );
+    workload.release();
     let finding = agent.wait_for("from the pre-existing container", |f| {
         f["data"]["container_id"] == id.as_str()
     });
-    assert!(workload.wait().unwrap().success());
     assert_eq!(finding["data"]["ip"], "127.0.0.1");
     let recorded = rulehost_tests::live::read_json_lines(&agent.record);
     assert!(
         recorded.iter().any(|e| e["type"] == "process_exec"
             && e["synthetic"] == true
             && e["container"]["id"] == id.as_str()),
-        "the sweep's exec is recorded, marked synthetic"
+        "the sweep's exec is recorded, marked synthetic ({} events recorded)",
+        recorded.len()
     );
 }
 
 #[test]
 fn kernel_drops_are_counted_and_reported_in_the_findings_stream() {
     let port = closed_port();
-    // A 16 KiB ring cannot hold a burst of thousands of connects.
+    // A 16 KiB ring holds about 170 connect records.
     let agent = LiveAgent::start("drops", &["--ring-buffer-kib", "16"]);
     let id = trigger_id(61);
     let cgroup = TestCgroup::new(&format!("cri-containerd-{id}.scope"));
-    cgroup.run(
-        &[(KSH, "127.0.0.1")],
-        &["burst", "20000", &format!("127.0.0.1:{port}")],
-    );
+    {
+        // Frozen, the agent reads nothing: a burst of 2,000 connects overflows the
+        // ring for certain.
+        let _frozen = agent.freeze();
+        cgroup.run(
+            &[(KSH, "127.0.0.1")],
+            &["burst", "2000", &format!("127.0.0.1:{port}")],
+        );
+    }
     let health = agent.wait_for("health record", |f| f["type"] == "health");
     assert_eq!(health["reason"], "kernel_drops");
-    assert!(health["dropped"].as_u64().unwrap() > 0);
-    assert!(health["dropped_connect"].as_u64().unwrap() > 0);
-    agent.wait_for_log("the kernel dropped");
+    assert!(health["dropped"].as_u64().unwrap() > 0, "{health}");
+    assert!(health["dropped_connect"].as_u64().unwrap() > 0, "{health}");
+    // What fitted in the ring before it overflowed was still delivered.
+    let delivered = agent.wait_for("a finding from the burst", |f| {
+        f["data"]["container_id"] == id.as_str()
+    });
+    assert_eq!(delivered["data"]["ip"], "127.0.0.1");
 }
 
 #[test]
@@ -126,41 +142,43 @@ fn without_privileges_run_says_what_is_missing_in_one_line() {
 
 #[test]
 fn a_second_sigterm_ends_a_blocked_shutdown_at_once() {
+    use std::os::fd::AsRawFd;
     let port = closed_port();
+    let dir = std::env::temp_dir().join(format!("rulehost-blocked-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ready_file = dir.join("ready.json");
+    let _ = std::fs::remove_file(&ready_file);
     // Findings go to a pipe nobody reads: once it is full, writes block.
     let mut agent = Command::new(rulehost_bin())
-        .args(["run", "--no-state-dir"])
+        .args(["run", "--no-state-dir", "--ready-file"])
+        .arg(&ready_file)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stderr = agent.stderr.take().unwrap();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.contains("ready:") {
-                let _ = ready_tx.send(());
-            }
-        }
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("agent ready");
+    let stdout = agent.stdout.take().unwrap();
+    // SAFETY: shrinking our own pipe to one page (the kernel's minimum).
+    unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    let deadline = Instant::now() + FINDING_TIMEOUT;
+    while !ready_file.exists() {
+        assert!(agent.try_wait().unwrap().is_none(), "the agent exited");
+        assert!(Instant::now() < deadline, "no ready file");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let id = trigger_id(62);
     let cgroup = TestCgroup::new(&format!("cri-containerd-{id}.scope"));
-    // ~1 KiB per finding: 400 of them overflow a 64 KiB pipe.
+    // ~1 KiB per finding: 100 of them are far more than a one-page pipe holds, so the
+    // agent cannot finish writing them, before or after a SIGTERM.
     cgroup.run(
         &[(KSH, "127.0.0.1")],
-        &["burst", "400", &format!("127.0.0.1:{port}")],
+        &["burst", "100", &format!("127.0.0.1:{port}")],
     );
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until_blocked_writing(agent.id());
     // SAFETY: signalling our own child.
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
-    std::thread::sleep(Duration::from_millis(200));
+    // The first SIGTERM asks for a drain and flush, which cannot end while the pipe is
+    // full: the agent is still there, blocked in the same write.
+    wait_until_blocked_writing(agent.id());
     assert!(
         agent.try_wait().unwrap().is_none(),
         "the first SIGTERM waits for the blocked flush"
@@ -172,12 +190,36 @@ fn a_second_sigterm_ends_a_blocked_shutdown_at_once() {
             break status;
         }
         assert!(
-            second.elapsed() < Duration::from_secs(2),
+            second.elapsed() < Duration::from_secs(10),
             "a second SIGTERM ends it at once"
         );
         std::thread::sleep(Duration::from_millis(10));
     };
+    drop(stdout);
+    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status}");
+}
+
+/// Waits until some thread of `pid` sleeps in a pipe write (its kernel wait channel).
+fn wait_until_blocked_writing(pid: u32) {
+    let deadline = Instant::now() + FINDING_TIMEOUT;
+    let blocked = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|task| {
+                std::fs::read_to_string(task.path().join("wchan"))
+                    .is_ok_and(|wchan| wchan.contains("pipe_write"))
+            })
+    };
+    while !blocked() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never blocked writing to its stdout pipe"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[test]
@@ -210,7 +252,12 @@ fn an_oversized_env_is_captured_bounded_and_marked() {
         })
         .expect("the exec with the oversized env is recorded");
     let env = exec["env"].as_array().unwrap();
-    assert_eq!(env.len(), 1, "only the wanted name is captured: {env:?}");
+    assert_eq!(
+        env.len(),
+        1,
+        "only the wanted name is captured: {}",
+        brief(env)
+    );
     let captured = env[0].as_str().unwrap();
     assert!(
         captured.starts_with("KUBERNETES_SERVICE_HOST=111") && captured.len() < 400,
@@ -237,22 +284,24 @@ fn detection_survives_kill_9_of_the_host() {
     first.wait_for("before the kill", |f| {
         f["data"]["container_id"] == id.as_str()
     });
-    // The container keeps running across the restart and connects later, without exec.
-    let mut workload = spawn_connector(
-        &cgroup.path,
-        &[],
-        &["later", "3000", &format!("127.0.0.1:{port}")],
-    );
+    // The container keeps running across the restart and connects later, without exec
+    // and without the variable: only the restored state can tell it is the API server.
+    let workload = HeldConnector::start(&cgroup.path, &[], &format!("127.0.0.1:{port}"));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(first.pid() as i32, libc::SIGKILL) };
     first.stop();
 
     let second = LiveAgent::start("kill9-b", &[&state_arg]);
-    second.wait_for_log("restored 1 entry for 1 container(s)");
+    let restored = &second.ready["restored"];
+    assert!(
+        restored["restored"].as_u64().unwrap() >= 1
+            && restored["containers"].as_u64().unwrap() >= 1,
+        "the container's state was restored: {restored}"
+    );
+    workload.release();
     let finding = second.wait_for("after the restart", |f| {
         f["data"]["container_id"] == id.as_str()
     });
-    assert!(workload.wait().unwrap().success());
     assert_eq!(finding["data"]["ip"], "127.0.0.1");
     drop(second);
     let _ = std::fs::remove_dir_all(&state);

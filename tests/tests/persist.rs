@@ -315,7 +315,7 @@ fn state_held_before_persisting_is_written_and_wins_over_the_disk() {
     assert!(detected(&mut host, 1));
     assert!(detected(&mut host, 2));
     let old = run(&mut host, vec![connect(container(1), "10.0.0.1", 443)]);
-    assert!(old.is_empty(), "{old:?}");
+    assert!(old.is_empty(), "{}", brief(&old));
 }
 
 #[test]
@@ -340,7 +340,7 @@ fn a_faulting_and_disabled_rule_keeps_persisting_its_state() {
     let report = host.persist_to(&dir, |_| true).unwrap();
     assert_eq!((report.restored, report.containers), (1, 1));
     let findings = connects(&mut host, 1);
-    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings.len(), 1, "{}", brief(&findings));
     assert_eq!(findings[0].data["mark"], "kept");
 }
 
@@ -359,7 +359,7 @@ fn disk_full_child(dir: &Path) {
     }
     // Nothing was lost in memory: both rules still detect.
     let findings = connects(&mut host, 2);
-    assert_eq!(findings.len(), 2, "{findings:?}");
+    assert_eq!(findings.len(), 2, "{}", brief(&findings));
     set_file_size_limit(libc::RLIM_INFINITY);
     run(&mut host, vec![exec(container(21), &["MARK=after"])]);
 }

@@ -147,7 +147,7 @@ impl Scene {
             self.agent.findings_for(&self.id).len() >= n
         });
         let findings = self.agent.findings_for(&self.id);
-        assert_eq!(findings.len(), n, "{findings:?}");
+        assert_eq!(findings.len(), n, "{}", brief(&findings));
         findings[n - 1]["rule"]["sha256"]
             .as_str()
             .unwrap()

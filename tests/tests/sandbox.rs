@@ -107,8 +107,9 @@ fn an_infinite_loop_is_cut_off_and_the_other_rule_still_reports() {
     let start = Instant::now();
     let findings = run(&mut host, batch);
     let elapsed = start.elapsed();
-    // 10 ms per event for the batch, then 10 ms for each event redone alone.
-    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+    // 10 ms per event for the batch, then 10 ms for each event redone alone: about
+    // 60 ms; the bound only says "not stuck", with room for a busy 2-core machine.
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
     assert_eq!(
         by(&findings, K8S_ID).len(),
         1,
@@ -127,11 +128,12 @@ fn an_infinite_loop_is_cut_off_and_the_other_rule_still_reports() {
     assert_eq!(by(&findings, K8S_ID).len(), 1);
     assert_eq!(host.counters.rule_faults, MAX_FAULTS as u64);
     assert!(host.is_disabled("FIXTURE-LOOP"));
-    let start = Instant::now();
+    let delivered = host.delivered("FIXTURE-LOOP");
     let findings = run(&mut host, k8s_scenario(3));
-    assert!(
-        start.elapsed() < Duration::from_millis(500),
-        "a disabled rule costs nothing"
+    assert_eq!(
+        host.delivered("FIXTURE-LOOP"),
+        delivered,
+        "a disabled rule is not called"
     );
     assert_eq!(by(&findings, K8S_ID).len(), 1);
     assert_eq!(host.counters.rule_faults, MAX_FAULTS as u64);
@@ -156,8 +158,8 @@ fn the_cpu_deadline_follows_the_configured_budget() {
         "cut off after {elapsed:?}, before its budget"
     );
     assert!(
-        elapsed < budget + Duration::from_secs(1),
-        "took {elapsed:?}"
+        elapsed < budget + Duration::from_secs(10),
+        "not cut off: took {elapsed:?}"
     );
     assert_eq!(host.counters.rule_faults, 1, "one event, one fault");
 }
@@ -168,11 +170,14 @@ fn the_binary_reports_a_looping_rule_and_goes_on() {
     events.push(connect(None, "192.0.2.1", 80));
     let start = Instant::now();
     let out = replay(&["infinite-loop"], &["--rule-cpu-ms", "20"], &events);
-    assert!(start.elapsed() < Duration::from_secs(10));
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "a looping rule stalled replay"
+    );
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     let found = stdout_findings(&out);
-    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found.len(), 1, "{}", brief(&found));
     assert_eq!(found[0]["signature"]["id"], K8S_ID);
     let faults = lines_with(
         &err,
@@ -225,7 +230,7 @@ fn the_memory_cap_is_configurable() {
                 None
             }
             [f] => f.data["allocated_mib"].as_u64(),
-            more => panic!("{more:?}"),
+            more => panic!("{}", brief(more)),
         }
     };
     assert_eq!(allocated(32, 16), Some(16));
@@ -262,7 +267,7 @@ fn the_binary_honours_rule_memory_mib() {
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     let found = stdout_findings(&out);
-    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found.len(), 1, "{}", brief(&found));
     assert_eq!(found[0]["data"]["allocated_mib"], 16);
     assert_eq!(
         over_the_cap(&err),
@@ -313,7 +318,7 @@ fn the_binary_logs_recreation_then_disabling() {
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     let found = stdout_findings(&out);
-    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found.len(), 1, "{}", brief(&found));
     assert_eq!(found[0]["signature"]["id"], K8S_ID);
 
     let rule = "rule trap-every-event (FIXTURE-TRAP";
@@ -444,7 +449,7 @@ fn thousands_of_findings_are_capped_per_event_and_counted() {
     let start = Instant::now();
     let findings = run(&mut host, batch);
     assert!(
-        start.elapsed() < Duration::from_secs(2),
+        start.elapsed() < Duration::from_secs(10),
         "took {:?}",
         start.elapsed()
     );

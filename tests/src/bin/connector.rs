@@ -3,7 +3,8 @@
 //!
 //! `connector tcp ADDR` (connect(2)), `connector tfo ADDR` (TCP Fast Open sendto),
 //! `connector uring ADDR` (io_uring IORING_OP_CONNECT), `connector none` (exec and exit),
-//! `connector later MS ADDR` (one connect after MS milliseconds, with no exec between),
+//! `connector wait ADDR` (one connect once a line arrives on stdin, with no exec between:
+//! the test decides when, e.g. after an agent is ready),
 //! `connector burst N ADDR` (N connects in a tight loop).
 
 use std::net::SocketAddr;
@@ -15,12 +16,15 @@ fn main() {
     let address_at = |i: usize| args.get(i).and_then(|a| a.parse::<SocketAddr>().ok());
     let result = match args.get(1).map(String::as_str) {
         Some("none") => Ok(()),
-        Some("later") => match (number(2), address_at(3)) {
-            (Some(ms), Some(address)) => {
-                std::thread::sleep(std::time::Duration::from_millis(ms));
-                connect("tcp", address)
+        Some("wait") => match address_at(2) {
+            Some(address) => {
+                let mut line = String::new();
+                match std::io::stdin().read_line(&mut line) {
+                    Ok(n) if n > 0 => connect("tcp", address),
+                    _ => Err("wait: stdin closed before the go-ahead".into()),
+                }
             }
-            _ => Err("later: expected MS ADDR".into()),
+            None => Err("wait: expected ADDR".into()),
         },
         Some("burst") => match (number(2), address_at(3)) {
             (Some(n), Some(address)) => (0..n).try_for_each(|_| connect("tcp", address)),

@@ -1,0 +1,52 @@
+//! The agent's readiness signal for machines: a file written once the probes are
+//! attached, the start-up sweep is done and persisted state is restored, and removed on
+//! a clean exit. Tests, benches, `rulehost trigger` and exec readiness probes wait for it
+//! instead of reading the human log.
+
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+/// What the agent reports once it is ready: enough for a caller to know what it attached
+/// and what it found, without parsing log lines.
+#[derive(Debug, serde::Serialize)]
+pub struct Ready {
+    pub pid: u32,
+    pub exec_hook: &'static str,
+    pub connect_hook: &'static str,
+    pub cgroup_hook: &'static str,
+    /// The env names the kernel captures for the loaded rules.
+    pub env_vars: Vec<String>,
+    /// Processes and containers found running by the start-up sweep.
+    pub swept_processes: usize,
+    pub swept_containers: usize,
+    /// Persisted state put back (absent without a state directory).
+    pub restored: Option<crate::persist::RestoreReport>,
+    /// Loaded rules by id.
+    pub rules: Vec<String>,
+}
+
+/// The ready file while the agent runs; removed when dropped (a clean exit), so a
+/// stale file never claims a stopped agent is ready.
+pub struct ReadyFile {
+    path: PathBuf,
+}
+
+impl ReadyFile {
+    /// Writes `ready` to `path` atomically (a reader sees all of it or nothing).
+    pub fn write(path: &Path, ready: &Ready) -> Result<ReadyFile> {
+        let tmp = path.with_extension("tmp-ready");
+        let text = serde_json::to_string(ready)? + "\n";
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("writing the ready file {}", path.display()))?;
+        Ok(ReadyFile {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for ReadyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

@@ -1,7 +1,9 @@
 //! Command-line interface: `replay`, `inspect` (and, with live probes, `run`).
 
 use crate::dispatch::Dispatcher;
+use crate::logging::error_line;
 use crate::output::JsonLines;
+use crate::pipeline::Pipeline;
 use crate::replay::{Line, parse_line};
 use crate::runtime::{Limits, Runtime, WORLD_PACKAGE, WORLD_VERSION};
 use anyhow::{Context, Result};
@@ -22,6 +24,13 @@ const REPLAY_BATCH: usize = 256;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log level (`error`, `warn`, `info`, `debug`, `trace`) or filter directives
+    /// (`info,rule=warn`: rules' own log lines have the target `rule`).
+    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
+    pub log_level: String,
+    /// How log lines are written to stderr.
+    #[arg(long, global = true, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,27 +157,20 @@ pub fn run(cli: Cli) -> Result<()> {
             check,
             ring_buffer_kib,
             sandbox,
-        } => {
-            let options = crate::agent::RunOptions {
-                check,
-                ring_buffer_kib,
-                sources: crate::reload::RuleSources {
-                    files: rules,
-                    dirs: rule_dirs,
-                },
-                cache_dir: Some(cache_dir),
-                state_dir: (!no_state_dir).then_some(state_dir),
-                output,
-                record,
-                ready_file,
-                limits: sandbox.limits(),
-            };
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?
-                .block_on(crate::agent::run(options))
-        }
+        } => agent(crate::agent::RunOptions {
+            check,
+            ring_buffer_kib,
+            sources: crate::reload::RuleSources {
+                files: rules,
+                dirs: rule_dirs,
+            },
+            cache_dir: Some(cache_dir),
+            state_dir: (!no_state_dir).then_some(state_dir),
+            output,
+            record,
+            ready_file,
+            limits: sandbox.limits(),
+        }),
         Command::Trigger {
             scenario,
             findings,
@@ -182,6 +184,31 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Writes one line to stdout; an error (a closed pipe) is returned, never a panic.
+pub fn say(line: std::fmt::Arguments<'_>) -> Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{line}").context("writing to stdout")
+}
+
+/// Whether `error` is a closed stdout pipe (`rulehost inspect x | head`): the reader
+/// has all it wanted, so the command ends quietly.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn agent(options: crate::agent::RunOptions) -> Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(crate::agent::run(options))
+}
+
+/// `replay`: the pipeline with recorded JSON lines as its source.
 fn replay(rule_paths: &[PathBuf], events: Option<PathBuf>, sandbox: &SandboxArgs) -> Result<()> {
     let runtime = Arc::new(Runtime::new(sandbox.limits())?);
     let mut dispatcher = Dispatcher::new(runtime.clone());
@@ -189,54 +216,42 @@ fn replay(rule_paths: &[PathBuf], events: Option<PathBuf>, sandbox: &SandboxArgs
         dispatcher.add(rule)?;
     }
     let (reader, source): (Box<dyn BufRead>, String) = match &events {
-        None => (Box::new(std::io::stdin().lock()), "stdin".into()),
-        Some(path) if path.as_os_str() == "-" => {
-            (Box::new(std::io::stdin().lock()), "stdin".into())
-        }
-        Some(path) => (
+        Some(path) if path.as_os_str() != "-" => (
             Box::new(std::io::BufReader::new(
                 std::fs::File::open(path)
                     .with_context(|| format!("cannot open {}", path.display()))?,
             )),
             path.display().to_string(),
         ),
+        _ => (Box::new(std::io::stdin().lock()), "stdin".into()),
     };
-    let mut out = JsonLines::stdout();
-    let mut batch = Vec::with_capacity(REPLAY_BATCH);
-    let mut findings = Vec::new();
+    let mut pipeline = Pipeline::new(dispatcher, JsonLines::stdout(), None);
     let mut malformed = 0u64;
-    let mut flush = |batch: Vec<_>, out: &mut JsonLines| -> Result<Vec<_>> {
-        let mut batch = dispatcher.dispatch(batch, &mut findings);
-        batch.clear();
-        for finding in findings.drain(..) {
-            out.write(&finding)?;
-        }
-        out.flush()?;
-        Ok(batch)
-    };
     for (number, line) in reader.split(b'\n').enumerate() {
         let line = line.with_context(|| format!("reading {source}"))?;
         let parsed = std::str::from_utf8(&line)
             .map_err(|_| anyhow::anyhow!("not UTF-8"))
             .and_then(parse_line);
         match parsed {
-            Ok(Line::Event(event)) => batch.push(*event),
+            Ok(Line::Event(event)) => pipeline.push(*event)?,
             Ok(Line::Ignored(_) | Line::Blank) => {}
             Err(error) => {
                 malformed += 1;
-                eprintln!(
-                    "rulehost: {source}:{}: skipped malformed event: {error:#}",
-                    number + 1
+                tracing::warn!(
+                    source = %source,
+                    line = number + 1,
+                    error = %error_line(error.as_ref()),
+                    "skipped malformed event"
                 );
             }
         }
-        if batch.len() == REPLAY_BATCH {
-            batch = flush(batch, &mut out)?;
+        if pipeline.pending() == REPLAY_BATCH {
+            pipeline.deliver()?;
         }
     }
-    flush(batch, &mut out)?;
+    pipeline.finish()?;
     if malformed > 0 {
-        eprintln!("rulehost: {source}: {malformed} malformed line(s) skipped");
+        tracing::warn!(source = %source, malformed, "malformed lines skipped");
     }
     Ok(())
 }
@@ -257,8 +272,7 @@ fn inspect(path: &std::path::Path) -> Result<()> {
         "origin": m.origin,
         "env_vars": m.env_vars,
     });
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
+    say(format_args!("{}", serde_json::to_string_pretty(&report)?))
 }
 
 /// The world version a rule was built for, from the version its imports name.

@@ -2,6 +2,7 @@
 //! containing rules that misbehave.
 
 use crate::events::Event;
+use crate::logging::error_line;
 use crate::output::{EventRecord, FieldValue, Finding, FindingData, RuleRef};
 use crate::persist::{RestoreReport, Store};
 use crate::runtime::{
@@ -156,7 +157,7 @@ impl Dispatcher {
             state = RuleState::new(self.runtime.limits().state);
             let table = self.containers.read().expect("container lock");
             if let Err(error) = store.restore_rule(&rule.metadata.id, &mut state, &table) {
-                eprintln!("rulehost: warning: rule {}: {error:#}", rule.name);
+                tracing::warn!(rule = %rule.name, error = %error_line(error.as_ref()), "cannot restore rule state");
             }
         }
         let mut instance = RuleInstance::new(&self.runtime, &rule, state, self.containers.clone())?;
@@ -219,7 +220,7 @@ impl Dispatcher {
             let state = &mut instance.store.data_mut().state;
             let table = self.containers.read().expect("container lock");
             if let Err(error) = store.restore_rule(&rule.metadata.id, state, &table) {
-                eprintln!("rulehost: warning: rule {}: {error:#}", rule.name);
+                tracing::warn!(rule = %rule.name, error = %error_line(error.as_ref()), "cannot restore rule state");
             }
             state.mark_all_changed();
         }
@@ -411,12 +412,13 @@ impl Dispatcher {
                 // one event at a time on a fresh instance: only the faulting events are
                 // lost, and each of them counts as one fault.
                 let slot = &mut self.slots[slot_index];
-                eprintln!(
-                    "rulehost: rule {} ({}) faulted on a batch of {} events: {}; redoing them one at a time",
-                    slot.rule.name,
-                    slot.rule.metadata.id,
-                    self.selected.len(),
-                    reason(&error)
+                tracing::warn!(
+                    rule = %slot.rule.name,
+                    id = %slot.rule.metadata.id,
+                    sha256 = %slot.rule.sha256,
+                    events = self.selected.len(),
+                    reason = %reason(&error),
+                    "rule faulted on a batch; redoing it one event at a time"
                 );
                 recreate(slot, &self.runtime, &self.containers);
                 let faults_before = self.counters.rule_faults;
@@ -549,9 +551,13 @@ fn collect(
         delivered += 1;
     }
     if dropped > 0 {
-        eprintln!(
-            "rulehost: rule {}: dropped {dropped} finding(s) over the output bounds ({} per event, {} bytes each)",
-            slot.rule.name, limits.max_findings_per_event, limits.max_finding_bytes
+        tracing::warn!(
+            rule = %slot.rule.name,
+            id = %slot.rule.metadata.id,
+            dropped,
+            max_per_event = limits.max_findings_per_event,
+            max_bytes = limits.max_finding_bytes,
+            "dropped findings over the output bounds"
         );
     }
     (delivered, dropped)
@@ -622,15 +628,14 @@ fn fault(
     error: &anyhow::Error,
     event: Option<&Event>,
 ) {
-    let context = event.map_or(String::new(), |e| {
-        format!(" on {} from pid {}", e.kind().name(), e.process.pid)
-    });
-    eprintln!(
-        "rulehost: rule {} ({} sha256 {}) faulted{context}: {}",
-        slot.rule.name,
-        slot.rule.metadata.id,
-        slot.rule.sha256,
-        reason(error)
+    tracing::warn!(
+        rule = %slot.rule.name,
+        id = %slot.rule.metadata.id,
+        sha256 = %slot.rule.sha256,
+        event = event.map(|e| e.kind().name()),
+        pid = event.map(|e| e.process.pid),
+        reason = %reason(error),
+        "rule faulted"
     );
     note_fault(slot);
     if !slot.disabled {
@@ -655,12 +660,13 @@ fn note_fault(slot: &mut Slot) {
             slot.parked_state = instance.take_state();
         }
         slot.disabled = true;
-        eprintln!(
-            "rulehost: rule {} ({}) disabled after {} faults within {}s",
-            slot.rule.name,
-            slot.rule.metadata.id,
-            slot.faults.len(),
-            FAULT_WINDOW.as_secs()
+        tracing::error!(
+            rule = %slot.rule.name,
+            id = %slot.rule.metadata.id,
+            sha256 = %slot.rule.sha256,
+            faults = slot.faults.len(),
+            window_secs = FAULT_WINDOW.as_secs(),
+            "rule disabled after repeated faults"
         );
     }
 }
@@ -675,20 +681,23 @@ fn recreate(slot: &mut Slot, runtime: &Runtime, containers: &Containers) {
     match recreate_instance(runtime, &slot.rule, state, containers.clone()) {
         Ok(instance) => {
             slot.instance = Some(instance);
-            eprintln!(
-                "rulehost: rule {} ({}): instance recreated from its compiled component ({} fault(s) within {}s; disabled at {MAX_FAULTS})",
-                slot.rule.name,
-                slot.rule.metadata.id,
-                slot.faults.len(),
-                FAULT_WINDOW.as_secs()
+            tracing::info!(
+                rule = %slot.rule.name,
+                id = %slot.rule.metadata.id,
+                faults = slot.faults.len(),
+                window_secs = FAULT_WINDOW.as_secs(),
+                disabled_at = MAX_FAULTS,
+                "rule instance recreated from its compiled component"
             );
         }
         Err((error, state)) => {
             slot.parked_state = state;
             slot.disabled = true;
-            eprintln!(
-                "rulehost: rule {} ({}) disabled: cannot recreate its instance: {error:#}",
-                slot.rule.name, slot.rule.metadata.id
+            tracing::error!(
+                rule = %slot.rule.name,
+                id = %slot.rule.metadata.id,
+                error = %error_line(error.as_ref()),
+                "rule disabled: cannot recreate its instance"
             );
         }
     }

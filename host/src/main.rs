@@ -7,9 +7,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = rulehost::cli::Cli::parse();
-    if let Err(error) = rulehost::cli::run(cli) {
-        // One line: what failed and why, with the chain of causes.
-        eprintln!("rulehost: error: {error:#}");
-        std::process::exit(1);
+    if let Err(error) = rulehost::logging::init(&cli.log_level, cli.log_format) {
+        eprintln!(
+            "rulehost: error: {}",
+            rulehost::logging::error_line(error.as_ref())
+        );
+        std::process::exit(2);
+    }
+    match rulehost::cli::run(cli) {
+        Ok(()) => {}
+        // The reader of our stdout has all it wanted (`| head`).
+        Err(error) if rulehost::cli::is_broken_pipe(&error) => {}
+        Err(error) => {
+            // One line: what failed and why, with the chain of causes.
+            tracing::error!("{}", rulehost::logging::error_line(error.as_ref()));
+            std::process::exit(1);
+        }
     }
 }

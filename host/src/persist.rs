@@ -17,6 +17,7 @@
 //! the rows of containers that vanished while the host was down are deleted.
 
 use crate::events::{Container, Runtime as ContainerRuntime};
+use crate::logging::error_line;
 use crate::runtime::ContainerTable;
 use crate::state::{Changes, RuleState};
 use anyhow::{Result, anyhow, bail};
@@ -101,11 +102,11 @@ impl Store {
             .create(dir)
             .map_err(|e| anyhow!("cannot create the state directory {}: {e}", dir.display()))?;
         let path = dir.join(FILE_NAME);
-        let fail = |e: &dyn std::fmt::Display| {
+        let fail = |e: &(dyn std::error::Error + 'static)| {
             anyhow!(
                 "cannot open the state store {}: {}",
                 path.display(),
-                one_line(e)
+                error_line(e)
             )
         };
         let db = open_db(&path).map_err(|e| fail(&e))?;
@@ -141,7 +142,7 @@ impl Store {
             anyhow!(
                 "cannot read the state store {}: {}",
                 self.path.display(),
-                one_line(&e)
+                error_line(&e)
             )
         })
     }
@@ -212,7 +213,7 @@ impl Store {
             anyhow!(
                 "cannot read the state store {}: {}",
                 self.path.display(),
-                one_line(&e)
+                error_line(&e)
             )
         })
     }
@@ -289,10 +290,7 @@ impl Store {
                 self.on_disk.extend(written);
                 self.evicted.clear();
                 if self.warned.take().is_some() {
-                    eprintln!(
-                        "rulehost: rule state is persisted to {} again",
-                        self.path.display()
-                    );
+                    tracing::info!(path = %self.path.display(), "rule state is persisted again");
                 }
             }
             Err(error) => {
@@ -308,10 +306,10 @@ impl Store {
                     .warned
                     .is_none_or(|last| now.duration_since(last) >= WARN_EVERY)
                 {
-                    eprintln!(
-                        "rulehost: warning: cannot persist rule state to {}: {}",
-                        self.path.display(),
-                        one_line(&error)
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        error = %error_line(&error),
+                        "cannot persist rule state (repeated at most once a minute)"
                     );
                     self.warned = Some(now);
                 }
@@ -452,17 +450,6 @@ fn runtime_from(name: &str) -> ContainerRuntime {
         "kubernetes" => ContainerRuntime::Kubernetes,
         _ => ContainerRuntime::Unknown,
     }
-}
-
-/// An error's message on one line.
-fn one_line(error: &dyn std::fmt::Display) -> String {
-    error
-        .to_string()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 #[cfg(test)]

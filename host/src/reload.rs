@@ -8,9 +8,8 @@
 //! timestamped directory (moved-to of `..data`; a watch on the file alone misses it).
 //! Whatever the event, the reaction is the same: rescan, and reload what hashes differently.
 
-use crate::runtime::{Rule, Runtime};
+use crate::runtime::{Rule, Runtime, sha256_hex};
 use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -106,7 +105,7 @@ pub fn plan(
                 continue;
             }
         };
-        let sha256 = hex(&Sha256::digest(&bytes));
+        let sha256 = sha256_hex(&bytes);
         if loaded.get(path) == Some(&sha256) || rejected.get(path) == Some(&sha256) {
             continue;
         }
@@ -132,10 +131,6 @@ pub fn plan(
         }
     }
     changes
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// inotify on the directories of the rule sources.

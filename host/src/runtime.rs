@@ -8,6 +8,7 @@
 
 use crate::cpu_budget::{CallBudget, EPOCH_TICK};
 use crate::events::{Container, Event, EventKind};
+use crate::logging::{error_line, one_line};
 use crate::state::{RuleState, StateLimits, StateRefusal};
 use anyhow::{Context, Result, anyhow, bail};
 use rustc_hash::FxHashMap;
@@ -149,8 +150,9 @@ impl Runtime {
                 Ok(cache) => {
                     config.cache(Some(cache));
                 }
-                Err(error) => eprintln!(
-                    "rulehost: warning: no compile cache ({error:#}); rules are compiled on every load"
+                Err(error) => tracing::warn!(
+                    error = %error_line(error.as_ref()),
+                    "no compile cache: rules are compiled on every load"
                 ),
             }
         }
@@ -191,7 +193,7 @@ impl Runtime {
     /// Validates, compiles and probes a rule: it must be a component of the rule world
     /// importing nothing else; its metadata is read from a first instance.
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<Rule>> {
-        let sha256 = hex(&Sha256::digest(bytes));
+        let sha256 = sha256_hex(bytes);
         let component = self.compile(bytes, &sha256)?;
         let imports = check_world(&self.engine, &component)?;
         let mut rule = Rule {
@@ -220,8 +222,12 @@ impl Runtime {
                 "a core WebAssembly module, not a component: componentize it for the {WORLD_PACKAGE}@{WORLD_VERSION} world"
             );
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| anyhow!("invalid component: {}", first_line(e)))?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| {
+            anyhow!(
+                "invalid component: {}",
+                error_line(anyhow::Error::from(e).as_ref())
+            )
+        })?;
         self.compiled
             .lock()
             .expect("cache lock")
@@ -299,13 +305,12 @@ fn check_version(name: &str, version: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-fn first_line(error: impl Into<anyhow::Error>) -> String {
-    let error: anyhow::Error = error.into();
-    format!("{error:#}").lines().next().unwrap_or("").to_owned()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// sha256 of `bytes` as lowercase hex: how a rule's exact bytes are named everywhere.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A compiled rule.
@@ -496,19 +501,16 @@ impl bindings::rulehost::rule::context::Host for InstanceState {
 }
 
 impl bindings::rulehost::rule::log::Host for InstanceState {
+    /// A rule's log line, at the level it asked for, under the target `rule` (so
+    /// `--log-level info,rule=warn` filters rules apart), escaped to one line, cut to 1 KiB.
     fn log(&mut self, level: wit::LogLevel, message: String) {
-        let level = match level {
-            wit::LogLevel::Debug => return,
-            wit::LogLevel::Info => "info",
-            wit::LogLevel::Warn => "warn",
-            wit::LogLevel::Error => "error",
-        };
-        let message: String = message.chars().take(1024).collect();
-        eprintln!(
-            "rulehost: rule {}: {level}: {}",
-            self.rule_name,
-            message.escape_debug()
-        );
+        let (rule, message) = (self.rule_name.as_str(), one_line(&message, 1024));
+        match level {
+            wit::LogLevel::Debug => tracing::debug!(target: "rule", rule, "{message}"),
+            wit::LogLevel::Info => tracing::info!(target: "rule", rule, "{message}"),
+            wit::LogLevel::Warn => tracing::warn!(target: "rule", rule, "{message}"),
+            wit::LogLevel::Error => tracing::error!(target: "rule", rule, "{message}"),
+        }
     }
 }
 
@@ -586,16 +588,29 @@ impl RuleInstance {
         runtime: &Runtime,
     ) -> Result<(bindings::Rule, Metadata)> {
         let bindings = bindings::Rule::instantiate(&mut *store, &rule.component, &runtime.linker)
-            .map_err(|e| anyhow!("instantiating: {}", first_line(e)))?;
+            .map_err(|e| {
+            anyhow!(
+                "instantiating: {}",
+                error_line(anyhow::Error::from(e).as_ref())
+            )
+        })?;
         let detector = bindings.rulehost_rule_detector();
-        let metadata = detector
-            .call_metadata(&mut *store)
-            .map_err(|e| anyhow!("metadata() failed: {}", first_line(e)))?;
+        let metadata = detector.call_metadata(&mut *store).map_err(|e| {
+            anyhow!(
+                "metadata() failed: {}",
+                error_line(anyhow::Error::from(e).as_ref())
+            )
+        })?;
         let metadata = Metadata::from_wit(metadata);
         validate_metadata(&metadata)?;
         detector
             .call_init(&mut *store, "")
-            .map_err(|e| anyhow!("init() failed: {}", first_line(e)))?
+            .map_err(|e| {
+                anyhow!(
+                    "init() failed: {}",
+                    error_line(anyhow::Error::from(e).as_ref())
+                )
+            })?
             .map_err(|message| anyhow!("init() refused: {message}"))?;
         Ok((bindings, metadata))
     }

@@ -104,10 +104,11 @@ pub fn run(scenario: Scenario, findings: Option<PathBuf>, timeout: Duration) -> 
     let listener = TcpListener::bind("127.0.0.1:0").context("binding a local listener")?;
     let address = listener.local_addr()?;
     let cgroup = ThrowawayCgroup::create("trigger")?;
-    eprintln!(
-        "rulehost trigger: container {} (cgroup {}) connects to {address}, its KUBERNETES_SERVICE_HOST",
-        cgroup.container_id,
-        cgroup.path.display()
+    tracing::info!(
+        container = %cgroup.container_id,
+        cgroup = %cgroup.path.display(),
+        %address,
+        "trigger: a container process connects to its KUBERNETES_SERVICE_HOST"
     );
     let status = cgroup
         .command(&exe)
@@ -125,8 +126,8 @@ pub fn run(scenario: Scenario, findings: Option<PathBuf>, timeout: Duration) -> 
         let _ = std::fs::remove_file(&findings_file);
     }
     let finding = finding?;
-    println!("{finding}");
-    eprintln!("rulehost trigger: detected");
+    crate::cli::say(format_args!("{finding}"))?;
+    tracing::info!("trigger: detected");
     Ok(())
 }
 

@@ -771,18 +771,17 @@ struct Stopped {
 fn stop(mut agent: LiveAgent) -> Stopped {
     let cpu = agent_cpu();
     let status = agent.stop();
+    // The stderr reader thread may still be taking the last lines after the exit.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let log = loop {
-        let log = agent.log();
-        if log.iter().any(|l| l.contains("rulehost: stopped:")) || Instant::now() > deadline {
-            break log;
+    let logs = loop {
+        let logs = agent.log_records();
+        if logs.iter().any(|r| r.message() == "stopped") || Instant::now() > deadline {
+            break logs;
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let numbers = |line: &str| -> Vec<u64> {
-        line.split(|c: char| !c.is_ascii_digit())
-            .filter_map(|n| n.parse().ok())
-            .collect()
+    let number = |record: &rulehost_tests::LogRecord, field: &str| -> u64 {
+        record.field(field).parse().unwrap_or(0)
     };
     let ready = &agent.ready;
     let mut stopped = Stopped {
@@ -795,26 +794,21 @@ fn stop(mut agent: LiveAgent) -> Stopped {
         ),
         ..Stopped::default()
     };
-    for line in &log {
-        if let Some(rest) = line.split("the kernel dropped ").nth(1) {
-            stopped.warned_drops += numbers(rest).first().copied().unwrap_or(0);
+    for record in &logs {
+        if record.message().starts_with("the kernel dropped events") {
+            stopped.warned_drops += number(record, "dropped");
         }
-        if let Some(rest) = line.split("rulehost: stopped: ").nth(1)
-            && let [events, findings, faults, drops, ..] = numbers(rest)[..]
-        {
-            stopped = Stopped {
-                events,
-                findings,
-                faults,
-                drops,
-                ..stopped
-            };
+        if record.message() == "stopped" {
+            stopped.events = number(record, "events");
+            stopped.findings = number(record, "findings");
+            stopped.faults = number(record, "rule_faults");
+            stopped.drops = number(record, "kernel_drops");
         }
     }
-    if !status.success() || !log.iter().any(|l| l.contains("rulehost: stopped:")) {
+    if !status.success() || !logs.iter().any(|r| r.message() == "stopped") {
         eprintln!(
             "rulehost run ended with {status}; log: {}",
-            rulehost_tests::brief(&log)
+            rulehost_tests::brief(&logs)
         );
     }
     let _ = std::fs::remove_file(&agent.output);

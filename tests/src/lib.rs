@@ -228,3 +228,41 @@ pub fn brief<T: std::fmt::Debug>(items: &[T]) -> String {
         shown.join(", ")
     )
 }
+
+/// One of rulehost's log records (`--log-format json`): a message and named fields, so
+/// tests check what happened, not how a sentence is worded.
+#[derive(Debug, Clone)]
+pub struct LogRecord(serde_json::Value);
+
+impl LogRecord {
+    pub fn message(&self) -> &str {
+        self.0["fields"]["message"].as_str().unwrap_or("")
+    }
+
+    pub fn level(&self) -> &str {
+        self.0["level"].as_str().unwrap_or("")
+    }
+
+    /// A field as text ("" when absent); numbers and booleans as JSON prints them.
+    pub fn field(&self, name: &str) -> String {
+        match &self.0["fields"][name] {
+            serde_json::Value::Null => String::new(),
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Whether this is `message` with every given field equal to the given text.
+    pub fn is(&self, message: &str, fields: &[(&str, &str)]) -> bool {
+        self.message() == message && fields.iter().all(|(k, v)| self.field(k) == *v)
+    }
+}
+
+/// The JSON log records in a process's stderr; other lines are not records and skipped.
+pub fn log_records(stderr: &str) -> Vec<LogRecord> {
+    stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .map(LogRecord)
+        .collect()
+}

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::brief;
+use crate::{LogRecord, brief};
 
 /// How long a test waits for something that must come (a finding, a log line, a ready
 /// file): a bound for failure on a busy machine, never a readiness guess; a passing test
@@ -46,6 +46,7 @@ impl LiveAgent {
             .arg(&record)
             .arg("--ready-file")
             .arg(&ready_file)
+            .args(["--log-format", "json"])
             .args(extra);
         // Each agent its own state store (one redb file admits one host at a time).
         if !extra
@@ -120,17 +121,25 @@ impl LiveAgent {
         }
     }
 
-    /// Waits until the agent logged a line containing `text`.
-    pub fn wait_for_log(&self, text: &str) {
+    /// Waits until the agent logged a record for which `predicate` holds; returns it.
+    pub fn wait_for_log(&self, what: &str, predicate: impl Fn(&LogRecord) -> bool) -> LogRecord {
         let deadline = Instant::now() + FINDING_TIMEOUT;
-        while !self.log().iter().any(|l| l.contains(text)) {
+        loop {
+            if let Some(found) = self.log_records().into_iter().find(|r| predicate(r)) {
+                return found;
+            }
             assert!(
                 Instant::now() < deadline,
-                "no log line with {text:?} within {FINDING_TIMEOUT:?}: {}",
+                "no log record {what} within {FINDING_TIMEOUT:?}: {}",
                 brief(&self.log())
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The agent's log so far, as records.
+    pub fn log_records(&self) -> Vec<LogRecord> {
+        crate::log_records(&self.log().join("\n"))
     }
 
     pub fn pid(&self) -> u32 {

@@ -91,22 +91,38 @@ fn malformed_lines_are_reported_and_skipped() {
     lines.insert(2, r#"{"type":"socket_connect","timestamp":"soon"}"#.into());
     lines.push(r#"{"hello":"world"}"#.into());
     let input = lines.join("\n") + "\n";
-    let out = rulehost(&["replay"], Some(&input));
+    let out = rulehost(&["replay", "--log-format", "json"], Some(&input));
     assert!(out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let logs = log_records(&String::from_utf8_lossy(&out.stderr));
+    let skipped = |line: &str| {
+        logs.iter()
+            .find(|r| {
+                r.is(
+                    "skipped malformed event",
+                    &[("source", "stdin"), ("line", line)],
+                )
+            })
+            .map(|r| r.field("error"))
+    };
     assert!(
-        stderr.contains("stdin:1: skipped malformed event: invalid JSON"),
-        "{stderr}"
+        skipped("1").is_some_and(|e| e.starts_with("invalid JSON")),
+        "{}",
+        brief(&logs)
     );
     assert!(
-        stderr.contains("stdin:3: skipped malformed event: not a rulehost event"),
-        "{stderr}"
+        skipped("3").is_some_and(|e| e.starts_with("not a rulehost event")),
+        "{}",
+        brief(&logs)
     );
+    assert!(skipped("7").is_some(), "{}", brief(&logs));
     assert!(
-        stderr.contains("stdin:7: skipped malformed event"),
-        "{stderr}"
+        logs.iter().any(|r| r.is(
+            "malformed lines skipped",
+            &[("source", "stdin"), ("malformed", "3")]
+        )),
+        "{}",
+        brief(&logs)
     );
-    assert!(stderr.contains("3 malformed line(s) skipped"), "{stderr}");
     assert_eq!(
         findings(&out).len(),
         1,

@@ -85,7 +85,7 @@ fn kernel_drops_are_counted_and_reported_in_the_findings_stream() {
 #[test]
 fn check_validates_without_attaching() {
     let out = Command::new(rulehost_bin())
-        .args(["run", "--check"])
+        .args(["run", "--check", "--log-format", "json"])
         .output()
         .unwrap();
     assert!(
@@ -103,9 +103,11 @@ fn check_validates_without_attaching() {
         "{stdout}"
     );
     assert!(stdout.trim_end().ends_with("check passed"), "{stdout}");
+    let logs = rulehost_tests::log_records(&String::from_utf8_lossy(&out.stderr));
     assert!(
-        !String::from_utf8_lossy(&out.stderr).contains("ready:"),
-        "nothing attached"
+        logs.iter().all(|r| r.message() != "ready"),
+        "nothing attached: {}",
+        brief(&logs)
     );
     // A bad rule fails the check with one line naming it.
     let out = Command::new(rulehost_bin())
@@ -132,12 +134,14 @@ fn without_privileges_run_says_what_is_missing_in_one_line() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("rulehost: error"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(errors[0].contains("CAP_BPF"), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "{}",
+        brief(&stderr.lines().collect::<Vec<_>>())
+    );
+    assert!(errors[0].contains("CAP_BPF"), "{}", errors[0]);
 }
 
 #[test]
@@ -176,6 +180,8 @@ fn a_second_sigterm_ends_a_blocked_shutdown_at_once() {
     wait_until_blocked_writing(agent.id());
     // SAFETY: signalling our own child.
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    // Two SIGTERMs sent before the agent takes the first would merge into one.
+    wait_until_taken(agent.id(), libc::SIGTERM);
     // The first SIGTERM asks for a drain and flush, which cannot end while the pipe is
     // full: the agent is still there, blocked in the same write.
     wait_until_blocked_writing(agent.id());
@@ -198,6 +204,24 @@ fn a_second_sigterm_ends_a_blocked_shutdown_at_once() {
     drop(stdout);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status}");
+}
+
+/// Waits until `signal` is no longer pending for process `pid` (its signal thread took
+/// it), from the process-wide pending mask in /proc.
+fn wait_until_taken(pid: u32, signal: i32) {
+    let deadline = Instant::now() + FINDING_TIMEOUT;
+    let pending = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("ShdPnd:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
+    };
+    while pending() {
+        assert!(Instant::now() < deadline, "signal {signal} never taken");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Waits until some thread of `pid` sleeps in a pipe write (its kernel wait channel).

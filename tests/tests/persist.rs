@@ -111,7 +111,10 @@ fn killed_child(mode: &str, dir: &Path) -> String {
             .unwrap()
             .read_to_string(&mut stderr)
             .unwrap();
-        panic!("child host ({mode}) did not write its state:\n{stderr}");
+        panic!(
+            "child host ({mode}) did not write its state: {}",
+            brief(&stderr.lines().collect::<Vec<_>>())
+        );
     }
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
@@ -135,6 +138,8 @@ fn child_host() {
     };
     let (mode, dir) = spec.split_once(':').unwrap();
     let dir = Path::new(dir);
+    // The host's log records, as the binary writes them, for the parent to read.
+    rulehost::logging::init("info", rulehost::logging::LogFormat::Json).unwrap();
     match mode {
         // Containers 1 and 2 exec with the API server in their env, in two batches.
         "k8s" => {
@@ -382,22 +387,24 @@ fn failing_disk_writes_are_logged_retried_and_lose_nothing() {
     let dir = tmp.state_dir();
     let stderr = killed_child("disk-full", &dir);
     let path = dir.join("state.redb");
-    let warning = format!(
-        "rulehost: warning: cannot persist rule state to {}: ",
-        path.display()
-    );
-    let warnings: Vec<&str> = stderr.lines().filter(|l| l.starts_with(&warning)).collect();
+    let path = path.to_str().unwrap();
+    let logs = log_records(&stderr);
+    let warnings: Vec<_> = logs
+        .iter()
+        .filter(|r| r.message().starts_with("cannot persist rule state") && r.field("path") == path)
+        .collect();
     assert_eq!(
         warnings.len(),
         1,
-        "one warning while failing (rate limited):\n{stderr}"
+        "one warning while failing (rate limited): {}",
+        brief(&logs)
     );
+    assert_eq!(warnings[0].level(), "WARN");
     assert!(
-        stderr.contains(&format!(
-            "rulehost: rule state is persisted to {} again",
-            path.display()
-        )),
-        "{stderr}"
+        logs.iter()
+            .any(|r| r.is("rule state is persisted again", &[("path", path)])),
+        "{}",
+        brief(&logs)
     );
 
     // Everything written while the disk refused reached it on the retry.

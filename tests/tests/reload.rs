@@ -177,40 +177,59 @@ fn live_reload_by_atomic_rename_and_in_place_write_keeps_detecting() {
     // Atomic rename: the container's exec was before the reload; no new exec needed.
     let v2 = rule_variant(&k8s_bytes(), "v2");
     write_atomically(&rule, &v2);
-    scene.agent.wait_for_log(&format!(
-        "reloaded rule k8s (TRC-1013 k8s_api_connection v0.1.0) sha256 {}",
-        sha256_hex(&v2)
-    ));
+    let reloaded = scene.agent.wait_for_log("v2 reloaded", |r| {
+        r.is("rule reloaded", &[("sha256", &sha256_hex(&v2))])
+    });
+    for (field, value) in [
+        ("rule", "k8s"),
+        ("id", "TRC-1013"),
+        ("event", "k8s_api_connection"),
+        ("version", "0.1.0"),
+        ("previous_sha256", &sha256_hex(&v1)),
+    ] {
+        assert_eq!(reloaded.field(field), value, "{reloaded:?}");
+    }
     assert_eq!(scene.connect_expect_finding(2, false), sha256_hex(&v2));
 
     // In-place write of the same file.
     let v3 = rule_variant(&k8s_bytes(), "v3");
     std::fs::write(&rule, &v3).unwrap();
-    scene.agent.wait_for_log(&format!(
-        "sha256 {} from {}",
-        sha256_hex(&v3),
-        rule.display()
-    ));
+    scene.agent.wait_for_log("v3 reloaded", |r| {
+        r.is(
+            "rule reloaded",
+            &[
+                ("sha256", &sha256_hex(&v3)),
+                ("source", rule.to_str().unwrap()),
+            ],
+        )
+    });
     assert_eq!(scene.connect_expect_finding(3, false), sha256_hex(&v3));
 
     // A broken replacement is rejected with one line; the running version stays.
     write_atomically(&rule, b"not wasm at all");
-    scene.agent.wait_for_log(&format!(
-        "rejected rule {}: not a WebAssembly file",
-        rule.display()
-    ));
-    scene
-        .agent
-        .wait_for_log(&format!("keeping v0.1.0 sha256 {}", sha256_hex(&v3)));
+    let rejected = scene.agent.wait_for_log("the broken file rejected", |r| {
+        r.is("rule rejected", &[("source", rule.to_str().unwrap())])
+    });
+    assert!(
+        rejected.field("reason").contains("not a WebAssembly file"),
+        "{rejected:?}"
+    );
+    assert_eq!(rejected.field("kept_version"), "0.1.0");
+    assert_eq!(rejected.field("kept_sha256"), sha256_hex(&v3));
     assert_eq!(scene.connect_expect_finding(4, false), sha256_hex(&v3));
 
     // Back to a version seen before (served from the compile cache).
     std::fs::write(&rule, &v1).unwrap();
-    scene.agent.wait_for_log(&format!(
-        "sha256 {} from {} (was",
-        sha256_hex(&v1),
-        rule.display()
-    ));
+    scene.agent.wait_for_log("v1 reloaded", |r| {
+        r.is(
+            "rule reloaded",
+            &[
+                ("sha256", &sha256_hex(&v1)),
+                ("source", rule.to_str().unwrap()),
+                ("previous_sha256", &sha256_hex(&v3)),
+            ],
+        )
+    });
     assert_eq!(scene.connect_expect_finding(5, false), sha256_hex(&v1));
 }
 
@@ -245,10 +264,18 @@ fn live_reload_through_a_configmap_data_swap() {
     assert_eq!(scene.connect_expect_finding(1, true), sha256_hex(&v1));
     let v2 = rule_variant(&k8s_bytes(), "cm2");
     publish("2", &v2);
-    scene.agent.wait_for_log(&format!(
-        "reloaded rule k8s (TRC-1013 k8s_api_connection v0.1.0) sha256 {}",
-        sha256_hex(&v2)
-    ));
+    scene
+        .agent
+        .wait_for_log("the new ConfigMap version reloaded", |r| {
+            r.is(
+                "rule reloaded",
+                &[
+                    ("rule", "k8s"),
+                    ("id", "TRC-1013"),
+                    ("sha256", &sha256_hex(&v2)),
+                ],
+            )
+        });
     assert_eq!(scene.connect_expect_finding(2, false), sha256_hex(&v2));
 }
 
@@ -273,24 +300,42 @@ fn live_rules_directory_adds_collides_and_removes() {
     // A second file with the same rule id is refused, naming both.
     let second = dir.0.join("b.wasm");
     write_atomically(&second, &rule_variant(&k8s_bytes(), "b"));
-    scene.agent.wait_for_log(&format!(
-        "rejected rule {}: rule id TRC-1013 is already loaded from {}",
-        second.display(),
-        first.display()
-    ));
+    let rejected = scene
+        .agent
+        .wait_for_log("the colliding file rejected", |r| {
+            r.is("rule rejected", &[("source", second.to_str().unwrap())])
+        });
+    assert!(
+        rejected.field("reason").contains(&format!(
+            "rule id TRC-1013 is already loaded from {}",
+            first.display()
+        )),
+        "{rejected:?}"
+    );
     // Removing the loaded file unloads it.
     std::fs::remove_file(&first).unwrap();
-    scene.agent.wait_for_log(&format!(
-        "unloaded rule a (TRC-1013 k8s_api_connection v0.1.0) sha256 {}",
-        sha256_hex(&v1)
-    ));
+    scene.agent.wait_for_log("a.wasm unloaded", |r| {
+        r.is(
+            "rule unloaded",
+            &[
+                ("rule", "a"),
+                ("id", "TRC-1013"),
+                ("sha256", &sha256_hex(&v1)),
+            ],
+        )
+    });
     // SIGHUP rescans: b.wasm's id is now free.
     // SAFETY: signalling the agent we started.
     unsafe { libc::kill(scene.agent.pid() as i32, libc::SIGHUP) };
-    scene.agent.wait_for_log("SIGHUP: rescanning rules");
-    scene.agent.wait_for_log(&format!(
-        "loaded rule b (TRC-1013 k8s_api_connection v0.1.0) sha256 {}",
-        sha256_hex(&rule_variant(&k8s_bytes(), "b"))
-    ));
+    scene.agent.wait_for_log("b.wasm loaded", |r| {
+        r.is(
+            "rule loaded",
+            &[
+                ("rule", "b"),
+                ("id", "TRC-1013"),
+                ("sha256", &sha256_hex(&rule_variant(&k8s_bytes(), "b"))),
+            ],
+        )
+    });
     assert!(scene.agent.stop().success());
 }

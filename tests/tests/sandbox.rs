@@ -77,7 +77,7 @@ fn replay(fixtures: &[&str], extra: &[&str], events: &[Event]) -> Output {
         args.extend(["--rule", path]);
     }
     args.extend(extra);
-    args.push("-");
+    args.extend(["--log-format", "json", "-"]);
     rulehost(&args, events)
 }
 
@@ -92,9 +92,20 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn lines_with<'a>(text: &'a str, parts: &[&str]) -> Vec<&'a str> {
-    text.lines()
-        .filter(|l| parts.iter().all(|p| l.contains(p)))
+/// stderr's lines, for bounded assertion messages.
+fn stderr_lines(out: &Output) -> Vec<String> {
+    stderr(out).lines().map(str::to_owned).collect()
+}
+
+/// The log records of a `replay` run (which logs as JSON).
+fn logs_of(out: &Output) -> Vec<LogRecord> {
+    log_records(&stderr(out))
+}
+
+/// The records with `message` about the rule with metadata id `id`.
+fn about<'a>(logs: &'a [LogRecord], message: &str, id: &str) -> Vec<&'a LogRecord> {
+    logs.iter()
+        .filter(|r| r.is(message, &[("id", id)]))
         .collect()
 }
 
@@ -174,24 +185,24 @@ fn the_binary_reports_a_looping_rule_and_goes_on() {
         start.elapsed() < Duration::from_secs(30),
         "a looping rule stalled replay"
     );
-    let err = stderr(&out);
-    assert!(out.status.success(), "{err}");
+    let logs = logs_of(&out);
+    assert!(out.status.success(), "{}", brief(&logs));
     let found = stdout_findings(&out);
     assert_eq!(found.len(), 1, "{}", brief(&found));
     assert_eq!(found[0]["signature"]["id"], K8S_ID);
-    let faults = lines_with(
-        &err,
-        &[
-            "rule infinite-loop (FIXTURE-LOOP sha256 ",
-            "faulted on ",
-            "interrupt",
-        ],
+    let faults: Vec<_> = about(&logs, "rule faulted", "FIXTURE-LOOP")
+        .into_iter()
+        .filter(|r| r.field("rule") == "infinite-loop" && r.field("reason").contains("interrupt"))
+        .collect();
+    assert_eq!(faults.len(), 3, "{}", brief(&logs));
+    assert_eq!(
+        faults[0].field("event"),
+        "sched_process_exec",
+        "{:?}",
+        faults[0]
     );
-    assert_eq!(faults.len(), 3, "{err}");
-    assert!(
-        faults[0].contains("on sched_process_exec from pid 100"),
-        "{err}"
-    );
+    assert_eq!(faults[0].field("pid"), "100", "{:?}", faults[0]);
+    assert_eq!(faults[0].field("sha256").len(), 64, "{:?}", faults[0]);
 }
 
 #[test]
@@ -247,16 +258,11 @@ fn the_binary_honours_rule_memory_mib() {
         exec(None, &["BOMB_MIB=40"]),
         connect(None, "192.0.2.1", 80), // allocates without bound
     ];
-    let over_the_cap = |err: &str| {
-        lines_with(
-            err,
-            &[
-                "rule memory-bomb (FIXTURE-MEMORY-BOMB sha256",
-                "faulted on ",
-                "growing memory",
-            ],
-        )
-        .len()
+    let over_the_cap = |logs: &[LogRecord]| {
+        about(logs, "rule faulted", "FIXTURE-MEMORY-BOMB")
+            .iter()
+            .filter(|r| r.field("reason").contains("growing memory"))
+            .count()
     };
     let cpu = ["--rule-cpu-ms", "2000"];
     let out = replay(
@@ -264,15 +270,16 @@ fn the_binary_honours_rule_memory_mib() {
         &[&cpu[..], &["--rule-memory-mib", "32"]].concat(),
         &events,
     );
-    let err = stderr(&out);
-    assert!(out.status.success(), "{err}");
+    let logs = logs_of(&out);
+    assert!(out.status.success(), "{}", brief(&logs));
     let found = stdout_findings(&out);
     assert_eq!(found.len(), 1, "{}", brief(&found));
     assert_eq!(found[0]["data"]["allocated_mib"], 16);
     assert_eq!(
-        over_the_cap(&err),
+        over_the_cap(&logs),
         2,
-        "40 MiB and unbounded are over 32 MiB: {err}"
+        "40 MiB and unbounded are over 32 MiB: {}",
+        brief(&logs)
     );
 
     let out = replay(
@@ -280,17 +287,18 @@ fn the_binary_honours_rule_memory_mib() {
         &[&cpu[..], &["--rule-memory-mib", "64"]].concat(),
         &events,
     );
-    let err = stderr(&out);
-    assert!(out.status.success(), "{err}");
+    let logs = logs_of(&out);
+    assert!(out.status.success(), "{}", brief(&logs));
     let found: Vec<_> = stdout_findings(&out)
         .iter()
         .map(|f| f["data"]["allocated_mib"].clone())
         .collect();
-    assert_eq!(found, vec![json!(16), json!(40)], "{err}");
+    assert_eq!(found, vec![json!(16), json!(40)], "{}", brief(&logs));
     assert_eq!(
-        over_the_cap(&err),
+        over_the_cap(&logs),
         1,
-        "only the unbounded one is over 64 MiB: {err}"
+        "only the unbounded one is over 64 MiB: {}",
+        brief(&logs)
     );
 }
 
@@ -315,55 +323,60 @@ fn the_binary_logs_recreation_then_disabling() {
     let mut events = k8s_scenario(8);
     events.extend((0..8).map(|i| connect(container(8), "192.0.2.1", 8000 + i)));
     let out = replay(&["trap-every-event"], &[], &events);
-    let err = stderr(&out);
-    assert!(out.status.success(), "{err}");
+    let logs = logs_of(&out);
+    assert!(out.status.success(), "{}", brief(&logs));
     let found = stdout_findings(&out);
     assert_eq!(found.len(), 1, "{}", brief(&found));
     assert_eq!(found[0]["signature"]["id"], K8S_ID);
 
-    let rule = "rule trap-every-event (FIXTURE-TRAP";
-    assert_eq!(
-        lines_with(
-            &err,
-            &[
-                rule,
-                "faulted on a batch of 10 events",
-                "unreachable",
-                "redoing them one at a time"
-            ]
-        )
-        .len(),
-        1,
-        "{err}"
+    let id = "FIXTURE-TRAP";
+    let batch = about(
+        &logs,
+        "rule faulted on a batch; redoing it one event at a time",
+        id,
     );
-    assert_eq!(
-        lines_with(
-            &err,
-            &[rule, "sha256 ", "faulted on ", "from pid ", "unreachable"]
-        )
-        .len(),
-        MAX_FAULTS,
-        "{err}"
-    );
-    assert_eq!(
-        lines_with(&err, &[rule, "instance recreated"]).len(),
-        MAX_FAULTS, // after the batch, then after each of the first MAX_FAULTS - 1 events
-        "{err}"
-    );
-    let disabled = lines_with(&err, &[rule, "disabled after"]);
-    assert_eq!(disabled.len(), 1, "{err}");
+    assert_eq!(batch.len(), 1, "{}", brief(&logs));
+    assert_eq!(batch[0].field("events"), "10");
     assert!(
-        disabled[0].ends_with(&format!(
-            "disabled after {MAX_FAULTS} faults within {}s",
-            FAULT_WINDOW.as_secs()
-        )),
-        "{err}"
+        batch[0].field("reason").contains("unreachable"),
+        "{:?}",
+        batch[0]
     );
+    let faults = about(&logs, "rule faulted", id);
+    assert_eq!(faults.len(), MAX_FAULTS, "{}", brief(&logs));
     assert!(
-        !lines_with(&err, &["TRC-1013"])
+        faults
             .iter()
-            .any(|l| l.contains("fault")),
-        "{err}"
+            .all(|r| r.field("reason").contains("unreachable")
+                && r.field("sha256").len() == 64
+                && !r.field("pid").is_empty()),
+        "{}",
+        brief(&faults)
+    );
+    assert_eq!(
+        about(
+            &logs,
+            "rule instance recreated from its compiled component",
+            id
+        )
+        .len(),
+        MAX_FAULTS, // after the batch, then after each of the first MAX_FAULTS - 1 events
+        "{}",
+        brief(&logs)
+    );
+    let disabled = about(&logs, "rule disabled after repeated faults", id);
+    assert_eq!(disabled.len(), 1, "{}", brief(&logs));
+    assert_eq!(disabled[0].field("faults"), MAX_FAULTS.to_string());
+    assert_eq!(
+        disabled[0].field("window_secs"),
+        FAULT_WINDOW.as_secs().to_string()
+    );
+    assert!(
+        logs.iter()
+            .filter(|r| r.field("id") == K8S_ID)
+            .all(|r| !r.message().contains("fault")),
+        "{}",
+        brief(&logs)
     );
 }
 
@@ -387,7 +400,12 @@ fn a_filesystem_import_is_refused_at_load() {
         assert!(!out.status.success());
         assert!(out.stdout.is_empty());
         let err = stderr(&out);
-        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "one line: {}",
+            brief(&stderr_lines(&out))
+        );
         assert!(
             err.contains(file.to_str().unwrap()) && err.contains("`wasi:filesystem/types@0.2.0`"),
             "{err}"
@@ -408,7 +426,12 @@ fn a_component_of_another_world_is_refused_at_load() {
     let out = rulehost(&["replay", "--rule", file.to_str().unwrap(), "-"], &[]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "one line: {}",
+        brief(&stderr_lines(&out))
+    );
     assert!(
         err.contains(file.to_str().unwrap())
             && err.contains("does not export `rulehost:rule/detector`"),
@@ -427,7 +450,12 @@ fn a_rule_whose_init_fails_is_refused_at_load() {
     let out = rulehost(&["replay", "--rule", file.to_str().unwrap(), "-"], &[]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "one line: {}",
+        brief(&stderr_lines(&out))
+    );
     assert!(
         err.contains(file.to_str().unwrap()) && err.contains("init() refused"),
         "{err}"
@@ -507,21 +535,22 @@ fn the_binary_logs_dropped_findings() {
         &["--rule-cpu-ms", "1000"],
         &[connect(None, "192.0.2.1", 80)],
     );
-    let err = stderr(&out);
-    assert!(out.status.success(), "{err}");
+    let logs = logs_of(&out);
+    assert!(out.status.success(), "{}", brief(&logs));
     assert_eq!(
         stdout_findings(&out).len(),
         Limits::default().max_findings_per_event
     );
-    assert_eq!(
-        lines_with(
-            &err,
-            &["rule finding-flood: dropped 4984 finding(s) over the output bounds"]
-        )
-        .len(),
-        1,
-        "{err}"
-    );
+    let dropped: Vec<_> = logs
+        .iter()
+        .filter(|r| {
+            r.is(
+                "dropped findings over the output bounds",
+                &[("rule", "finding-flood"), ("dropped", "4984")],
+            )
+        })
+        .collect();
+    assert_eq!(dropped.len(), 1, "{}", brief(&logs));
 }
 
 #[test]
@@ -586,18 +615,19 @@ fn state_is_kept_when_the_instance_cannot_be_recreated() {
         &[],
         &[exec(container(12), &["TRAP=refuse-init"])],
     );
-    let err = stderr(&out);
-    assert!(out.status.success(), "{err}");
-    assert_eq!(
-        lines_with(
-            &err,
-            &[
-                "rule stateful-panic (FIXTURE-STATEFUL-PANIC) disabled: cannot recreate its instance",
-                "init() refused: refusing to start: asked to by TRAP=refuse-init"
-            ]
-        )
-        .len(),
-        1,
-        "{err}"
+    let logs = logs_of(&out);
+    assert!(out.status.success(), "{}", brief(&logs));
+    let disabled = about(
+        &logs,
+        "rule disabled: cannot recreate its instance",
+        "FIXTURE-STATEFUL-PANIC",
+    );
+    assert_eq!(disabled.len(), 1, "{}", brief(&logs));
+    assert!(
+        disabled[0]
+            .field("error")
+            .contains("init() refused: refusing to start: asked to by TRAP=refuse-init"),
+        "{:?}",
+        disabled[0]
     );
 }

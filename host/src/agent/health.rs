@@ -1,0 +1,62 @@
+//! Health reporting: what the host could not see (kernel drops) goes to the log and,
+//! as a record, into the findings stream, so a SIEM sees the blind spot.
+
+use crate::pipeline::Pipeline;
+use crate::probes::Probes;
+use anyhow::Result;
+
+/// A record in the findings stream about rulehost itself (not a detection).
+#[derive(Debug, serde::Serialize)]
+pub struct Health {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub reason: &'static str,
+    /// Events lost since the previous health record.
+    pub dropped: u64,
+    /// Per kind, in all since start.
+    pub dropped_exec: u64,
+    pub dropped_connect: u64,
+    pub dropped_cgroup: u64,
+    /// Nanoseconds since the Unix epoch.
+    pub timestamp: u64,
+}
+
+/// Kernel drops reported so far.
+#[derive(Debug, Default)]
+pub(crate) struct DropReporter {
+    seen: u64,
+}
+
+impl DropReporter {
+    /// Reports drops counted since the last call, if any.
+    pub(crate) fn report(&mut self, probes: &Probes, pipeline: &mut Pipeline) -> Result<()> {
+        let total = probes.drops();
+        if total <= self.seen {
+            return Ok(());
+        }
+        let dropped = total - self.seen;
+        self.seen = total;
+        tracing::warn!(
+            dropped,
+            total,
+            "the kernel dropped events (ring buffer full)"
+        );
+        let counters = probes.counters();
+        pipeline.write_now(&Health {
+            kind: "health",
+            reason: "kernel_drops",
+            dropped,
+            dropped_exec: counters.exec,
+            dropped_connect: counters.connect,
+            dropped_cgroup: counters.cgroup,
+            timestamp: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+        })
+    }
+
+    /// Drops reported in all.
+    pub(crate) fn total(&self) -> u64 {
+        self.seen
+    }
+}

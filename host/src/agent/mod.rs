@@ -1,0 +1,173 @@
+//! `rulehost run`: the node agent. Its loop is the pipeline over kernel events, one
+//! stage a line: wait, drain the ring buffer (source), resolve containers, record,
+//! dispatch and sink (the shared [`Pipeline`]), apply finished reloads, report health.
+//! Start-up, reload application, health and signals are their own modules.
+
+mod health;
+mod reloads;
+mod signals;
+mod startup;
+
+pub use health::Health;
+pub use startup::RunOptions;
+
+use crate::containers::{ContainerResolver, Resolution, parse_cgroup_path};
+use crate::logging::error_line;
+use crate::pipeline::Pipeline;
+use crate::probes::{ProbeEvent, Probes};
+use crate::ready::ReadyFile;
+use crate::reload::Change;
+use anyhow::Result;
+use health::DropReporter;
+use reloads::Reloads;
+use signals::Signal;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// How long the agent waits for the ring buffer before looking anyway: the kernel only
+/// wakes user space past a fill threshold, so this bounds detection latency.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Runs the agent until SIGINT or SIGTERM (or, with `--check`, validates and returns).
+pub async fn run(options: RunOptions) -> Result<()> {
+    let mut signals = signals::watch()?;
+    let Some(mut agent) = startup::start(options)? else {
+        return Ok(());
+    };
+    agent.run(&mut signals).await?;
+    agent.stop()
+}
+
+/// A running agent: probes attached, rules loaded, outputs open.
+struct Agent {
+    probes: Probes,
+    resolver: ContainerResolver,
+    pipeline: Pipeline,
+    reloads: Reloads,
+    drops: DropReporter,
+    /// Whether the kernel may drop events of cgroups known not to be containers.
+    containers_only: bool,
+    /// Removed (a clean exit) when the agent is dropped.
+    _ready_file: Option<ReadyFile>,
+    raw: Vec<ProbeEvent>,
+}
+
+/// What woke the loop.
+#[derive(Default)]
+struct Wake {
+    stop: bool,
+    plan: Option<Vec<Change>>,
+}
+
+impl Agent {
+    async fn run(&mut self, signals: &mut UnboundedReceiver<Signal>) -> Result<()> {
+        loop {
+            let wake = self.wait(signals).await;
+            // Drain even when stopping, so nothing already in the ring buffer is lost.
+            self.drain()?;
+            self.pipeline.deliver()?;
+            if let Some(changes) = wake.plan {
+                self.apply_plan(changes);
+            }
+            self.drops.report(&self.probes, &mut self.pipeline)?;
+            if wake.stop {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits for the ring buffer (or the poll interval), a rule change, a signal or a
+    /// finished reload plan.
+    async fn wait(&mut self, signals: &mut UnboundedReceiver<Signal>) -> Wake {
+        let reloads = &mut self.reloads;
+        tokio::select! {
+            _ = self.probes.readable(POLL_INTERVAL) => Wake::default(),
+            Some(()) = reloads.changed.recv() => {
+                reloads.request();
+                Wake::default()
+            }
+            Some(signal) = signals.recv() => match signal {
+                Signal::Reload => {
+                    reloads.request_rescan();
+                    Wake::default()
+                }
+                Signal::Stop => Wake { stop: true, plan: None },
+            },
+            Some(changes) = reloads.plans.recv() => Wake { stop: false, plan: Some(changes) },
+        }
+    }
+
+    /// Source and resolve stages: every record in the ring buffer, decoded, its
+    /// container resolved, into the pipeline; cgroup events update the resolver.
+    fn drain(&mut self) -> Result<()> {
+        self.probes.drain(&mut self.raw);
+        let mut raw = std::mem::take(&mut self.raw);
+        for probe_event in raw.drain(..) {
+            match probe_event {
+                ProbeEvent::Event(mut event) => {
+                    match self
+                        .resolver
+                        .resolve_event(event.cgroup_id, event.process.pid)
+                    {
+                        Resolution::Container(container) => event.container = Some(container),
+                        Resolution::Host if self.containers_only => {
+                            // Teach the kernel filter: this cgroup is not a container.
+                            let _ = self.probes.mark_host_cgroup(event.cgroup_id);
+                        }
+                        Resolution::Host | Resolution::Unknown => {}
+                    }
+                    self.pipeline.push(event)?;
+                }
+                ProbeEvent::CgroupCreated { cgroup_id, path } => {
+                    // Known before any process in it can run: no walk, no race.
+                    self.resolver.insert(cgroup_id, &path);
+                }
+                ProbeEvent::CgroupRemoved { cgroup_id, path } => {
+                    // Events before the removal still belong to the container.
+                    self.pipeline.deliver()?;
+                    let container =
+                        parse_cgroup_path(&path).or_else(|| self.resolver.resolve_owned(cgroup_id));
+                    self.resolver.forget(cgroup_id);
+                    if let Some(container) = container {
+                        self.pipeline.dispatcher.container_removed(&container.id);
+                        tracing::debug!(container = %container.id, "container gone: state evicted");
+                    }
+                }
+            }
+        }
+        self.raw = raw;
+        Ok(())
+    }
+
+    /// Applies a finished reload plan between two batches, then tells the kernel what
+    /// the new set of rules needs.
+    fn apply_plan(&mut self, changes: Vec<Change>) {
+        let dispatcher = &mut self.pipeline.dispatcher;
+        let env_before = dispatcher.env_vars();
+        self.reloads.apply_plan(dispatcher, changes);
+        let env_after = dispatcher.env_vars();
+        if env_after != env_before
+            && let Err(error) = self.probes.set_env_vars(&env_after)
+        {
+            tracing::warn!(error = %error_line(error.as_ref()), "cannot update the captured env names");
+        }
+        self.containers_only = startup::only_containers_wanted(dispatcher);
+        if let Err(error) = self.probes.set_containers_only(self.containers_only) {
+            tracing::warn!(error = %error_line(error.as_ref()), "cannot update the kernel filter");
+        }
+    }
+
+    /// Shutdown: flush what is left and say what was done.
+    fn stop(mut self) -> Result<()> {
+        self.pipeline.finish()?;
+        let c = self.pipeline.dispatcher.counters;
+        tracing::info!(
+            events = c.events,
+            findings = c.findings,
+            rule_faults = c.rule_faults,
+            kernel_drops = self.drops.total(),
+            "stopped"
+        );
+        Ok(())
+    }
+}

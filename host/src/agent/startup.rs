@@ -1,0 +1,185 @@
+//! The agent's start-up, in order: rules loaded (or `--check` reports and stops), probes
+//! attached, outputs opened, running containers swept, persisted state restored, and the
+//! ready file written.
+
+use super::Agent;
+use super::health::DropReporter;
+use super::reloads::{Reloads, apply, log_rule};
+use crate::containers::ContainerResolver;
+use crate::dispatch::Dispatcher;
+use crate::output::JsonLines;
+use crate::pipeline::Pipeline;
+use crate::probes::{ProbeConfig, Probes};
+use crate::ready::{Ready, ReadyFile};
+use crate::reload::{Change, Loaded, RuleSources};
+use crate::runtime::{Limits, Origin, Runtime};
+use anyhow::Result;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What `run` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Validate rules and kernel support, then exit without attaching.
+    pub check: bool,
+    /// Kernel ring buffer size; default 8 MiB.
+    pub ring_buffer_kib: Option<u32>,
+    /// Rule files (`--rule`) and directories of rules (`--rules`); both watched.
+    pub sources: RuleSources,
+    /// Where compiled rules are cached across reloads and restarts.
+    pub cache_dir: Option<PathBuf>,
+    /// Where per-container rule state is persisted; `None`: memory only.
+    pub state_dir: Option<PathBuf>,
+    pub output: Option<PathBuf>,
+    pub record: Option<PathBuf>,
+    /// Written once attached, swept and restored; removed on a clean exit.
+    pub ready_file: Option<PathBuf>,
+    pub limits: Limits,
+}
+
+/// Starts the agent; `None` after a `--check`, which attaches nothing.
+pub(super) fn start(options: RunOptions) -> Result<Option<Agent>> {
+    if let Some(path) = &options.ready_file {
+        // A file left by an agent that was killed must not claim this one is ready.
+        let _ = std::fs::remove_file(path);
+    }
+    let runtime = Arc::new(Runtime::with_compile_cache(
+        options.limits.clone(),
+        options.cache_dir.as_deref(),
+    )?);
+    let (mut dispatcher, loaded) = load_rules(&runtime, &options.sources)?;
+    if options.check {
+        check(&dispatcher)?;
+        return Ok(None);
+    }
+    let containers_only = only_containers_wanted(&dispatcher);
+    let probes = Probes::start(&ProbeConfig {
+        env_vars: dispatcher.env_vars(),
+        containers_only,
+        ring_bytes: options.ring_buffer_kib.map(|kib| kib.saturating_mul(1024)),
+        ..ProbeConfig::default()
+    })?;
+    for fallback in probes.fallbacks() {
+        tracing::info!(reason = %fallback, "probe fallback");
+    }
+    let mut resolver = ContainerResolver::detect()?;
+    let output = match &options.output {
+        Some(path) => JsonLines::file(path)?,
+        None => JsonLines::stdout(),
+    };
+    let record = options.record.as_deref().map(JsonLines::file).transpose()?;
+    let reloads = Reloads::new(runtime, options.sources.clone(), loaded)?;
+
+    // Containers already running (which may never exec again) are seen through /proc;
+    // the probes are attached first, so nothing starting meanwhile slips through.
+    let swept = crate::sweep::running_containers(&mut resolver, &dispatcher.env_vars());
+    let running: BTreeSet<String> = swept
+        .iter()
+        .filter_map(|e| e.container.as_ref().map(|c| c.id.clone()))
+        .collect();
+    tracing::info!(
+        processes = swept.len(),
+        containers = running.len(),
+        "start-up sweep"
+    );
+    // Restore state persisted before a restart (only for containers still running),
+    // before the sweep's events, so what was learnt before is not overwritten.
+    let restored = match &options.state_dir {
+        Some(dir) => {
+            let report = dispatcher.persist_to(dir, |id| running.contains(id))?;
+            tracing::info!(
+                path = %dir.display(),
+                restored = report.restored,
+                containers = report.containers,
+                dropped = report.dropped,
+                kept = report.kept,
+                refused = report.refused,
+                "rule state restored"
+            );
+            Some(report)
+        }
+        None => None,
+    };
+    let ready = Ready {
+        pid: std::process::id(),
+        exec_hook: probes.exec_hook(),
+        connect_hook: probes.connect_hook(),
+        cgroup_hook: probes.cgroup_hook(),
+        env_vars: dispatcher.env_vars(),
+        swept_processes: swept.len(),
+        swept_containers: running.len(),
+        restored,
+        rules: dispatcher.rules().map(|r| r.metadata.id.clone()).collect(),
+    };
+    let mut pipeline = Pipeline::new(dispatcher, output, record);
+    for event in swept {
+        pipeline.push(event)?;
+    }
+    pipeline.deliver()?;
+    let ready_file = options
+        .ready_file
+        .as_deref()
+        .map(|path| ReadyFile::write(path, &ready))
+        .transpose()?;
+    tracing::info!(
+        exec_hook = ready.exec_hook,
+        connect_hook = ready.connect_hook,
+        cgroup_hook = ready.cgroup_hook,
+        env = ?ready.env_vars,
+        "ready"
+    );
+    Ok(Some(Agent {
+        probes,
+        resolver,
+        pipeline,
+        reloads,
+        drops: DropReporter::default(),
+        containers_only,
+        _ready_file: ready_file,
+        raw: Vec::new(),
+    }))
+}
+
+/// Loads the rules the sources name (or the built-in rule); a named file that cannot
+/// load stops the start.
+fn load_rules(runtime: &Arc<Runtime>, sources: &RuleSources) -> Result<(Dispatcher, Loaded)> {
+    let mut dispatcher = Dispatcher::new(runtime.clone());
+    let mut loaded = Loaded::default();
+    if sources.is_empty() {
+        let rule = crate::rules::load_all(runtime, &[] as &[PathBuf])?.remove(0);
+        log_rule("rule loaded", &rule, crate::rules::BUILTIN_NAME, None);
+        dispatcher.add(rule)?;
+        return Ok((dispatcher, loaded));
+    }
+    for change in crate::reload::plan(runtime, sources, &loaded.rules, &loaded.rejected) {
+        if let Change::Reject { path, reason, .. } = &change
+            && sources.files.contains(path)
+        {
+            anyhow::bail!("cannot load rule {}: {reason}", path.display());
+        }
+        apply(&mut dispatcher, &mut loaded, change);
+    }
+    Ok((dispatcher, loaded))
+}
+
+/// `run --check`: prints the rules and what the kernel offers, attaching nothing.
+fn check(dispatcher: &Dispatcher) -> Result<()> {
+    for rule in dispatcher.rules() {
+        crate::cli::say(format_args!(
+            "rule {}: {} v{} sha256 {} ok",
+            rule.name, rule.metadata.id, rule.metadata.version, rule.sha256
+        ))?;
+    }
+    for fact in Probes::preflight()? {
+        crate::cli::say(format_args!("{fact}"))?;
+    }
+    crate::cli::say(format_args!("check passed"))
+}
+
+/// Whether every loaded rule wants only container events (so the kernel can drop the rest).
+pub(super) fn only_containers_wanted(dispatcher: &Dispatcher) -> bool {
+    dispatcher
+        .rules()
+        .all(|rule| rule.metadata.origin == Origin::Container)
+}

@@ -1,0 +1,90 @@
+//! The stages every event goes through after its source, shared by `run` (kernel
+//! events) and `replay` (recorded JSON): **record** (optional, rulehost's own event
+//! format), **dispatch** (the rules that selected it, one wasm call per batch) and
+//! **sink** (findings as JSON lines). `run` and `replay` differ only in their source, so
+//! replay tests exercise exactly the code that runs live.
+
+use crate::dispatch::Dispatcher;
+use crate::events::Event;
+use crate::output::{Finding, JsonLines};
+use anyhow::Result;
+use std::time::{Duration, Instant};
+
+/// A findings write taking longer than this is reported as a slow output.
+const SLOW_OUTPUT: Duration = Duration::from_secs(1);
+
+/// Record, dispatch and sink, with the batch being assembled.
+pub struct Pipeline {
+    pub dispatcher: Dispatcher,
+    record: Option<JsonLines>,
+    output: JsonLines,
+    batch: Vec<Event>,
+    findings: Vec<Finding>,
+}
+
+impl Pipeline {
+    pub fn new(dispatcher: Dispatcher, output: JsonLines, record: Option<JsonLines>) -> Pipeline {
+        Pipeline {
+            dispatcher,
+            record,
+            output,
+            batch: Vec::new(),
+            findings: Vec::new(),
+        }
+    }
+
+    /// Events waiting in the batch.
+    pub fn pending(&self) -> usize {
+        self.batch.len()
+    }
+
+    /// Record stage: the event is recorded and joins the batch.
+    pub fn push(&mut self, event: Event) -> Result<()> {
+        if let Some(record) = self.record.as_mut() {
+            record.write(&event)?;
+        }
+        self.batch.push(event);
+        Ok(())
+    }
+
+    /// Dispatch and sink stages for the batch so far. The record is flushed first, so
+    /// an event is readable there before any finding about it.
+    pub fn deliver(&mut self) -> Result<()> {
+        if let Some(record) = self.record.as_mut() {
+            record.flush()?;
+        }
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch = self.dispatcher.dispatch(batch, &mut self.findings);
+        self.batch.clear();
+        let started = Instant::now();
+        for finding in self.findings.drain(..) {
+            self.output.write(&finding)?;
+        }
+        self.output.flush()?;
+        let blocked = started.elapsed();
+        if blocked > SLOW_OUTPUT {
+            // While output blocks, kernel events wait in the bounded ring buffer (host
+            // memory does not grow); if it fills, drops are counted and reported.
+            tracing::warn!(
+                blocked_secs = blocked.as_secs_f64(),
+                "writing findings blocked (slow reader or full disk); the kernel may drop events meanwhile"
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes a record about rulehost itself into the findings stream, at once.
+    pub fn write_now(&mut self, record: &impl serde::Serialize) -> Result<()> {
+        self.output.write(record)?;
+        self.output.flush()
+    }
+
+    /// Delivers what is left and flushes every output.
+    pub fn finish(&mut self) -> Result<()> {
+        self.deliver()?;
+        self.output.flush()
+    }
+}

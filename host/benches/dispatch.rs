@@ -6,8 +6,10 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use rulehost::dispatch::Dispatcher;
-use rulehost::events::{Body, Container, Event, Process, Runtime as Rt, SocketAddress, SocketType};
-use rulehost::runtime::{Limits, Runtime};
+use rulehost::events::{
+    Body, Container, Event, Process, ContainerRuntime as Rt, SocketAddress, SocketType,
+};
+use rulehost::rules::{Limits, RuleEngine};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -133,7 +135,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("dispatch");
     group.throughput(Throughput::Elements(EVENTS as u64));
 
-    let runtime = Arc::new(Runtime::new(Limits::default()).expect("runtime"));
+    let runtime = Arc::new(RuleEngine::new(Limits::default()).expect("runtime"));
     let mut host = Dispatcher::new(runtime.clone());
     let rule = runtime
         .load(

@@ -6,9 +6,11 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use rulehost::dispatch::Dispatcher;
-use rulehost::events::{Body, Container, Event, Process, Runtime as Rt, SocketAddress, SocketType};
-use rulehost::reload::{Change, RuleSources, Watcher, plan};
-use rulehost::runtime::{Limits, Runtime};
+use rulehost::events::{
+    Body, Container, Event, Process, RuleEngine as Rt, SocketAddress, SocketType,
+};
+use rulehost::rules::reload::{Change, RuleSources, Watcher, plan};
+use rulehost::rules::{Limits, RuleEngine};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -37,7 +39,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) {
 
 /// File change -> watcher -> plan (compile/validate) -> swap; returns when live.
 async fn reload_once(
-    runtime: &Runtime,
+    runtime: &RuleEngine,
     sources: &RuleSources,
     watcher: &mut Watcher,
     host: &mut Dispatcher,
@@ -84,7 +86,7 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
+    let runtime = Arc::new(RuleEngine::new(Limits::default()).unwrap());
     let sources = RuleSources {
         files: vec![path.clone()],
         dirs: vec![],

@@ -5,7 +5,7 @@ use crate::logging::error_line;
 use crate::output::JsonLines;
 use crate::pipeline::Pipeline;
 use crate::replay::{Line, parse_line};
-use crate::runtime::{Limits, Runtime, WORLD_PACKAGE, WORLD_VERSION};
+use crate::rules::{Limits, RuleEngine, WORLD_PACKAGE, WORLD_VERSION};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::io::BufRead;
@@ -19,7 +19,7 @@ const REPLAY_BATCH: usize = 256;
 #[command(
     name = "rulehost",
     version,
-    about = "Runtime security with detection rules as sandboxed WebAssembly components"
+    about = "RuleEngine security with detection rules as sandboxed WebAssembly components"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -160,7 +160,7 @@ pub fn run(cli: Cli) -> Result<()> {
         } => agent(crate::agent::RunOptions {
             check,
             ring_buffer_kib,
-            sources: crate::reload::RuleSources {
+            sources: crate::rules::reload::RuleSources {
                 files: rules,
                 dirs: rule_dirs,
             },
@@ -210,7 +210,7 @@ fn agent(options: crate::agent::RunOptions) -> Result<()> {
 
 /// `replay`: the pipeline with recorded JSON lines as its source.
 fn replay(rule_paths: &[PathBuf], events: Option<PathBuf>, sandbox: &SandboxArgs) -> Result<()> {
-    let runtime = Arc::new(Runtime::new(sandbox.limits())?);
+    let runtime = Arc::new(RuleEngine::new(sandbox.limits())?);
     let mut dispatcher = Dispatcher::new(runtime.clone());
     for rule in crate::rules::load_all(&runtime, rule_paths)? {
         dispatcher.add(rule)?;
@@ -257,7 +257,7 @@ fn replay(rule_paths: &[PathBuf], events: Option<PathBuf>, sandbox: &SandboxArgs
 }
 
 fn inspect(path: &std::path::Path) -> Result<()> {
-    let runtime = Runtime::new(Limits::default())?;
+    let runtime = RuleEngine::new(Limits::default())?;
     let rule = crate::rules::load_file(&runtime, path)?;
     let m = &rule.metadata;
     let report = serde_json::json!({

@@ -2,12 +2,9 @@
 //! runtime, and mapping the kernel's cgroup id (the cgroup v2 directory's inode number,
 //! what `bpf_get_current_cgroup_id` returns) to a path and container with a bounded cache.
 
-use crate::events::{Container, Runtime};
-use anyhow::{Context, anyhow};
+use crate::events::{Container, ContainerRuntime};
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::fs;
-use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,13 +14,13 @@ use std::time::{Duration, Instant};
 const ID_LEN: usize = 64;
 
 /// Single-component forms `<prefix><id>` with an optional `.scope` suffix.
-const PREFIXES: &[(&str, Runtime)] = &[
-    ("docker-", Runtime::Docker),
-    ("cri-containerd-", Runtime::Containerd),
-    ("nerdctl-", Runtime::Containerd),
-    ("crio-", Runtime::Crio),
-    ("libpod-payload-", Runtime::Podman),
-    ("libpod-", Runtime::Podman),
+const PREFIXES: &[(&str, ContainerRuntime)] = &[
+    ("docker-", ContainerRuntime::Docker),
+    ("cri-containerd-", ContainerRuntime::Containerd),
+    ("nerdctl-", ContainerRuntime::Containerd),
+    ("crio-", ContainerRuntime::Crio),
+    ("libpod-payload-", ContainerRuntime::Podman),
+    ("libpod-", ContainerRuntime::Podman),
 ];
 
 /// Suffix the kernel appends to the v2 path of a removed cgroup in `/proc/<pid>/cgroup`.
@@ -34,14 +31,14 @@ fn is_container_id(s: &str) -> bool {
     s.len() == ID_LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Runtime named in the middle field of a runc-style `<parent>:<runtime>:<id>` name.
-fn runtime_from_name(name: &str) -> Runtime {
+/// ContainerRuntime named in the middle field of a runc-style `<parent>:<runtime>:<id>` name.
+fn runtime_from_name(name: &str) -> ContainerRuntime {
     match name {
-        "cri-containerd" | "containerd" | "nerdctl" => Runtime::Containerd,
-        "crio" | "cri-o" => Runtime::Crio,
-        "docker" | "cri-dockerd" => Runtime::Docker,
-        "libpod" | "podman" => Runtime::Podman,
-        _ => Runtime::Unknown,
+        "cri-containerd" | "containerd" | "nerdctl" => ContainerRuntime::Containerd,
+        "crio" | "cri-o" => ContainerRuntime::Crio,
+        "docker" | "cri-dockerd" => ContainerRuntime::Docker,
+        "libpod" | "podman" => ContainerRuntime::Podman,
+        _ => ContainerRuntime::Unknown,
     }
 }
 
@@ -89,9 +86,9 @@ fn match_component(component: &str, parent: Option<&str>, in_kube: bool) -> Opti
     // A bare id directory (cgroupfs drivers): the parent tells the runtime.
     if is_container_id(component) {
         let runtime = match parent {
-            Some("docker" | "actions_job") => Runtime::Docker,
-            _ if in_kube => Runtime::Kubernetes,
-            _ => Runtime::Unknown,
+            Some("docker" | "actions_job") => ContainerRuntime::Docker,
+            _ if in_kube => ContainerRuntime::Kubernetes,
+            _ => ContainerRuntime::Unknown,
         };
         return found(component, runtime);
     }
@@ -173,59 +170,6 @@ pub fn cgroup_id_of_pid(cgroup_root: &Path, pid: u32) -> Option<u64> {
     let path = proc_cgroup_v2_path(&contents)?;
     let dir = dir_under(cgroup_root, path)?;
     fs::metadata(dir).ok().map(|m| m.ino())
-}
-
-/// Decodes the octal escapes (`\040` for a space) the kernel writes in mount tables.
-fn unescape_mount_field(field: &str) -> PathBuf {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && let Some(&[a, b, c]) = bytes.get(i + 1..i + 4)
-            && [a, b, c].iter().all(|d| (b'0'..=b'7').contains(d))
-        {
-            let value = u32::from(a - b'0') * 64 + u32::from(b - b'0') * 8 + u32::from(c - b'0');
-            if let Ok(byte) = u8::try_from(value) {
-                out.push(byte);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    PathBuf::from(OsString::from_vec(out))
-}
-
-/// Mount point of the cgroup v2 hierarchy in a `/proc/self/mounts` table: `/sys/fs/cgroup`
-/// on unified hosts, `/sys/fs/cgroup/unified` on hybrid ones, else the first `cgroup2`
-/// mount. `None` on v1-only hosts.
-pub fn find_cgroup2_mount(mounts: &str) -> Option<PathBuf> {
-    let mut best: Option<(u8, PathBuf)> = None;
-    for line in mounts.lines() {
-        let mut fields = line.split_ascii_whitespace();
-        let (Some(_source), Some(mount_point), Some(fs_type)) =
-            (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        if fs_type != "cgroup2" {
-            continue;
-        }
-        let path = unescape_mount_field(mount_point);
-        let rank = if path == Path::new("/sys/fs/cgroup") {
-            0
-        } else if path == Path::new("/sys/fs/cgroup/unified") {
-            1
-        } else {
-            2
-        };
-        if best.as_ref().is_none_or(|(r, _)| rank < *r) {
-            best = Some((rank, path));
-        }
-    }
-    best.map(|(_, path)| path)
 }
 
 /// Default bound on cached cgroups; a host with more cgroups keeps the containers first.
@@ -313,12 +257,7 @@ impl ContainerResolver {
 
     /// A resolver over this host's cgroup v2 mount, found in `/proc/self/mounts`.
     pub fn detect() -> anyhow::Result<ContainerResolver> {
-        let mounts =
-            fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
-        let root = find_cgroup2_mount(&mounts).ok_or_else(|| {
-            anyhow!("no cgroup2 mount in /proc/self/mounts; container resolution needs cgroup v2")
-        })?;
-        Ok(ContainerResolver::new(root))
+        Ok(ContainerResolver::new(crate::mounts::cgroup2_root()?))
     }
 
     /// Overrides the cache bound (at least 1) and the minimum time between walks, for
@@ -533,12 +472,82 @@ mod tests {
     use super::*;
     use std::process::{Child, Command, Stdio};
 
+    /// Directories made for a test, removed innermost first even if the test fails.
+    struct TestDirs {
+        dirs: Vec<PathBuf>,
+    }
+
+    impl TestDirs {
+        /// Creates `base/<components...>` one level at a time.
+        fn create(base: PathBuf, components: &[&str]) -> TestDirs {
+            let mut dirs = vec![base];
+            for component in components {
+                let next = dirs.last().unwrap().join(component);
+                dirs.push(next);
+            }
+            for dir in &dirs {
+                fs::create_dir(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+            }
+            TestDirs { dirs }
+        }
+
+        fn leaf(&self) -> &Path {
+            self.dirs.last().unwrap()
+        }
+
+        fn remove(&mut self) {
+            while let Some(dir) = self.dirs.pop() {
+                // A just-killed process can keep a cgroup busy for a moment.
+                for attempt in 0.. {
+                    match fs::remove_dir(&dir) {
+                        Ok(()) => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                        Err(_) if attempt < 100 => std::thread::sleep(Duration::from_millis(10)),
+                        Err(e) => panic!("rmdir {}: {e}", dir.display()),
+                    }
+                }
+            }
+        }
+    }
+
+    impl Drop for TestDirs {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                self.remove();
+            } else {
+                for dir in self.dirs.drain(..).rev() {
+                    let _ = fs::remove_dir(dir);
+                }
+            }
+        }
+    }
+
+    /// No rate limit at all, so a test can make walks back to back.
+    fn unlimited(resolver: ContainerResolver, max_entries: usize) -> ContainerResolver {
+        let mut resolver = resolver.with_limits(max_entries, Duration::ZERO);
+        resolver.walk_cost_factor = 0;
+        resolver
+    }
+
+    fn ino(path: &Path) -> u64 {
+        fs::metadata(path).unwrap().ino()
+    }
+
+    fn test_cgroup(tag: &str, components: &[&str]) -> (ContainerResolver, TestDirs) {
+        let resolver = ContainerResolver::detect().expect("cgroup v2 mount");
+        let base = resolver
+            .root()
+            .join(format!("rulehost-test-{}-{tag}", std::process::id()));
+        let dirs = TestDirs::create(base, components);
+        (resolver, dirs)
+    }
+
     const ID: &str = "3f4e8a1c2b9d0e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f";
     const ID2: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
     const POD_UID: &str = "0f3c5b2e_8c2a_4d1e_9b7a_1234567890ab";
     const POD_UID_DASHES: &str = "0f3c5b2e-8c2a-4d1e-9b7a-1234567890ab";
 
-    fn c(id: &str, runtime: Runtime) -> Option<Container> {
+    fn c(id: &str, runtime: ContainerRuntime) -> Option<Container> {
         Some(Container {
             id: id.to_owned(),
             runtime,
@@ -553,25 +562,28 @@ mod tests {
     fn docker_paths() {
         check(
             &format!("/system.slice/docker-{ID}.scope"),
-            c(ID, Runtime::Docker),
+            c(ID, ContainerRuntime::Docker),
         );
-        check(&format!("/docker/{ID}"), c(ID, Runtime::Docker));
-        check(&format!("/docker/{ID}/"), c(ID, Runtime::Docker));
-        check(&format!("/actions_job/{ID}"), c(ID, Runtime::Docker));
+        check(&format!("/docker/{ID}"), c(ID, ContainerRuntime::Docker));
+        check(&format!("/docker/{ID}/"), c(ID, ContainerRuntime::Docker));
+        check(
+            &format!("/actions_job/{ID}"),
+            c(ID, ContainerRuntime::Docker),
+        );
         // Absolute path under a mount.
         check(
             &format!("/sys/fs/cgroup/unified/system.slice/docker-{ID}.scope"),
-            c(ID, Runtime::Docker),
+            c(ID, ContainerRuntime::Docker),
         );
         // Relative to the mount, no leading slash.
         check(
             &format!("system.slice/docker-{ID}.scope"),
-            c(ID, Runtime::Docker),
+            c(ID, ContainerRuntime::Docker),
         );
         // A sub-cgroup the container made (cgroup namespace, delegated).
         check(
             &format!("/system.slice/docker-{ID}.scope/init.scope"),
-            c(ID, Runtime::Docker),
+            c(ID, ContainerRuntime::Docker),
         );
     }
 
@@ -582,29 +594,29 @@ mod tests {
         );
         check(
             &format!("{besteffort}/cri-containerd-{ID}.scope"),
-            c(ID, Runtime::Containerd),
+            c(ID, ContainerRuntime::Containerd),
         );
         check(
             &format!("{besteffort}/crio-{ID}.scope"),
-            c(ID, Runtime::Crio),
+            c(ID, ContainerRuntime::Crio),
         );
         check(&format!("{besteffort}/crio-conmon-{ID}.scope"), None);
         check(
             &format!("{besteffort}/docker-{ID}.scope"),
-            c(ID, Runtime::Docker),
+            c(ID, ContainerRuntime::Docker),
         );
         // The pod slice alone is not a container.
         check(&besteffort, None);
         // Guaranteed pods have no QoS slice.
         check(
             &format!("/kubepods.slice/kubepods-pod{POD_UID}.slice/cri-containerd-{ID}.scope"),
-            c(ID, Runtime::Containerd),
+            c(ID, ContainerRuntime::Containerd),
         );
         check(
             &format!(
                 "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{POD_UID}.slice/crio-{ID}.scope"
             ),
-            c(ID, Runtime::Crio),
+            c(ID, ContainerRuntime::Crio),
         );
     }
 
@@ -612,25 +624,25 @@ mod tests {
     fn containerd_without_systemd_cgroup() {
         check(
             &format!("/kubepods-burstable-pod{POD_UID}.slice:cri-containerd:{ID}"),
-            c(ID, Runtime::Containerd),
+            c(ID, ContainerRuntime::Containerd),
         );
         check(
             &format!(
                 "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{POD_UID}.slice:cri-containerd:{ID}"
             ),
-            c(ID, Runtime::Containerd),
+            c(ID, ContainerRuntime::Containerd),
         );
         check(
             &format!("/kubepods-pod{POD_UID}.slice:crio:{ID}"),
-            c(ID, Runtime::Crio),
+            c(ID, ContainerRuntime::Crio),
         );
         check(
             &format!("/system.slice:docker:{ID}"),
-            c(ID, Runtime::Docker),
+            c(ID, ContainerRuntime::Docker),
         );
         check(
             &format!("/kubepods-pod{POD_UID}.slice:somethingelse:{ID}"),
-            c(ID, Runtime::Unknown),
+            c(ID, ContainerRuntime::Unknown),
         );
         // Too few fields, bad id.
         check(&format!("/cri-containerd:{ID}"), None);
@@ -642,19 +654,19 @@ mod tests {
     fn kubernetes_cgroupfs_driver_paths() {
         check(
             &format!("/kubepods/besteffort/pod{POD_UID_DASHES}/{ID}"),
-            c(ID, Runtime::Kubernetes),
+            c(ID, ContainerRuntime::Kubernetes),
         );
         check(
             &format!("/kubepods/burstable/pod{POD_UID_DASHES}/{ID}"),
-            c(ID, Runtime::Kubernetes),
+            c(ID, ContainerRuntime::Kubernetes),
         );
         check(
             &format!("/kubepods/pod{POD_UID_DASHES}/{ID}"),
-            c(ID, Runtime::Kubernetes),
+            c(ID, ContainerRuntime::Kubernetes),
         );
         check(
             &format!("/kubepods/burstable/pod{POD_UID_DASHES}/crio-{ID}"),
-            c(ID, Runtime::Crio),
+            c(ID, ContainerRuntime::Crio),
         );
         check(
             &format!("/kubepods/burstable/pod{POD_UID_DASHES}/crio-conmon-{ID}"),
@@ -668,9 +680,9 @@ mod tests {
     fn crio_paths() {
         check(
             &format!("/machine.slice/crio-{ID}.scope"),
-            c(ID, Runtime::Crio),
+            c(ID, ContainerRuntime::Crio),
         );
-        check(&format!("/crio-{ID}"), c(ID, Runtime::Crio));
+        check(&format!("/crio-{ID}"), c(ID, ContainerRuntime::Crio));
         check(&format!("/machine.slice/crio-conmon-{ID}.scope"), None);
         check(&format!("/crio-conmon-{ID}"), None);
     }
@@ -679,38 +691,38 @@ mod tests {
     fn podman_paths() {
         check(
             &format!("/machine.slice/libpod-{ID}.scope"),
-            c(ID, Runtime::Podman),
+            c(ID, ContainerRuntime::Podman),
         );
         check(
             &format!("/machine.slice/libpod-{ID}.scope/container"),
-            c(ID, Runtime::Podman),
+            c(ID, ContainerRuntime::Podman),
         );
         let rootless = "/user.slice/user-1000.slice/user@1000.service/user.slice";
         check(
             &format!("{rootless}/libpod-{ID}.scope"),
-            c(ID, Runtime::Podman),
+            c(ID, ContainerRuntime::Podman),
         );
         check(
             &format!("{rootless}/libpod-{ID}.scope/container"),
-            c(ID, Runtime::Podman),
+            c(ID, ContainerRuntime::Podman),
         );
         check(&format!("/machine.slice/libpod-conmon-{ID}.scope"), None);
         check(&format!("{rootless}/libpod-conmon-{ID}.scope"), None);
         // Split mode: conmon stays in the caller's cgroup, the payload gets its own.
         check(
             &format!("{rootless}/podman-4242.scope/libpod-payload-{ID}"),
-            c(ID, Runtime::Podman),
+            c(ID, ContainerRuntime::Podman),
         );
         check(&format!("{rootless}/podman-4242.scope"), None);
         // cgroupfs manager.
         check(
             &format!("/libpod_parent/libpod-{ID}"),
-            c(ID, Runtime::Podman),
+            c(ID, ContainerRuntime::Podman),
         );
         // A pod's infra container under its pod slice.
         check(
             &format!("/machine.slice/machine-libpod_pod_{ID2}.slice/libpod-{ID}.scope"),
-            c(ID, Runtime::Podman),
+            c(ID, ContainerRuntime::Podman),
         );
     }
 
@@ -718,7 +730,7 @@ mod tests {
     fn nerdctl_paths() {
         check(
             &format!("/system.slice/nerdctl-{ID}.scope"),
-            c(ID, Runtime::Containerd),
+            c(ID, ContainerRuntime::Containerd),
         );
     }
 
@@ -730,46 +742,46 @@ mod tests {
             &format!(
                 "{node}/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{POD_UID}.slice/cri-containerd-{ID}.scope"
             ),
-            c(ID, Runtime::Containerd),
+            c(ID, ContainerRuntime::Containerd),
         );
         // The node's own services are the node container.
         check(
             &format!("{node}/system.slice/containerd.service"),
-            c(ID2, Runtime::Docker),
+            c(ID2, ContainerRuntime::Docker),
         );
         // A conmon inside the node is the node container, not a pod container.
         check(
             &format!("{node}/kubepods.slice/crio-conmon-{ID}.scope"),
-            c(ID2, Runtime::Docker),
+            c(ID2, ContainerRuntime::Docker),
         );
         // kind on cgroup v1, cgroupfs inside the node.
         check(
             &format!("/docker/{ID2}/kubepods/besteffort/pod{POD_UID_DASHES}/{ID}"),
-            c(ID, Runtime::Kubernetes),
+            c(ID, ContainerRuntime::Kubernetes),
         );
         // Docker in Docker.
         check(
             &format!("/docker/{ID2}/docker/{ID}"),
-            c(ID, Runtime::Docker),
+            c(ID, ContainerRuntime::Docker),
         );
         // Podman inside a Docker container.
         check(
             &format!("/system.slice/docker-{ID2}.scope/libpod_parent/libpod-{ID}"),
-            c(ID, Runtime::Podman),
+            c(ID, ContainerRuntime::Podman),
         );
         // Unknown runtime nested in Docker still wins: that is where the process runs.
         check(
             &format!("/system.slice/docker-{ID2}.scope/custom/{ID}"),
-            c(ID, Runtime::Unknown),
+            c(ID, ContainerRuntime::Unknown),
         );
     }
 
     #[test]
     fn bare_id_under_unknown_parent_is_unknown_runtime() {
-        check(&format!("/{ID}"), c(ID, Runtime::Unknown));
-        check(&format!("/default/{ID}"), c(ID, Runtime::Unknown));
+        check(&format!("/{ID}"), c(ID, ContainerRuntime::Unknown));
+        check(&format!("/default/{ID}"), c(ID, ContainerRuntime::Unknown));
         // The runtime is told by the immediate parent only.
-        check(&format!("/docker/x/{ID}"), c(ID, Runtime::Unknown));
+        check(&format!("/docker/x/{ID}"), c(ID, ContainerRuntime::Unknown));
     }
 
     #[test]
@@ -828,12 +840,15 @@ mod tests {
 
     #[test]
     fn whitespace_and_deleted_marker() {
-        check(&format!("/docker/{ID}\n"), c(ID, Runtime::Docker));
+        check(&format!("/docker/{ID}\n"), c(ID, ContainerRuntime::Docker));
         check(
             &format!("/system.slice/docker-{ID}.scope (deleted)"),
-            c(ID, Runtime::Docker),
+            c(ID, ContainerRuntime::Docker),
         );
-        check(&format!("//docker//{ID}//"), c(ID, Runtime::Docker));
+        check(
+            &format!("//docker//{ID}//"),
+            c(ID, ContainerRuntime::Docker),
+        );
     }
 
     #[test]
@@ -868,18 +883,24 @@ mod tests {
     fn long_inputs() {
         let deep = "/a".repeat(200_000);
         check(&deep, None);
-        check(&format!("{deep}/docker-{ID}.scope"), c(ID, Runtime::Docker));
-        check(&format!("/docker-{ID}.scope{deep}"), c(ID, Runtime::Docker));
+        check(
+            &format!("{deep}/docker-{ID}.scope"),
+            c(ID, ContainerRuntime::Docker),
+        );
+        check(
+            &format!("/docker-{ID}.scope{deep}"),
+            c(ID, ContainerRuntime::Docker),
+        );
         let wide = "x".repeat(1_000_000);
         check(&wide, None);
         check(&format!("/docker-{wide}.scope"), None);
         check(
             &format!("/{wide}:cri-containerd:{ID}"),
-            c(ID, Runtime::Containerd),
+            c(ID, ContainerRuntime::Containerd),
         );
         check(&":".repeat(100_000), None);
         let many_ids = format!("/docker/{ID}").repeat(10_000);
-        check(&many_ids, c(ID, Runtime::Docker));
+        check(&many_ids, c(ID, ContainerRuntime::Docker));
     }
 
     #[test]
@@ -887,27 +908,27 @@ mod tests {
         // Pure cgroup v2.
         check_proc(
             &format!("0::/system.slice/docker-{ID}.scope\n"),
-            c(ID, Runtime::Docker),
+            c(ID, ContainerRuntime::Docker),
         );
         // Hybrid host: the v2 line is the root, v1 lines name the container.
         let hybrid = format!(
             "12:pids:/docker/{ID}\n11:memory:/docker/{ID}\n1:name=systemd:/docker/{ID}\n0::/\n"
         );
-        check_proc(&hybrid, c(ID, Runtime::Docker));
+        check_proc(&hybrid, c(ID, ContainerRuntime::Docker));
         // The v2 line wins over v1 lines, wherever it is.
         let both = format!(
             "4:memory:/docker/{ID2}\n0::/kubepods.slice/kubepods-pod{POD_UID}.slice/crio-{ID}.scope\n"
         );
-        check_proc(&both, c(ID, Runtime::Crio));
+        check_proc(&both, c(ID, ContainerRuntime::Crio));
         // Colons inside a v1 path.
         check_proc(
             &format!("5:memory:/kubepods-burstable-pod{POD_UID}.slice:cri-containerd:{ID}\n"),
-            c(ID, Runtime::Containerd),
+            c(ID, ContainerRuntime::Containerd),
         );
         // First v1 line naming a container.
         check_proc(
             &format!("3:cpu:/\n2:pids:/docker/{ID}\n1:blkio:/docker/{ID2}\n"),
-            c(ID, Runtime::Docker),
+            c(ID, ContainerRuntime::Docker),
         );
         // This sandbox's own file: a host process.
         check_proc(
@@ -917,10 +938,13 @@ mod tests {
         // Deleted cgroup.
         check_proc(
             &format!("0::/system.slice/docker-{ID}.scope (deleted)\n"),
-            c(ID, Runtime::Docker),
+            c(ID, ContainerRuntime::Docker),
         );
         // A `0:cpu:` line is v1 syntax with hierarchy 0, not the v2 line; still usable.
-        check_proc(&format!("0:cpu:/docker/{ID}\n"), c(ID, Runtime::Docker));
+        check_proc(
+            &format!("0:cpu:/docker/{ID}\n"),
+            c(ID, ContainerRuntime::Docker),
+        );
         for garbage in [
             "",
             "\n\n",
@@ -1012,115 +1036,9 @@ mod tests {
             {
                 assert!(is_container_id(&found.id), "input {input:?}");
             }
-            let _ = find_cgroup2_mount(&input);
+            let _ = crate::mounts::cgroup2_root_in(&crate::mounts::parse(&input));
             let _ = proc_cgroup_v2_path(&input);
         }
-    }
-
-    #[test]
-    fn cgroup2_mount_detection() {
-        let hybrid = "tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0\n\
-            cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0\n\
-            cgroup /sys/fs/cgroup/systemd cgroup rw,relatime,name=systemd 0 0\n\
-            cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n";
-        assert_eq!(
-            find_cgroup2_mount(hybrid),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
-        let unified = "proc /proc proc rw 0 0\n\
-            cgroup2 /mnt/other\\040cg cgroup2 rw 0 0\n\
-            cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime,nsdelegate 0 0\n";
-        assert_eq!(
-            find_cgroup2_mount(unified),
-            Some(PathBuf::from("/sys/fs/cgroup"))
-        );
-        assert_eq!(
-            find_cgroup2_mount("cgroup2 /mnt/my\\040cg cgroup2 rw 0 0\n"),
-            Some(PathBuf::from("/mnt/my cg"))
-        );
-        assert_eq!(
-            find_cgroup2_mount("cgroup2 /mnt/a\\777\\04 cgroup2 rw 0 0\n"),
-            Some(PathBuf::from("/mnt/a\\777\\04"))
-        );
-        assert_eq!(
-            find_cgroup2_mount("cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n"),
-            None
-        );
-        assert_eq!(find_cgroup2_mount(""), None);
-        assert_eq!(find_cgroup2_mount("cgroup2"), None);
-        // This machine has one.
-        let resolver = ContainerResolver::detect().expect("cgroup v2 mount");
-        assert!(resolver.root().join("cgroup.procs").is_file());
-    }
-
-    /// Directories made for a test, removed innermost first even if the test fails.
-    struct TestDirs {
-        dirs: Vec<PathBuf>,
-    }
-
-    impl TestDirs {
-        /// Creates `base/<components...>` one level at a time.
-        fn create(base: PathBuf, components: &[&str]) -> TestDirs {
-            let mut dirs = vec![base];
-            for component in components {
-                let next = dirs.last().unwrap().join(component);
-                dirs.push(next);
-            }
-            for dir in &dirs {
-                fs::create_dir(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-            }
-            TestDirs { dirs }
-        }
-
-        fn leaf(&self) -> &Path {
-            self.dirs.last().unwrap()
-        }
-
-        fn remove(&mut self) {
-            while let Some(dir) = self.dirs.pop() {
-                // A just-killed process can keep a cgroup busy for a moment.
-                for attempt in 0.. {
-                    match fs::remove_dir(&dir) {
-                        Ok(()) => break,
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                        Err(_) if attempt < 100 => std::thread::sleep(Duration::from_millis(10)),
-                        Err(e) => panic!("rmdir {}: {e}", dir.display()),
-                    }
-                }
-            }
-        }
-    }
-
-    impl Drop for TestDirs {
-        fn drop(&mut self) {
-            if !std::thread::panicking() {
-                self.remove();
-            } else {
-                for dir in self.dirs.drain(..).rev() {
-                    let _ = fs::remove_dir(dir);
-                }
-            }
-        }
-    }
-
-    /// No rate limit at all, so a test can make walks back to back.
-    fn unlimited(resolver: ContainerResolver, max_entries: usize) -> ContainerResolver {
-        let mut resolver = resolver.with_limits(max_entries, Duration::ZERO);
-        resolver.walk_cost_factor = 0;
-        resolver
-    }
-
-    fn ino(path: &Path) -> u64 {
-        fs::metadata(path).unwrap().ino()
-    }
-
-    fn test_cgroup(tag: &str, components: &[&str]) -> (ContainerResolver, TestDirs) {
-        let resolver = ContainerResolver::detect().expect("cgroup v2 mount");
-        let base = resolver
-            .root()
-            .join(format!("rulehost-test-{}-{tag}", std::process::id()));
-        let dirs = TestDirs::create(base, components);
-        (resolver, dirs)
     }
 
     #[test]
@@ -1133,7 +1051,10 @@ mod tests {
         let parent_id = ino(leaf.parent().unwrap());
         let expected_path = format!("/rulehost-test-{}-resolve/{scope}", std::process::id());
 
-        assert_eq!(resolver.resolve_owned(id), c(ID, Runtime::Containerd));
+        assert_eq!(
+            resolver.resolve_owned(id),
+            c(ID, ContainerRuntime::Containerd)
+        );
         assert_eq!(resolver.walks(), 1);
         assert_eq!(resolver.path_of(id), Some(expected_path.as_str()));
         // The same walk cached the parent (a host cgroup) and the root.
@@ -1144,7 +1065,10 @@ mod tests {
         );
         let root_id = ino(resolver.root());
         assert_eq!(resolver.path_of(root_id), Some("/"));
-        assert_eq!(resolver.resolve_owned(id), c(ID, Runtime::Containerd));
+        assert_eq!(
+            resolver.resolve_owned(id),
+            c(ID, ContainerRuntime::Containerd)
+        );
         assert_eq!(resolver.walks(), 1, "cache hits must not walk");
         // Id 0 means "unknown" and never walks.
         assert_eq!(resolver.resolve_owned(0), None);
@@ -1171,10 +1095,13 @@ mod tests {
             .root()
             .join(format!("rulehost-test-{}-podman", std::process::id()));
         let child = base.join("machine.slice").join(&scope).join("container");
-        assert_eq!(resolver.resolve_owned(ino(&child)), c(ID, Runtime::Podman));
+        assert_eq!(
+            resolver.resolve_owned(ino(&child)),
+            c(ID, ContainerRuntime::Podman)
+        );
         assert_eq!(
             resolver.resolve_owned(ino(child.parent().unwrap())),
-            c(ID, Runtime::Podman)
+            c(ID, ContainerRuntime::Podman)
         );
         assert_eq!(
             resolver.resolve_owned(ino(&base.join("machine.slice"))),
@@ -1210,10 +1137,13 @@ mod tests {
         let id = ino(&leaf);
         assert_eq!(cgroup_id_of_pid(resolver.root(), pid), Some(id));
         let contents = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-        assert_eq!(parse_proc_cgroup(&contents), c(ID2, Runtime::Docker));
+        assert_eq!(
+            parse_proc_cgroup(&contents),
+            c(ID2, ContainerRuntime::Docker)
+        );
         // The method caches the path, so resolving needs no walk.
         assert_eq!(resolver.cgroup_id_of_pid(pid), Some(id));
-        assert_eq!(resolver.resolve_owned(id), c(ID2, Runtime::Docker));
+        assert_eq!(resolver.resolve_owned(id), c(ID2, ContainerRuntime::Docker));
         assert_eq!(resolver.walks(), 0);
 
         // Our own process: whatever cgroup it is in, the id is its directory's inode.
@@ -1243,7 +1173,7 @@ mod tests {
         }
         assert_eq!(resolver.walks(), 1);
         // The walk filled the cache for the test cgroup too.
-        assert_eq!(resolver.resolve_owned(id), c(ID, Runtime::Crio));
+        assert_eq!(resolver.resolve_owned(id), c(ID, ContainerRuntime::Crio));
 
         // A path told by the kernel needs no walk.
         let told = u64::MAX - 5000;
@@ -1251,9 +1181,12 @@ mod tests {
             resolver
                 .insert(told, &format!("kubepods/pod{POD_UID}/{ID2}"))
                 .map(|c| (*c).clone()),
-            c(ID2, Runtime::Kubernetes)
+            c(ID2, ContainerRuntime::Kubernetes)
         );
-        assert_eq!(resolver.resolve_owned(told), c(ID2, Runtime::Kubernetes));
+        assert_eq!(
+            resolver.resolve_owned(told),
+            c(ID2, ContainerRuntime::Kubernetes)
+        );
         assert_eq!(
             resolver.path_of(told),
             Some(format!("/kubepods/pod{POD_UID}/{ID2}").as_str())
@@ -1281,14 +1214,20 @@ mod tests {
             .unwrap_or_else(Instant::now);
         resolver.entries.insert(id, Entry::missing(long_ago));
         resolver.negative_retry = Duration::from_secs(30);
-        assert_eq!(resolver.resolve_owned(id), c(ID, Runtime::Containerd));
+        assert_eq!(
+            resolver.resolve_owned(id),
+            c(ID, ContainerRuntime::Containerd)
+        );
         assert_eq!(resolver.walks(), 1);
 
         // A walk for another id also fixes a negative entry.
         resolver.entries.insert(id, Entry::missing(Instant::now()));
         assert_eq!(resolver.resolve_owned(u64::MAX - 3), None);
         assert_eq!(resolver.walks(), 2);
-        assert_eq!(resolver.resolve_owned(id), c(ID, Runtime::Containerd));
+        assert_eq!(
+            resolver.resolve_owned(id),
+            c(ID, ContainerRuntime::Containerd)
+        );
         assert_eq!(resolver.walks(), 2);
     }
 
@@ -1321,7 +1260,10 @@ mod tests {
         let walks = resolver.walks();
         for id in containers {
             let dir = base.join(format!("docker-{id}.scope"));
-            assert_eq!(resolver.resolve_owned(ino(&dir)), c(id, Runtime::Docker));
+            assert_eq!(
+                resolver.resolve_owned(ino(&dir)),
+                c(id, ContainerRuntime::Docker)
+            );
         }
         assert_eq!(resolver.walks(), walks, "containers were kept by the walk");
 
@@ -1338,7 +1280,10 @@ mod tests {
             resolver.insert(1_000_000 + i, &format!("/x/docker-{ID}.scope"));
             assert!(resolver.cache_len() <= 5, "len {}", resolver.cache_len());
         }
-        assert_eq!(resolver.resolve_owned(1_000_049), c(ID, Runtime::Docker));
+        assert_eq!(
+            resolver.resolve_owned(1_000_049),
+            c(ID, ContainerRuntime::Docker)
+        );
         // Re-inserting a cached id evicts nothing.
         let before = resolver.cache_len();
         resolver.insert(1_000_049, "/other");

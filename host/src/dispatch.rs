@@ -5,8 +5,8 @@ use crate::events::Event;
 use crate::logging::error_line;
 use crate::output::{EventRecord, FieldValue, Finding, FindingData, RuleRef};
 use crate::persist::{RestoreReport, Store};
-use crate::runtime::{
-    Containers, Rule, RuleInstance, Runtime, WitEvent, WitField, WitFinding, WitIpAddress,
+use crate::rules::{
+    Containers, Rule, RuleEngine, RuleInstance, WitEvent, WitField, WitFinding, WitIpAddress,
     WitValue, to_wit,
 };
 use crate::state::RuleState;
@@ -37,7 +37,7 @@ struct Slot {
     /// of that source replaces.
     key: String,
     rule: Arc<Rule>,
-    signature: Arc<crate::runtime::Metadata>,
+    signature: Arc<crate::rules::Metadata>,
     rule_ref: RuleRef,
     instance: Option<RuleInstance>,
     /// Kept here while no instance exists (after a fault that could not recover).
@@ -50,7 +50,7 @@ struct Slot {
 
 /// Routes event batches to rules.
 pub struct Dispatcher {
-    runtime: Arc<Runtime>,
+    runtime: Arc<RuleEngine>,
     slots: Vec<Slot>,
     containers: Containers,
     handles: Vec<Option<u64>>,
@@ -62,7 +62,7 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(runtime: Arc<Runtime>) -> Dispatcher {
+    pub fn new(runtime: Arc<RuleEngine>) -> Dispatcher {
         Dispatcher {
             runtime,
             slots: Vec::new(),
@@ -489,7 +489,7 @@ fn slot_state(slot: &mut Slot) -> (&str, &mut RuleState) {
 /// [`RuleInstance::recreate`], keeping the changes the state recorded for persistence
 /// (an empty state is swapped for a fresh one there, which would lose them).
 fn recreate_instance(
-    runtime: &Runtime,
+    runtime: &RuleEngine,
     rule: &Rule,
     mut state: RuleState,
     containers: Containers,
@@ -511,7 +511,7 @@ fn recreate_instance(
 /// Returns (delivered, dropped).
 fn collect(
     slot: &Slot,
-    runtime: &Runtime,
+    runtime: &RuleEngine,
     containers: &Containers,
     events: &[Event],
     selected: &[u32],
@@ -623,7 +623,7 @@ fn reason(error: &anyhow::Error) -> String {
 /// rule if it keeps faulting.
 fn fault(
     slot: &mut Slot,
-    runtime: &Runtime,
+    runtime: &RuleEngine,
     containers: &Containers,
     error: &anyhow::Error,
     event: Option<&Event>,
@@ -673,7 +673,7 @@ fn note_fault(slot: &mut Slot) {
 
 /// Replaces the rule's instance with a fresh one from its compiled component, around
 /// the same state; if that fails, disables the rule and keeps the state.
-fn recreate(slot: &mut Slot, runtime: &Runtime, containers: &Containers) {
+fn recreate(slot: &mut Slot, runtime: &RuleEngine, containers: &Containers) {
     let state = match slot.instance.take() {
         Some(mut instance) => instance.take_state(),
         None => std::mem::take(&mut slot.parked_state),

@@ -88,7 +88,7 @@ impl<'de> Deserialize<'de> for Comm {
 /// Container runtime, as told by a cgroup path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Runtime {
+pub enum ContainerRuntime {
     Docker,
     Containerd,
     Crio,
@@ -102,7 +102,7 @@ pub enum Runtime {
 pub struct Container {
     /// Full container id.
     pub id: String,
-    pub runtime: Runtime,
+    pub runtime: ContainerRuntime,
 }
 
 /// Who caused an event. Ids are from the host's pid namespace.

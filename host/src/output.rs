@@ -1,7 +1,7 @@
 //! Findings as JSON lines, and where they are written.
 
 use crate::events::Event;
-use crate::runtime::Metadata;
+use crate::rules::Metadata;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::io::Write;

@@ -16,9 +16,9 @@
 //! batch being dispatched). A container that goes away has its rows deleted; at start-up
 //! the rows of containers that vanished while the host was down are deleted.
 
-use crate::events::{Container, Runtime as ContainerRuntime};
+use crate::events::{Container, ContainerRuntime};
 use crate::logging::error_line;
-use crate::runtime::ContainerTable;
+use crate::rules::ContainerTable;
 use crate::state::{Changes, RuleState};
 use anyhow::{Result, anyhow, bail};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};

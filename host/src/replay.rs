@@ -2,7 +2,7 @@
 //! Tracee's `-o json` output (v0.24), decoded into the same [`Event`] live probes give.
 
 use crate::events::{
-    Body, Container, Event, Process, Runtime, SocketAddress, SocketType, Truncation,
+    Body, Container, ContainerRuntime, Event, Process, SocketAddress, SocketType, Truncation,
 };
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
@@ -87,9 +87,9 @@ fn tracee(value: &Value) -> Result<Line> {
                 .and_then(Value::as_str)
                 .is_some_and(|p| !p.is_empty())
             {
-                Runtime::Kubernetes
+                ContainerRuntime::Kubernetes
             } else {
-                Runtime::Unknown
+                ContainerRuntime::Unknown
             },
         })
     });

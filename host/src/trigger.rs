@@ -1,8 +1,7 @@
 //! `rulehost trigger`: a self-test a user runs on a node to prove the live pipeline
 //! works end to end (in the spirit of Falco's event-generator).
 
-use crate::containers::find_cgroup2_mount;
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -26,10 +25,7 @@ pub struct ThrowawayCgroup {
 impl ThrowawayCgroup {
     /// Creates `<cgroup v2 root>/rulehost-trigger.slice/cri-containerd-<id>.scope`.
     pub fn create(tag: &str) -> Result<ThrowawayCgroup> {
-        let mounts =
-            std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
-        let root =
-            find_cgroup2_mount(&mounts).ok_or_else(|| anyhow!("no cgroup v2 mount found"))?;
+        let root = crate::mounts::cgroup2_root()?;
         let container_id = pseudo_container_id(tag);
         let path = root
             .join(format!("rulehost-{tag}.slice"))

@@ -5,10 +5,10 @@ pub mod live;
 
 use rulehost::dispatch::Dispatcher;
 use rulehost::events::{
-    Body, Container, Event, Process, Runtime as ContainerRuntime, SocketAddress, SocketType,
+    Body, Container, ContainerRuntime, Event, Process, SocketAddress, SocketType,
 };
 use rulehost::output::Finding;
-use rulehost::runtime::{Limits, Runtime};
+use rulehost::rules::{Limits, RuleEngine};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -105,7 +105,7 @@ pub fn fixture(name: &str) -> PathBuf {
 /// A host running under `limits` with the given fixture rules, then the built-in
 /// k8s_api_connection rule, loaded.
 pub fn host_with(limits: Limits, fixtures: &[&str]) -> Dispatcher {
-    let runtime = Arc::new(Runtime::new(limits).expect("runtime"));
+    let runtime = Arc::new(RuleEngine::new(limits).expect("runtime"));
     let mut dispatcher = Dispatcher::new(runtime.clone());
     let mut paths: Vec<PathBuf> = fixtures.iter().map(|name| fixture(name)).collect();
     paths.push(k8s_rule_file());
@@ -117,7 +117,7 @@ pub fn host_with(limits: Limits, fixtures: &[&str]) -> Dispatcher {
 
 /// A host with the built-in k8s_api_connection rule loaded, running in wasmtime.
 pub fn k8s_host() -> Dispatcher {
-    let runtime = Arc::new(Runtime::new(Limits::default()).expect("runtime"));
+    let runtime = Arc::new(RuleEngine::new(Limits::default()).expect("runtime"));
     let mut dispatcher = Dispatcher::new(runtime.clone());
     for rule in rulehost::rules::load_all(&runtime, &[] as &[PathBuf]).expect("built-in rule") {
         dispatcher.add(rule).expect("add rule");
@@ -197,7 +197,7 @@ pub fn cloud_rule_file() -> PathBuf {
 
 /// A host with the given rule files loaded, in order.
 pub fn host_with_files(files: &[PathBuf]) -> anyhow::Result<Dispatcher> {
-    let runtime = Arc::new(Runtime::new(Limits::default())?);
+    let runtime = Arc::new(RuleEngine::new(Limits::default())?);
     let mut dispatcher = Dispatcher::new(runtime.clone());
     for rule in rulehost::rules::load_all(&runtime, files)? {
         dispatcher.add(rule)?;

@@ -9,7 +9,7 @@
 
 use rulehost::dispatch::Dispatcher;
 use rulehost::persist::RestoreReport;
-use rulehost::runtime::{Limits, Runtime};
+use rulehost::rules::{Limits, RuleEngine};
 use rulehost_tests::*;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -63,12 +63,12 @@ fn detected(host: &mut Dispatcher, tag: u8) -> bool {
     !findings.is_empty()
 }
 
-fn runtime() -> Arc<Runtime> {
-    Arc::new(Runtime::new(Limits::default()).unwrap())
+fn runtime() -> Arc<RuleEngine> {
+    Arc::new(RuleEngine::new(Limits::default()).unwrap())
 }
 
 /// A host with the k8s_api_connection rule loaded from its file (as `run --rule` does).
-fn k8s_file_host(runtime: &Arc<Runtime>) -> Dispatcher {
+fn k8s_file_host(runtime: &Arc<RuleEngine>) -> Dispatcher {
     let rule = runtime
         .load(
             "k8s_api_connection",

@@ -3,7 +3,7 @@
 //! ConfigMap `..data` swap, SIGHUP, broken replacements, id collisions, removal).
 
 use rulehost::dispatch::Dispatcher;
-use rulehost::runtime::{Limits, Runtime};
+use rulehost::rules::{Limits, RuleEngine};
 use rulehost_tests::live::{LiveAgent, TestCgroup};
 use rulehost_tests::*;
 use std::net::TcpListener;
@@ -18,7 +18,7 @@ fn k8s_bytes() -> Vec<u8> {
 
 #[test]
 fn swapping_between_batches_loses_nothing_and_keeps_state() {
-    let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
+    let runtime = Arc::new(RuleEngine::new(Limits::default()).unwrap());
     let versions: Vec<Vec<u8>> = (0..2)
         .map(|i| rule_variant(&k8s_bytes(), &i.to_string()))
         .collect();
@@ -63,7 +63,7 @@ fn swapping_between_batches_loses_nothing_and_keeps_state() {
 
 #[test]
 fn a_failed_swap_keeps_the_old_version_and_its_state() {
-    let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
+    let runtime = Arc::new(RuleEngine::new(Limits::default()).unwrap());
     let rule = runtime.load("k8s_api_connection", &k8s_bytes()).unwrap();
     let mut host = Dispatcher::new(runtime.clone());
     host.add_from("a.wasm", rule.clone()).unwrap();

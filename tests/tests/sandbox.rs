@@ -5,7 +5,7 @@
 use rulehost::dispatch::{FAULT_WINDOW, MAX_FAULTS};
 use rulehost::events::Event;
 use rulehost::output::Finding;
-use rulehost::runtime::{Limits, Runtime};
+use rulehost::rules::{Limits, RuleEngine};
 use rulehost_tests::*;
 use serde_json::{Value, json};
 use std::io::Write;
@@ -40,7 +40,7 @@ fn generous_cpu() -> Limits {
 
 /// Why loading a fixture fails (it must fail).
 fn load_error(name: &str) -> String {
-    let runtime = Runtime::new(Limits::default()).expect("runtime");
+    let runtime = RuleEngine::new(Limits::default()).expect("runtime");
     match rulehost::rules::load_file(&runtime, &fixture(name)) {
         Ok(rule) => panic!("{name} loaded as rule {}", rule.metadata.id),
         Err(error) => format!("{error:#}"),

@@ -2,7 +2,7 @@
 //! as a record, into the findings stream, so a SIEM sees the blind spot.
 
 use crate::pipeline::Pipeline;
-use crate::probes::Probes;
+use crate::sensor::Probes;
 use anyhow::Result;
 
 /// A record in the findings stream about rulehost itself (not a detection).

@@ -5,15 +5,15 @@
 
 use crate::dispatch::Dispatcher;
 use crate::logging::error_line;
-use crate::reload::{Change, Loaded, RuleSources, Watcher};
-use crate::runtime::{Rule, Runtime};
+use crate::rules::reload::{Change, Loaded, RuleSources, Watcher};
+use crate::rules::{Rule, RuleEngine};
 use anyhow::Result;
 use std::sync::Arc;
 use tokio::sync::mpsc::{Receiver, Sender, channel};
 
 /// The agent's side of hot reload.
 pub(crate) struct Reloads {
-    runtime: Arc<Runtime>,
+    runtime: Arc<RuleEngine>,
     sources: RuleSources,
     pub(crate) loaded: Loaded,
     planning: bool,
@@ -27,7 +27,11 @@ pub(crate) struct Reloads {
 
 impl Reloads {
     /// Watches `sources` (nothing to watch for the built-in rule).
-    pub(crate) fn new(runtime: Arc<Runtime>, sources: RuleSources, loaded: Loaded) -> Result<Self> {
+    pub(crate) fn new(
+        runtime: Arc<RuleEngine>,
+        sources: RuleSources,
+        loaded: Loaded,
+    ) -> Result<Self> {
         let (changed_tx, changed) = channel::<()>(1);
         if !sources.is_empty() {
             // Its own task: waiting for settled file events is not cancel-safe; the
@@ -81,7 +85,7 @@ impl Reloads {
         );
         let (rules, rejected) = (self.loaded.rules.clone(), self.loaded.rejected.clone());
         tokio::task::spawn_blocking(move || {
-            let changes = crate::reload::plan(&runtime, &sources, &rules, &rejected);
+            let changes = crate::rules::reload::plan(&runtime, &sources, &rules, &rejected);
             let _ = tx.blocking_send(changes);
         });
     }

@@ -9,10 +9,10 @@ use crate::containers::ContainerResolver;
 use crate::dispatch::Dispatcher;
 use crate::output::JsonLines;
 use crate::pipeline::Pipeline;
-use crate::probes::{ProbeConfig, Probes};
 use crate::ready::{Ready, ReadyFile};
-use crate::reload::{Change, Loaded, RuleSources};
-use crate::runtime::{Limits, Origin, Runtime};
+use crate::rules::reload::{Change, Loaded, RuleSources};
+use crate::rules::{Limits, Origin, RuleEngine};
+use crate::sensor::{ProbeConfig, Probes};
 use anyhow::Result;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -44,7 +44,7 @@ pub(super) fn start(options: RunOptions) -> Result<Option<Agent>> {
         // A file left by an agent that was killed must not claim this one is ready.
         let _ = std::fs::remove_file(path);
     }
-    let runtime = Arc::new(Runtime::with_compile_cache(
+    let runtime = Arc::new(RuleEngine::with_compile_cache(
         options.limits.clone(),
         options.cache_dir.as_deref(),
     )?);
@@ -143,7 +143,7 @@ pub(super) fn start(options: RunOptions) -> Result<Option<Agent>> {
 
 /// Loads the rules the sources name (or the built-in rule); a named file that cannot
 /// load stops the start.
-fn load_rules(runtime: &Arc<Runtime>, sources: &RuleSources) -> Result<(Dispatcher, Loaded)> {
+fn load_rules(runtime: &Arc<RuleEngine>, sources: &RuleSources) -> Result<(Dispatcher, Loaded)> {
     let mut dispatcher = Dispatcher::new(runtime.clone());
     let mut loaded = Loaded::default();
     if sources.is_empty() {
@@ -152,7 +152,7 @@ fn load_rules(runtime: &Arc<Runtime>, sources: &RuleSources) -> Result<(Dispatch
         dispatcher.add(rule)?;
         return Ok((dispatcher, loaded));
     }
-    for change in crate::reload::plan(runtime, sources, &loaded.rules, &loaded.rejected) {
+    for change in crate::rules::reload::plan(runtime, sources, &loaded.rules, &loaded.rejected) {
         if let Change::Reject { path, reason, .. } = &change
             && sources.files.contains(path)
         {

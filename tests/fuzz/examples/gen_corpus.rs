@@ -8,7 +8,7 @@
 //! cd tests/fuzz && cargo run --example gen_corpus -- corpus/ring_decoder
 //! ```
 
-use rulehost::probes::{ProbeEvent, decode_with_clock};
+use rulehost::sensor::{ProbeEvent, decode_with_clock};
 use rulehost_ebpf_common as abi;
 use std::mem::size_of;
 use std::path::PathBuf;

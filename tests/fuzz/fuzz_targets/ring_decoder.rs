@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rulehost::probes::{ProbeEvent, decode_with_clock};
+use rulehost::sensor::{ProbeEvent, decode_with_clock};
 use rulehost::replay::{Line, parse_line};
 
 /// A realistic CLOCK_REALTIME - CLOCK_MONOTONIC offset (large kernel timestamps clamp

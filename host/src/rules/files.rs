@@ -1,6 +1,6 @@
 //! Where rules come from: files given on the command line, or the built-in default.
 
-use crate::runtime::{Rule, Runtime};
+use crate::rules::{Rule, RuleEngine};
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::sync::Arc;
@@ -13,14 +13,14 @@ pub const BUILTIN_K8S_API_CONNECTION: &[u8] =
 pub const BUILTIN_NAME: &str = "k8s_api_connection";
 
 /// Loads a rule file; the error names the file and the reason in one line.
-pub fn load_file(runtime: &Runtime, path: &Path) -> Result<Arc<Rule>> {
+pub fn load_file(runtime: &RuleEngine, path: &Path) -> Result<Arc<Rule>> {
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot load rule {}", path.display()))?;
     load_bytes(runtime, path, &bytes)
 }
 
 /// Loads a rule from bytes read from `path` (named after the file's stem).
-pub fn load_bytes(runtime: &Runtime, path: &Path, bytes: &[u8]) -> Result<Arc<Rule>> {
+pub fn load_bytes(runtime: &RuleEngine, path: &Path, bytes: &[u8]) -> Result<Arc<Rule>> {
     runtime
         .load(&rule_name(path), bytes)
         .with_context(|| format!("cannot load rule {}", path.display()))
@@ -34,7 +34,7 @@ pub fn rule_name(path: &Path) -> String {
 }
 
 /// Loads the given rule files, or the built-in rule when none is given.
-pub fn load_all(runtime: &Runtime, paths: &[impl AsRef<Path>]) -> Result<Vec<Arc<Rule>>> {
+pub fn load_all(runtime: &RuleEngine, paths: &[impl AsRef<Path>]) -> Result<Vec<Arc<Rule>>> {
     if paths.is_empty() {
         let rule = runtime
             .load(BUILTIN_NAME, BUILTIN_K8S_API_CONNECTION)

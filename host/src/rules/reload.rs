@@ -8,7 +8,7 @@
 //! timestamped directory (moved-to of `..data`; a watch on the file alone misses it).
 //! Whatever the event, the reaction is the same: rescan, and reload what hashes differently.
 
-use crate::runtime::{Rule, Runtime, sha256_hex};
+use crate::rules::{Rule, RuleEngine, sha256_hex};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -83,7 +83,7 @@ pub enum Change {
 /// Compares the files the sources name with what is loaded (path -> sha256) and
 /// compiles what changed. Blocking: run it off the event path.
 pub fn plan(
-    runtime: &Runtime,
+    runtime: &RuleEngine,
     sources: &RuleSources,
     loaded: &BTreeMap<PathBuf, String>,
     rejected: &BTreeMap<PathBuf, String>,

@@ -1,0 +1,180 @@
+//! The engine every rule shares: wasmtime configured for the sandbox (epoch deadline,
+//! component model, compile cache), the host imports linked once, and loading: compile,
+//! check the world, read the metadata from a first instance.
+
+use super::*;
+
+/// Sandbox and dispatch limits applied to every rule.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Linear memory (and tables) a rule instance may grow to.
+    pub memory_bytes: usize,
+    /// CPU time a rule may spend per delivered event before it is cut off.
+    pub cpu_per_event: Duration,
+    /// Findings a rule may return for one event; extra ones are dropped and counted.
+    pub max_findings_per_event: usize,
+    /// Encoded bytes one finding's data may take; larger findings are dropped and counted.
+    pub max_finding_bytes: usize,
+    /// Per-container state bounds.
+    pub state: StateLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 64 << 20,
+            cpu_per_event: Duration::from_millis(10),
+            max_findings_per_event: 16,
+            max_finding_bytes: 16 * 1024,
+            state: StateLimits::default(),
+        }
+    }
+}
+
+/// The compiled-code engine shared by all rules.
+pub struct RuleEngine {
+    pub(super) engine: Engine,
+    pub(super) linker: Linker<InstanceState>,
+    pub(super) limits: Limits,
+    /// Compiled components by the sha256 of their bytes: reloading a rule seen before
+    /// costs no compilation.
+    pub(super) compiled: Mutex<HashMap<String, Component>>,
+    pub(super) ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for RuleEngine {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl RuleEngine {
+    pub fn new(limits: Limits) -> Result<RuleEngine> {
+        RuleEngine::with_compile_cache(limits, None)
+    }
+
+    /// Like [`RuleEngine::new`], also keeping compiled code on disk in `cache_dir` (keyed by
+    /// content hash, managed by wasmtime), so a restart or a reload to a previously seen
+    /// rule skips compilation.
+    pub fn with_compile_cache(
+        limits: Limits,
+        cache_dir: Option<&std::path::Path>,
+    ) -> Result<RuleEngine> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        if let Some(dir) = cache_dir {
+            // Without a usable cache directory rules still load, only more slowly.
+            match open_compile_cache(dir) {
+                Ok(cache) => {
+                    config.cache(Some(cache));
+                }
+                Err(error) => tracing::warn!(
+                    error = %error_line(error.as_ref()),
+                    "no compile cache: rules are compiled on every load"
+                ),
+            }
+        }
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasmtime engine")?;
+        let mut linker = Linker::new(&engine);
+        bindings::Rule::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (ticker_engine, stop) = (engine.weak(), ticker_stop.clone());
+        std::thread::Builder::new()
+            .name("rulehost-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticker_engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .context("starting the CPU deadline thread")?;
+
+        Ok(RuleEngine {
+            engine,
+            linker,
+            limits,
+            compiled: Mutex::new(HashMap::new()),
+            ticker_stop,
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Validates, compiles and probes a rule: it must be a component of the rule world
+    /// importing nothing else; its metadata is read from a first instance.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<Rule>> {
+        let sha256 = sha256_hex(bytes);
+        let component = self.compile(bytes, &sha256)?;
+        let imports = check_world(&self.engine, &component)?;
+        // Linked once per compiled rule: a fault recovery or a reload instantiates
+        // without resolving imports again.
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(bindings::RulePre::new)
+            .map_err(|e| anyhow!("linking: {}", error_line(anyhow::Error::from(e).as_ref())))?;
+        let mut rule = Rule {
+            name: name.to_owned(),
+            sha256,
+            size: bytes.len(),
+            pre,
+            imports,
+            metadata: Metadata::default(),
+        };
+        let probe = RuleInstance::new(self, &rule, RuleState::default(), Default::default())?;
+        let metadata = probe.metadata.clone();
+        rule.metadata = metadata;
+        Ok(Arc::new(rule))
+    }
+
+    fn compile(&self, bytes: &[u8], sha256: &str) -> Result<Component> {
+        if let Some(component) = self.compiled.lock().expect("cache lock").get(sha256) {
+            return Ok(component.clone());
+        }
+        if !bytes.starts_with(b"\0asm") {
+            bail!("not a WebAssembly file (no \\0asm header)");
+        }
+        if wasmparser::Parser::is_core_wasm(bytes) {
+            bail!(
+                "a core WebAssembly module, not a component: componentize it for the {WORLD_PACKAGE}@{WORLD_VERSION} world"
+            );
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| {
+            anyhow!(
+                "invalid component: {}",
+                error_line(anyhow::Error::from(e).as_ref())
+            )
+        })?;
+        self.compiled
+            .lock()
+            .expect("cache lock")
+            .insert(sha256.to_owned(), component.clone());
+        Ok(component)
+    }
+}
+
+pub(super) fn open_compile_cache(dir: &std::path::Path) -> Result<wasmtime::Cache> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut cache = wasmtime::CacheConfig::new();
+    cache.with_directory(dir);
+    wasmtime::Cache::new(cache)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("opening {}", dir.display()))
+}
+
+/// sha256 of `bytes` as lowercase hex: how a rule's exact bytes are named everywhere.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

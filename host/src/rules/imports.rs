@@ -1,0 +1,153 @@
+//! The host side of the world's imports (`state`, `context`, `log`): what a rule can
+//! reach, all of it held and bounded by the host.
+
+use super::*;
+
+/// Container handles shared by the dispatcher (which assigns them) and rule instances
+/// (which resolve them through `context.container`).
+#[derive(Debug, Default)]
+pub struct ContainerTable {
+    pub(super) by_id: FxHashMap<String, u64>,
+    pub(super) by_handle: FxHashMap<u64, Arc<Container>>,
+    pub(super) next: u64,
+}
+
+impl ContainerTable {
+    /// The handle for a container, assigning a new one on first sight.
+    pub fn intern(&mut self, container: &Container) -> u64 {
+        if let Some(&handle) = self.by_id.get(&container.id) {
+            return handle;
+        }
+        self.next += 1;
+        self.by_id.insert(container.id.clone(), self.next);
+        self.by_handle
+            .insert(self.next, Arc::new(container.clone()));
+        self.next
+    }
+
+    /// The handle already assigned to a container id.
+    pub fn handle_of(&self, id: &str) -> Option<u64> {
+        self.by_id.get(id).copied()
+    }
+
+    pub fn get(&self, handle: u64) -> Option<&Container> {
+        self.by_handle.get(&handle).map(|c| &**c)
+    }
+
+    /// The container behind a handle, shared (no copy).
+    pub fn get_shared(&self, handle: u64) -> Option<Arc<Container>> {
+        self.by_handle.get(&handle).cloned()
+    }
+
+    /// Forgets a container that went away; returns its handle.
+    pub fn remove(&mut self, id: &str) -> Option<u64> {
+        let handle = self.by_id.remove(id)?;
+        self.by_handle.remove(&handle);
+        Some(handle)
+    }
+}
+
+/// Shared container handle table.
+pub type Containers = Arc<RwLock<ContainerTable>>;
+
+/// What an instance's host imports see: its state, the batch being delivered, limits.
+pub struct InstanceState {
+    pub(super) limits: StoreLimits,
+    /// This rule's per-container state (moved between instances, never copied).
+    pub state: RuleState,
+    /// Host events of the batch being delivered and, per rule-side index, which one.
+    pub batch: Batch,
+    pub(super) containers: Containers,
+    pub(super) rule_name: String,
+    /// The CPU budget of the call in flight.
+    pub(super) call: CallBudget,
+}
+
+/// The events of one delivery, kept host side for the lazy `context` accessors.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub events: Vec<Event>,
+    /// `selected[i]` is the index in `events` of the rule's event `i`.
+    pub selected: Vec<u32>,
+}
+
+impl Batch {
+    fn event(&self, index: u32) -> Option<&Event> {
+        let host_index = *self.selected.get(index as usize)?;
+        self.events.get(host_index as usize)
+    }
+}
+
+impl bindings::rulehost::rule::types::Host for InstanceState {}
+
+impl bindings::rulehost::rule::state::Host for InstanceState {
+    fn get(&mut self, container: u64, key: String) -> Option<Vec<u8>> {
+        self.state.get(container, &key).map(<[u8]>::to_vec)
+    }
+
+    fn set(&mut self, container: u64, key: String, value: Vec<u8>) -> Result<(), wit::StateError> {
+        self.state
+            .set(container, &key, value)
+            .map_err(|refusal| match refusal {
+                StateRefusal::TooManyKeys => wit::StateError::TooManyKeys,
+                StateRefusal::TooLarge => wit::StateError::TooLarge,
+                StateRefusal::TooManyContainers => wit::StateError::TooManyContainers,
+            })
+    }
+
+    fn remove(&mut self, container: u64, key: String) {
+        self.state.remove(container, &key);
+    }
+}
+
+impl bindings::rulehost::rule::context::Host for InstanceState {
+    fn comm(&mut self, event: u32) -> String {
+        self.batch
+            .event(event)
+            .map(|e| e.process.comm.to_string())
+            .unwrap_or_default()
+    }
+
+    fn filename(&mut self, event: u32) -> String {
+        match self.batch.event(event).map(|e| &e.body) {
+            Some(crate::events::Body::ProcessExec { filename, .. }) => filename.clone(),
+            _ => String::new(),
+        }
+    }
+
+    fn argv(&mut self, event: u32) -> Vec<String> {
+        match self.batch.event(event).map(|e| &e.body) {
+            Some(crate::events::Body::ProcessExec { argv, .. }) => argv.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn container(&mut self, handle: u64) -> Option<wit::ContainerInfo> {
+        let table = self.containers.read().expect("container table lock");
+        table.get(handle).map(|c| wit::ContainerInfo {
+            id: c.id.clone(),
+            runtime: match c.runtime {
+                crate::events::ContainerRuntime::Docker => wit::ContainerRuntime::Docker,
+                crate::events::ContainerRuntime::Containerd => wit::ContainerRuntime::Containerd,
+                crate::events::ContainerRuntime::Crio => wit::ContainerRuntime::Crio,
+                crate::events::ContainerRuntime::Podman => wit::ContainerRuntime::Podman,
+                crate::events::ContainerRuntime::Kubernetes => wit::ContainerRuntime::Kubernetes,
+                crate::events::ContainerRuntime::Unknown => wit::ContainerRuntime::Unknown,
+            },
+        })
+    }
+}
+
+impl bindings::rulehost::rule::log::Host for InstanceState {
+    /// A rule's log line, at the level it asked for, under the target `rule` (so
+    /// `--log-level info,rule=warn` filters rules apart), escaped to one line, cut to 1 KiB.
+    fn log(&mut self, level: wit::LogLevel, message: String) {
+        let (rule, message) = (self.rule_name.as_str(), one_line(&message, 1024));
+        match level {
+            wit::LogLevel::Debug => tracing::debug!(target: "rule", rule, "{message}"),
+            wit::LogLevel::Info => tracing::info!(target: "rule", rule, "{message}"),
+            wit::LogLevel::Warn => tracing::warn!(target: "rule", rule, "{message}"),
+            wit::LogLevel::Error => tracing::error!(target: "rule", rule, "{message}"),
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! A compiled rule and what it declares about itself, validated once at load.
+
+use super::*;
+
+/// A compiled rule.
+pub struct Rule {
+    /// The file stem it was loaded from (or the built-in name).
+    pub name: String,
+    /// sha256 of the exact .wasm bytes, carried by every finding.
+    pub sha256: String,
+    pub size: usize,
+    /// The component, compiled and linked against the host's imports.
+    pub pre: bindings::RulePre<InstanceState>,
+    /// Interfaces it imports (all from the rule world).
+    pub imports: Vec<String>,
+    pub metadata: Metadata,
+}
+
+/// A rule's metadata, in the host's terms; also the `signature` of its findings.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Metadata {
+    pub id: String,
+    pub version: String,
+    pub name: String,
+    pub event_name: String,
+    pub description: String,
+    pub severity: u8,
+    pub tags: Vec<String>,
+    pub mitre: Option<Mitre>,
+    #[serde(skip)]
+    pub selects: Vec<EventKind>,
+    #[serde(skip)]
+    pub origin: Origin,
+    #[serde(skip)]
+    pub env_vars: Vec<String>,
+}
+
+/// MITRE ATT&CK classification.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Mitre {
+    pub tactic: String,
+    pub technique: String,
+    pub technique_id: String,
+}
+
+/// Whose events a rule wants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    #[default]
+    Any,
+    Container,
+    Host,
+}
+
+impl Metadata {
+    pub(super) fn from_wit(m: wit::RuleMetadata) -> Metadata {
+        Metadata {
+            id: m.id,
+            version: m.version,
+            name: m.name,
+            event_name: m.event_name,
+            description: m.description,
+            severity: m.severity,
+            tags: m.tags,
+            mitre: m.mitre.map(|m| Mitre {
+                tactic: m.tactic,
+                technique: m.technique,
+                technique_id: m.technique_id,
+            }),
+            selects: m
+                .selects
+                .into_iter()
+                .map(|kind| match kind {
+                    wit::EventKind::ProcessExec => EventKind::ProcessExec,
+                    wit::EventKind::SocketConnect => EventKind::SocketConnect,
+                })
+                .collect(),
+            origin: match m.origin {
+                wit::Origin::Any => Origin::Any,
+                wit::Origin::Container => Origin::Container,
+                wit::Origin::Host => Origin::Host,
+            },
+            env_vars: m.env_vars,
+        }
+    }
+
+    /// Whether this rule is given an event of `kind` from a process in or out of a container.
+    pub fn wants(&self, kind: EventKind, in_container: bool) -> bool {
+        let origin_ok = match self.origin {
+            Origin::Any => true,
+            Origin::Container => in_container,
+            Origin::Host => !in_container,
+        };
+        origin_ok && self.selects.contains(&kind)
+    }
+
+    /// Whether an env entry (`NAME=value`) is one this rule asked for.
+    pub fn wants_env(&self, entry: &str) -> bool {
+        let name = entry.split_once('=').map_or(entry, |(name, _)| name);
+        self.env_vars.iter().any(|wanted| wanted == name)
+    }
+}
+
+pub(super) fn validate_metadata(metadata: &Metadata) -> Result<()> {
+    if metadata.id.trim().is_empty() {
+        bail!("metadata has an empty id");
+    }
+    if metadata.selects.is_empty() {
+        bail!("metadata selects no event");
+    }
+    Ok(())
+}

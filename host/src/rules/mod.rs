@@ -1,0 +1,59 @@
+//! Rules: where they come from (files, the built-in, reload), and the wasmtime side: compiling rule components, checking what they import, and running
+//! each rule in its own sandboxed store.
+//!
+//! A [`Rule`] is compiled code plus what the host learned from it at load (metadata,
+//! sha256). A [`RuleInstance`] is one live instance with its own `Store`, memory cap
+//! and CPU deadline. Per-container state is held in [`RuleState`] outside the instance,
+//! so replacing or recreating an instance never loses it.
+
+mod convert;
+mod engine;
+pub mod files;
+mod imports;
+mod instance;
+mod metadata;
+pub mod reload;
+mod world;
+
+pub use convert::*;
+pub use engine::{Limits, RuleEngine, sha256_hex};
+pub use files::{
+    BUILTIN_K8S_API_CONNECTION, BUILTIN_NAME, load_all, load_bytes, load_file, rule_name,
+};
+pub use imports::{Batch, ContainerTable, Containers, InstanceState};
+pub use instance::RuleInstance;
+use metadata::*;
+pub use metadata::{Metadata, Mitre, Origin, Rule};
+use world::*;
+
+use crate::cpu_budget::{CallBudget, EPOCH_TICK};
+use crate::events::{Container, Event, EventKind};
+use crate::logging::{error_line, one_line};
+use crate::state::{RuleState, StateLimits, StateRefusal};
+use anyhow::{Context, Result, anyhow, bail};
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+
+/// Generated bindings for the `rule` world in `wit/`.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        world: "rule",
+        path: "../wit",
+    });
+}
+
+use bindings::rulehost::rule::types as wit;
+
+/// The WIT package this host implements.
+pub const WORLD_PACKAGE: &str = "rulehost:rule";
+/// Its version; rules built for a semver-compatible version load.
+pub const WORLD_VERSION: &str = "0.1.0";
+/// Interfaces a rule may import; anything else is refused at load.
+const ALLOWED_IMPORTS: &[&str] = &["types", "state", "context", "log"];

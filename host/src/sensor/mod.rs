@@ -1,0 +1,381 @@
+//! Live kernel events: loads rulehost's eBPF programs (`ebpf/programs`, layouts in
+//! `rulehost-ebpf-common`), attaches each hook with the best mechanism the running
+//! kernel allows, and decodes the ring-buffer records into [`Event`]s.
+//!
+//! Hook choice, best first:
+//! - exec: `tp_btf/sched_process_exec`, else `tracepoint/sched/sched_process_exec`;
+//! - connect: `lsm/socket_connect` (BPF LSM), else `fentry/security_socket_connect`,
+//!   else `cgroup/connect4` + `cgroup/connect6` on the cgroup v2 root;
+//! - cgroup removal: `tracepoint/cgroup/cgroup_rmdir` (optional).
+//!
+//! Kernel structure offsets (task_struct, mm_struct, linux_binprm, socket) are read
+//! from the running kernel's BTF (`/sys/kernel/btf/vmlinux`) and tracepoint offsets
+//! from tracefs format files at start-up, then handed to the programs through the
+//! `OFFSETS` map, so the object runs on any kernel layout.
+
+mod attach;
+mod config;
+mod decode;
+mod offsets;
+mod preflight;
+#[cfg(test)]
+mod tests;
+
+use attach::*;
+use config::*;
+pub use decode::{decode, decode_with_clock, monotonic_to_epoch_ns};
+use offsets::*;
+use preflight::*;
+
+use crate::events::{Body, Event, Process, SocketAddress, SocketType, Truncation};
+use anyhow::{Context, Result, anyhow, bail};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSockAddr, FEntry, Lsm, ProgramError, TracePoint,
+    },
+};
+use rulehost_ebpf_common as abi;
+use std::{
+    fs,
+    mem::size_of,
+    net::{Ipv4Addr, Ipv6Addr},
+    os::fd::{AsFd, OwnedFd},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+use tokio::io::unix::AsyncFd;
+
+/// Bytes waiting in the ring buffer (at most a quarter of it) before the kernel wakes
+/// user space; below it records are only picked up by the caller's short polling timer.
+pub const WAKEUP_BYTES: u32 = 256 << 10;
+
+/// Most records one [`Probes::drain`] call takes, so a producer that never stops
+/// cannot keep the caller in `drain` forever.
+const DRAIN_MAX: usize = 1 << 16;
+
+/// What to capture.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeConfig {
+    /// Environment variable names whose `NAME=value` entries are captured at exec
+    /// (at most 8, each at most 63 bytes), reported in this order. Empty: no
+    /// environment is read.
+    pub env_vars: Vec<String>,
+    /// Suppress exec/connect events, in the kernel, from cgroups marked with
+    /// [`Probes::mark_host_cgroup`]. Unmarked cgroups are always reported.
+    pub containers_only: bool,
+    /// The eBPF object to load; `None` loads the one embedded at build time.
+    pub bpf_object: Option<PathBuf>,
+    /// Ring buffer size in bytes (a power-of-two number of pages); `None`: 8 MiB.
+    pub ring_bytes: Option<u32>,
+}
+
+/// One decoded ring-buffer record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeEvent {
+    /// An exec or a connect, with `container: None` (resolved from `cgroup_id` by the
+    /// caller) and, for connects, `ppid: 0`.
+    Event(Event),
+    /// A cgroup v2 directory was removed; `path` is relative to the cgroup v2 root.
+    CgroupRemoved { cgroup_id: u64, path: String },
+    /// A cgroup v2 directory was created; `path` is relative to the cgroup v2 root.
+    CgroupCreated { cgroup_id: u64, path: String },
+}
+
+/// Loaded and attached probes. Dropping it detaches everything.
+pub struct Probes {
+    // Field order is drop order: the epoll registration goes before the ring buffer,
+    // and both before the programs and maps.
+    async_fd: Option<AsyncFd<OwnedFd>>,
+    ring: RingBuf<MapData>,
+    ebpf: Ebpf,
+    exec_hook: &'static str,
+    connect_hook: &'static str,
+    cgroup_hook: &'static str,
+    fallbacks: Vec<String>,
+    config: abi::Config,
+    decode_errors: u64,
+}
+
+// ---- aya::Pod wrappers (the shared crate stays dependency-free) --------------------------
+
+macro_rules! pod {
+    ($name:ident, $inner:ty) => {
+        #[derive(Clone, Copy)]
+        #[repr(transparent)]
+        struct $name($inner);
+        // SAFETY: `$inner` is `#[repr(C)]`, made only of integers and integer arrays,
+        // with explicit padding fields: every bit pattern is valid.
+        unsafe impl aya::Pod for $name {}
+    };
+}
+pod!(PodConfig, abi::Config);
+pod!(PodOffsets, abi::KernelOffsets);
+pod!(PodEnvName, abi::EnvName);
+pod!(PodDrops, abi::DropCounters);
+
+/// Knobs of [`Probes::start_with`], for tests that exercise fallbacks and overflow.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartOptions {
+    /// Skip this many exec hook candidates (to run the fallbacks).
+    pub exec_skip: usize,
+    /// Ring buffer size instead of [`abi::EVENTS_BYTES`] (a power-of-two number of pages).
+    pub ring_bytes: Option<u32>,
+}
+
+impl Probes {
+    /// Loads the eBPF object, hands it the kernel's offsets and the configuration, and
+    /// attaches every hook, falling back per hook as the kernel requires. Mounts tracefs
+    /// (`/sys/kernel/tracing`) and bpffs (`/sys/fs/bpf`) if missing. Without the needed
+    /// privileges, the error's first line names the missing capability.
+    pub fn start(cfg: &ProbeConfig) -> Result<Probes> {
+        Self::start_with(cfg, StartOptions::default())
+    }
+
+    /// [`Probes::start`] with knobs tests use to exercise fallbacks and overflow.
+    pub fn start_with(cfg: &ProbeConfig, options: StartOptions) -> Result<Probes> {
+        check_capabilities()?;
+        raise_memlock_limit();
+        let tracefs = ensure_tracefs();
+        ensure_bpffs();
+
+        let ring_bytes = match (options.ring_bytes, cfg.ring_bytes) {
+            (Some(bytes), _) | (None, Some(bytes)) => check_ring_bytes(bytes)?,
+            (None, None) => abi::EVENTS_BYTES,
+        };
+        let config = build_config(cfg, ring_bytes)?;
+        let btf_bytes = fs::read("/sys/kernel/btf/vmlinux").ok();
+        let kernel_btf = btf_bytes.as_deref().and_then(|b| KernelBtf::parse(b).ok());
+        let aya_btf = btf_bytes
+            .as_deref()
+            .and_then(|b| Btf::parse(b, aya::Endianness::default()).ok());
+        let offsets = kernel_offsets(kernel_btf.as_ref(), tracefs.as_deref());
+
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(abi::MAP_EVENTS, ring_bytes);
+        if let Some(btf) = aya_btf.as_ref() {
+            loader.btf(btf);
+        }
+        let mut ebpf = match &cfg.bpf_object {
+            Some(path) => loader
+                .load_file(path)
+                .map_err(|e| load_error(e, &format!("loading {}", path.display())))?,
+            None => loader
+                .load(EMBEDDED_OBJECT)
+                .map_err(|e| load_error(e, "loading the embedded eBPF object"))?,
+        };
+
+        {
+            let mut map: Array<_, PodOffsets> =
+                Array::try_from(map_mut(&mut ebpf, abi::MAP_OFFSETS)?)?;
+            map.set(0, &PodOffsets(offsets), 0)?;
+        }
+        write_env_names(&mut ebpf, &cfg.env_vars)?;
+        write_config(&mut ebpf, &config)?;
+
+        let mut fallbacks = Vec::new();
+        let exec_hook = attach_exec(
+            &mut ebpf,
+            aya_btf.as_ref(),
+            &offsets,
+            options.exec_skip,
+            &mut fallbacks,
+        )?;
+        let connect_hook = attach_connect(&mut ebpf, aya_btf.as_ref(), &offsets, &mut fallbacks)?;
+        let cgroup_hook = attach_cgroup_rmdir(&mut ebpf, &offsets, &mut fallbacks);
+
+        let ring = RingBuf::try_from(
+            ebpf.take_map(abi::MAP_EVENTS)
+                .ok_or_else(|| anyhow!("the eBPF object has no {} map", abi::MAP_EVENTS))?,
+        )?;
+        Ok(Probes {
+            async_fd: None,
+            ring,
+            ebpf,
+            exec_hook,
+            connect_hook,
+            cgroup_hook,
+            fallbacks,
+            config,
+            decode_errors: 0,
+        })
+    }
+
+    /// The connect hook in use: `lsm/socket_connect`, `fentry/security_socket_connect`
+    /// or `cgroup/connect4+connect6`.
+    pub fn connect_hook(&self) -> &'static str {
+        self.connect_hook
+    }
+
+    /// The exec hook in use: `tp_btf/sched_process_exec` or
+    /// `tracepoint/sched/sched_process_exec`, either suffixed ` (no env capture)` on
+    /// kernels without `bpf_loop` (before 5.17).
+    pub fn exec_hook(&self) -> &'static str {
+        self.exec_hook
+    }
+
+    /// The cgroup-removal hook in use: `tracepoint/cgroup/cgroup_rmdir`, or `none`
+    /// when it could not be attached (no removal events then).
+    pub fn cgroup_hook(&self) -> &'static str {
+        self.cgroup_hook
+    }
+
+    /// Why better hooks were passed over (one line each), for the start-up log.
+    pub fn fallbacks(&self) -> &[String] {
+        &self.fallbacks
+    }
+
+    /// Non-blocking: decodes the records currently in the ring buffer (at most 65536
+    /// per call) into `out` and returns how many were added. Undecodable records are
+    /// skipped and counted ([`Probes::decode_errors`]). A removed cgroup is also
+    /// dropped from the host-cgroup filter.
+    pub fn drain(&mut self, out: &mut Vec<ProbeEvent>) -> usize {
+        let offset = monotonic_to_epoch_ns();
+        let start = out.len();
+        let mut removed = Vec::new();
+        for _ in 0..DRAIN_MAX {
+            let Some(item) = self.ring.next() else { break };
+            match decode_with_clock(&item, offset) {
+                Ok(event) => {
+                    if let ProbeEvent::CgroupRemoved { cgroup_id, .. } = &event {
+                        removed.push(*cgroup_id);
+                    }
+                    out.push(event);
+                }
+                Err(_) => self.decode_errors += 1,
+            }
+        }
+        for id in removed {
+            let _ = self.forget_cgroup(id);
+        }
+        out.len() - start
+    }
+
+    /// Waits until the kernel signals data (it does so once [`WAKEUP_BYTES`] are
+    /// waiting, or a quarter of the ring buffer) or `timeout` passes. Smaller amounts are only signalled by the timeout,
+    /// so call it with a short one (about 10 ms) and [`Probes::drain`] after each
+    /// return. Needs a tokio runtime with IO and time enabled.
+    pub async fn readable(&mut self, timeout: Duration) {
+        if self.async_fd.is_none() {
+            let registered = self.ring.as_fd().try_clone_to_owned().ok().and_then(|fd| {
+                // SAFETY: the AsyncFd owns this duplicate of the ring buffer's fd, so
+                // it stays open for the AsyncFd's whole life.
+                unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()
+            });
+            match registered {
+                Some(fd) => self.async_fd = Some(fd),
+                None => {
+                    tokio::time::sleep(timeout).await;
+                    return;
+                }
+            }
+        }
+        let Some(fd) = self.async_fd.as_ref() else {
+            return;
+        };
+        if let Ok(Ok(mut guard)) = tokio::time::timeout(timeout, fd.readable()).await {
+            // The caller drains next; data arriving later raises a new edge or is
+            // picked up by the next timeout.
+            guard.clear_ready();
+        }
+    }
+
+    /// Records lost because the ring buffer was full (sum over CPUs and kinds).
+    pub fn drops(&self) -> u64 {
+        let c = self.counters();
+        c.exec + c.connect + c.cgroup
+    }
+
+    /// All kernel-side counters, summed over CPUs (`filtered`: events suppressed by the
+    /// host-cgroup filter).
+    pub fn counters(&self) -> abi::DropCounters {
+        let mut sum = abi::DropCounters::default();
+        let Some(map) = self.ebpf.map(abi::MAP_DROPS) else {
+            return sum;
+        };
+        let Ok(array) = PerCpuArray::<_, PodDrops>::try_from(map) else {
+            return sum;
+        };
+        if let Ok(values) = array.get(&0, 0) {
+            for PodDrops(v) in values.iter() {
+                sum.exec += v.exec;
+                sum.connect += v.connect;
+                sum.cgroup += v.cgroup;
+                sum.filtered += v.filtered;
+            }
+        }
+        sum
+    }
+
+    /// Records that could not be decoded since start-up.
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors
+    }
+
+    /// Marks a cgroup as a host (non-container) one: with `containers_only`, its
+    /// exec/connect events are no longer sent. The set is an LRU of 16384 ids; an
+    /// evicted id is simply reported again.
+    pub fn mark_host_cgroup(&mut self, cgroup_id: u64) -> Result<()> {
+        let mut map: HashMap<_, u64, u8> =
+            HashMap::try_from(map_mut(&mut self.ebpf, abi::MAP_HOST_CGROUPS)?)?;
+        map.insert(&cgroup_id, &1, 0)
+            .with_context(|| format!("marking cgroup {cgroup_id} as a host cgroup"))
+    }
+
+    /// Removes a cgroup from the host set (done automatically when it is removed).
+    pub fn forget_cgroup(&mut self, cgroup_id: u64) -> Result<()> {
+        let mut map: HashMap<_, u64, u8> =
+            HashMap::try_from(map_mut(&mut self.ebpf, abi::MAP_HOST_CGROUPS)?)?;
+        match map.remove(&cgroup_id) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Turns the kernel-side host-cgroup filter on or off (e.g. after rules reload).
+    pub fn set_containers_only(&mut self, containers_only: bool) -> Result<()> {
+        self.config.containers_only = containers_only as u32;
+        let config = self.config;
+        write_config(&mut self.ebpf, &config)
+    }
+
+    /// Checks, without attaching anything, that this host can run the probes: the
+    /// privileges, the kernel's BTF, tracefs, a cgroup v2 mount, and that the eBPF
+    /// object loads (maps created, then released). Returns one line per fact.
+    pub fn preflight() -> Result<Vec<String>> {
+        preflight::facts()
+    }
+
+    /// Changes which environment variables exec events capture (after a rule reload
+    /// changed what the rules ask for). Execs in flight may see either set.
+    pub fn set_env_vars(&mut self, env_vars: &[String]) -> Result<()> {
+        let wanted = ProbeConfig {
+            env_vars: env_vars.to_vec(),
+            containers_only: self.config.containers_only != 0,
+            ..ProbeConfig::default()
+        };
+        let mut config = build_config(&wanted, abi::EVENTS_BYTES)?;
+        config.wakeup_bytes = self.config.wakeup_bytes;
+        write_env_names(&mut self.ebpf, env_vars)?;
+        write_config(&mut self.ebpf, &config)?;
+        self.config = config;
+        Ok(())
+    }
+}
+
+/// Replaces the env names the exec program captures (the value is the report order).
+fn write_env_names(ebpf: &mut Ebpf, env_vars: &[String]) -> Result<()> {
+    let mut names: HashMap<_, PodEnvName, u8> =
+        HashMap::try_from(map_mut(ebpf, abi::MAP_ENV_NAMES)?)?;
+    let old: Vec<PodEnvName> = names.keys().filter_map(|k| k.ok()).collect();
+    for key in old {
+        names.remove(&key)?;
+    }
+    for (index, name) in env_vars.iter().enumerate() {
+        let mut key = abi::EnvName::default();
+        key.name[..name.len()].copy_from_slice(name.as_bytes());
+        names.insert(&PodEnvName(key), &(index as u8), 0)?;
+    }
+    Ok(())
+}

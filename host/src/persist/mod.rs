@@ -27,60 +27,13 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The database file inside the state directory.
-pub const FILE_NAME: &str = "state.redb";
-/// Layout version in the `meta` table.
-pub const FORMAT: u64 = 1;
+mod schema;
 
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const CONTAINERS: TableDefinition<&str, &str> = TableDefinition::new("containers");
-const STATE: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("state");
-
-/// Page cache redb may use; state is small and read back only at start-up.
-const CACHE_BYTES: usize = 16 << 20;
-/// While writes keep failing, the warning is repeated at most this often.
-const WARN_EVERY: Duration = Duration::from_secs(60);
-
-type StateTable<'txn> =
-    redb::Table<'txn, (&'static str, &'static str, &'static str), &'static [u8]>;
-
-/// What `Dispatcher::persist_to` found on disk.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct RestoreReport {
-    /// Entries put back into the state of the loaded rules.
-    pub restored: usize,
-    /// Containers whose entries were kept (still alive).
-    pub containers: usize,
-    /// Entries of containers that vanished while the host was down; deleted.
-    pub dropped: usize,
-    /// Entries of rules not loaded now; kept on disk for a rule with that id added later.
-    pub kept: usize,
-    /// Entries over the state bounds; not restored (left on disk).
-    pub refused: usize,
-}
-
-impl std::fmt::Display for RestoreReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "restored {} entr{} for {} container(s), dropped {} of vanished containers",
-            self.restored,
-            if self.restored == 1 { "y" } else { "ies" },
-            self.containers,
-            self.dropped
-        )?;
-        if self.kept > 0 {
-            write!(f, ", kept {} of rules not loaded", self.kept)?;
-        }
-        if self.refused > 0 {
-            write!(f, ", {} over the state bounds not restored", self.refused)?;
-        }
-        Ok(())
-    }
-}
+use schema::*;
+pub use schema::{FILE_NAME, FORMAT, RestoreReport};
 
 /// The open store and what the dispatcher knows is on disk.
-pub(crate) struct Store {
+pub(crate) struct StateStore {
     path: PathBuf,
     /// `None` after an I/O error that requires reopening; reopened on the next write.
     db: Option<Database>,
@@ -92,9 +45,9 @@ pub(crate) struct Store {
     warned: Option<Instant>,
 }
 
-impl Store {
+impl StateStore {
     /// Opens (creating) `<dir>/state.redb`.
-    pub(crate) fn open(dir: &Path) -> Result<Store> {
+    pub(crate) fn open(dir: &Path) -> Result<StateStore> {
         // Created private: it tells which containers rules are tracking, and how.
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -117,7 +70,7 @@ impl Store {
                 path.display()
             );
         }
-        Ok(Store {
+        Ok(StateStore {
             path,
             db: Some(db),
             on_disk: FxHashSet::default(),
@@ -378,80 +331,6 @@ impl Store {
     }
 }
 
-fn open_db(path: &Path) -> Result<Database, redb::DatabaseError> {
-    Database::builder()
-        .set_cache_size(CACHE_BYTES)
-        // A damaged file is an error naming it, never a panic or silently wrong state.
-        .set_check_integrity_on_open(true)
-        .create(path)
-}
-
-/// Creates the tables of a new store; returns the store's format.
-fn check_format(db: &Database) -> Result<u64, redb::Error> {
-    let txn = db.begin_write()?;
-    let format = {
-        let mut meta = txn.open_table(META)?;
-        let format = meta.get("format")?.map(|v| v.value());
-        match format {
-            Some(format) => format,
-            None => {
-                meta.insert("format", FORMAT)?;
-                FORMAT
-            }
-        }
-    };
-    txn.open_table(CONTAINERS)?;
-    txn.open_table(STATE)?;
-    txn.commit()?;
-    Ok(format)
-}
-
-/// Deletes every row of `container`, whatever the rule: one range per rule id, found by
-/// skipping from one rule id to the next.
-fn delete_container(state: &mut StateTable<'_>, container: &str) -> Result<(), redb::Error> {
-    // Keys of `container` under rule r are in [(r, container, ""), (r, container + NUL, "")).
-    let end = format!("{container}\0");
-    let mut from = String::new();
-    loop {
-        let rule = {
-            let mut rows = state.range((from.as_str(), "", "")..)?;
-            match rows.next() {
-                Some(row) => row?.0.value().0.to_owned(),
-                None => return Ok(()),
-            }
-        };
-        state.retain_in(
-            (rule.as_str(), container, "")..(rule.as_str(), end.as_str(), ""),
-            |_, _| false,
-        )?;
-        // The smallest id after `rule`.
-        from = rule;
-        from.push('\0');
-    }
-}
-
-fn runtime_name(runtime: ContainerRuntime) -> &'static str {
-    match runtime {
-        ContainerRuntime::Docker => "docker",
-        ContainerRuntime::Containerd => "containerd",
-        ContainerRuntime::Crio => "crio",
-        ContainerRuntime::Podman => "podman",
-        ContainerRuntime::Kubernetes => "kubernetes",
-        ContainerRuntime::Unknown => "unknown",
-    }
-}
-
-fn runtime_from(name: &str) -> ContainerRuntime {
-    match name {
-        "docker" => ContainerRuntime::Docker,
-        "containerd" => ContainerRuntime::Containerd,
-        "crio" => ContainerRuntime::Crio,
-        "podman" => ContainerRuntime::Podman,
-        "kubernetes" => ContainerRuntime::Kubernetes,
-        _ => ContainerRuntime::Unknown,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,7 +355,7 @@ mod tests {
     #[test]
     fn the_store_can_move_with_the_dispatcher() {
         fn send<T: Send>() {}
-        send::<Store>();
+        send::<StateStore>();
         send::<crate::dispatch::Dispatcher>();
     }
 
@@ -497,7 +376,7 @@ mod tests {
     #[test]
     fn eviction_deletes_a_container_under_every_rule_only() {
         let dir = temp_dir("evict");
-        let mut store = Store::open(&dir).unwrap();
+        let mut store = StateStore::open(&dir).unwrap();
         let mut table = ContainerTable::default();
         let (a, b) = (table.intern(&container(1)), table.intern(&container(2)));
         // Rule ids that are prefixes of one another, and keys around the range edges.
@@ -524,7 +403,7 @@ mod tests {
 
         // After a restart (a new store and table), only container 2's rows are left.
         drop(store);
-        let mut store = Store::open(&dir).unwrap();
+        let mut store = StateStore::open(&dir).unwrap();
         let mut table = ContainerTable::default();
         let (report, kept) = store.sweep(|_| true, &mut table).unwrap();
         assert_eq!((report.containers, report.dropped, kept), (1, 0, 12));
@@ -543,7 +422,7 @@ mod tests {
     #[test]
     fn removed_keys_are_deleted_and_bounds_apply_on_restore() {
         let dir = temp_dir("remove");
-        let mut store = Store::open(&dir).unwrap();
+        let mut store = StateStore::open(&dir).unwrap();
         let mut table = ContainerTable::default();
         let handle = table.intern(&container(3));
         let mut state = RuleState::new(StateLimits::default());
@@ -556,7 +435,7 @@ mod tests {
         store.flush(std::iter::once(("R", &mut state)), &table);
         drop(store);
 
-        let mut store = Store::open(&dir).unwrap();
+        let mut store = StateStore::open(&dir).unwrap();
         let mut table = ContainerTable::default();
         let (_, kept) = store.sweep(|_| true, &mut table).unwrap();
         assert_eq!(kept, 2);

@@ -1,0 +1,153 @@
+//! Delivering a batch: each rule gets the events it selected in one call; a failed
+//! batch is redone one event at a time, so only the faulting events are lost.
+
+use super::*;
+
+impl Dispatcher {
+    /// Delivers a batch to every rule that selected some of it; findings are appended
+    /// to `out` in event order per rule. Returns the events so their buffer is reused.
+    pub fn dispatch(&mut self, mut events: Vec<Event>, out: &mut Vec<Finding>) -> Vec<Event> {
+        self.counters.events += events.len() as u64;
+        self.handles.clear();
+        {
+            let mut table = self.containers.write().expect("container lock");
+            self.handles.extend(
+                events
+                    .iter()
+                    .map(|e| e.container.as_ref().map(|c| table.intern(c))),
+            );
+        }
+        for slot_index in 0..self.slots.len() {
+            events = self.deliver_to(slot_index, events, out);
+        }
+        if self.persist.is_some() {
+            self.flush_state();
+        }
+        events
+    }
+
+    fn deliver_to(
+        &mut self,
+        slot_index: usize,
+        events: Vec<Event>,
+        out: &mut Vec<Finding>,
+    ) -> Vec<Event> {
+        let slot = &mut self.slots[slot_index];
+        if slot.disabled {
+            return events;
+        }
+        let metadata = &slot.rule.metadata;
+        self.selected.clear();
+        self.wit_events.clear();
+        for (index, event) in events.iter().enumerate() {
+            if metadata.wants(event.kind(), event.container.is_some()) {
+                self.selected.push(index as u32);
+                self.wit_events
+                    .push(to_wit(event, self.handles[index], metadata));
+            }
+        }
+        if self.selected.is_empty() {
+            return events;
+        }
+        slot.delivered += self.selected.len() as u64;
+        let Some(instance) = slot.instance.as_mut() else {
+            return events;
+        };
+        let batch = &mut instance.store.data_mut().batch;
+        batch.events = events;
+        batch.selected = std::mem::take(&mut self.selected);
+        let budget = self.runtime.limits().cpu_per_event * self.wit_events.len() as u32;
+        let result = instance.deliver(&self.wit_events, budget);
+        let batch = &mut instance.store.data_mut().batch;
+        let events = std::mem::take(&mut batch.events);
+        self.selected = std::mem::take(&mut batch.selected);
+        match result {
+            Ok(findings) => {
+                let (delivered, dropped) = collect(
+                    slot,
+                    &self.runtime,
+                    &self.containers,
+                    &events,
+                    &self.selected,
+                    findings,
+                    out,
+                );
+                self.counters.findings += delivered;
+                self.counters.findings_dropped += dropped;
+            }
+            Err(error) if self.selected.len() == 1 => {
+                // One event: it is the fault, and redoing it would only repeat it.
+                self.counters.rule_faults += 1;
+                let event = &events[self.selected[0] as usize];
+                let slot = &mut self.slots[slot_index];
+                fault(slot, &self.runtime, &self.containers, &error, Some(event));
+            }
+            Err(error) => {
+                // The whole batch failed, so none of its findings were emitted. Redo it
+                // one event at a time on a fresh instance: only the faulting events are
+                // lost, and each of them counts as one fault.
+                let slot = &mut self.slots[slot_index];
+                tracing::warn!(
+                    rule = %slot.rule.name,
+                    id = %slot.rule.metadata.id,
+                    sha256 = %slot.rule.sha256,
+                    events = self.selected.len(),
+                    reason = %reason(&error),
+                    "rule faulted on a batch; redoing it one event at a time"
+                );
+                recreate(slot, &self.runtime, &self.containers);
+                let faults_before = self.counters.rule_faults;
+                let selected = std::mem::take(&mut self.selected);
+                let mut events = events;
+                for (i, &host_index) in selected.iter().enumerate() {
+                    let slot = &mut self.slots[slot_index];
+                    let Some(instance) = slot.instance.as_mut() else {
+                        break;
+                    };
+                    let batch = &mut instance.store.data_mut().batch;
+                    batch.events = events;
+                    batch.selected = vec![host_index];
+                    let one = std::slice::from_ref(&self.wit_events[i]);
+                    let result = instance.deliver(one, self.runtime.limits().cpu_per_event);
+                    events = std::mem::take(&mut instance.store.data_mut().batch.events);
+                    match result {
+                        Ok(findings) => {
+                            let (delivered, dropped) = collect(
+                                slot,
+                                &self.runtime,
+                                &self.containers,
+                                &events,
+                                &[host_index],
+                                findings,
+                                out,
+                            );
+                            self.counters.findings += delivered;
+                            self.counters.findings_dropped += dropped;
+                        }
+                        Err(error) => {
+                            self.counters.rule_faults += 1;
+                            fault(
+                                slot,
+                                &self.runtime,
+                                &self.containers,
+                                &error,
+                                Some(&events[host_index as usize]),
+                            );
+                        }
+                    }
+                }
+                if self.counters.rule_faults == faults_before {
+                    // No event faulted on its own: the batched call is the fault.
+                    self.counters.rule_faults += 1;
+                    let slot = &mut self.slots[slot_index];
+                    if !slot.disabled {
+                        note_fault(slot);
+                    }
+                }
+                self.selected = selected;
+                return events;
+            }
+        }
+        events
+    }
+}

@@ -1,0 +1,112 @@
+//! A rule's findings into output records, every byte counted against the bounds.
+
+use super::*;
+
+/// Turns a rule's findings into output records, enforcing the output bounds.
+/// Returns (delivered, dropped).
+pub(super) fn collect(
+    slot: &Slot,
+    runtime: &RuleEngine,
+    containers: &Containers,
+    events: &[Event],
+    selected: &[u32],
+    findings: Vec<WitFinding>,
+    out: &mut Vec<Finding>,
+) -> (u64, u64) {
+    let limits = runtime.limits();
+    let (mut delivered, mut dropped) = (0, 0);
+    let mut per_event: Vec<u32> = vec![0; selected.len()];
+    for finding in findings {
+        let index = finding.event as usize;
+        let Some(&host_index) = selected.get(index) else {
+            dropped += 1;
+            continue;
+        };
+        per_event[index] += 1;
+        if per_event[index] as usize > limits.max_findings_per_event {
+            dropped += 1;
+            continue;
+        }
+        if data_size(&finding.data) > limits.max_finding_bytes {
+            dropped += 1;
+            continue;
+        }
+        let event = &events[host_index as usize];
+        let data = to_data(finding.data, event, containers);
+        out.push(Finding {
+            signature: slot.signature.clone(),
+            data,
+            rule: slot.rule_ref.clone(),
+            timestamp: event.timestamp,
+            event: EventRecord {
+                name: event.kind().name(),
+                event: event.clone(),
+            },
+        });
+        delivered += 1;
+    }
+    if dropped > 0 {
+        tracing::warn!(
+            rule = %slot.rule.name,
+            id = %slot.rule.metadata.id,
+            dropped,
+            max_per_event = limits.max_findings_per_event,
+            max_bytes = limits.max_finding_bytes,
+            "dropped findings over the output bounds"
+        );
+    }
+    (delivered, dropped)
+}
+
+/// Bytes a finding's data takes: names and values, roughly as printed.
+pub(super) fn data_size(fields: &[WitField]) -> usize {
+    fields
+        .iter()
+        .map(|field| {
+            field.name.len()
+                + match &field.value {
+                    WitValue::Text(text) => text.len(),
+                    _ => 40,
+                }
+        })
+        .sum()
+}
+
+/// Turns a rule's fields into finding data; host-filled values (container id, comm)
+/// are resolved here, so no string crossed the wasm boundary for them.
+pub(super) fn to_data(
+    fields: Vec<WitField>,
+    event: &Event,
+    containers: &Containers,
+) -> FindingData {
+    FindingData::new(
+        fields
+            .into_iter()
+            .map(|field| {
+                let value = match field.value {
+                    WitValue::Text(text) => FieldValue::Text(text),
+                    WitValue::Signed(n) => FieldValue::Signed(n),
+                    WitValue::Unsigned(n) => FieldValue::Unsigned(n),
+                    WitValue::Boolean(b) => FieldValue::Boolean(b),
+                    WitValue::Ip(ip) => FieldValue::Ip(ip_from_wit(ip)),
+                    WitValue::ContainerId(handle) => FieldValue::Container(
+                        containers
+                            .read()
+                            .expect("container lock")
+                            .get_shared(handle),
+                    ),
+                    // A finding's fields describe its own event.
+                    WitValue::Comm(_) => FieldValue::Comm(event.process.comm),
+                };
+                (field.name, value)
+            })
+            .collect(),
+    )
+}
+
+pub(super) fn ip_from_wit(ip: WitIpAddress) -> IpAddr {
+    match ip {
+        WitIpAddress::Ipv4((a, b, c, d)) => [a, b, c, d].into(),
+        WitIpAddress::Ipv6((a, b, c, d, e, f, g, h)) => [a, b, c, d, e, f, g, h].into(),
+    }
+}

@@ -7,7 +7,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use rulehost::dispatch::Dispatcher;
 use rulehost::events::{
-    Body, Container, Event, Process, ContainerRuntime as Rt, SocketAddress, SocketType,
+    Body, Container, ContainerRuntime as Rt, Event, Process, SocketAddress, SocketType,
 };
 use rulehost::rules::reload::{Change, RuleSources, Watcher, plan};
 use rulehost::rules::{Limits, RuleEngine};

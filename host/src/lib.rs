@@ -1,8 +1,14 @@
 //! rulehost: a runtime-security agent whose detection rules are sandboxed WebAssembly
 //! components. The host owns the kernel probes and all state; rules are code that can
 //! be replaced, shipped as one `.wasm` file, and never take the host down.
+//!
+//! The public modules are what the `rulehost` binary, the end-to-end tests, the benches
+//! and the fuzz targets use: the command line, events and their parsers, rules and the
+//! dispatcher, findings, the sensor and container resolution. Everything else is
+//! `pub(crate)`.
+#![warn(unreachable_pub)]
 
-pub mod agent;
+pub(crate) mod agent;
 pub mod cli;
 pub mod containers;
 mod cpu_budget;
@@ -12,11 +18,11 @@ pub mod logging;
 pub mod mounts;
 pub mod output;
 pub mod persist;
-pub mod pipeline;
-pub mod ready;
+pub(crate) mod pipeline;
+pub(crate) mod ready;
 pub mod replay;
 pub mod rules;
 pub mod sensor;
 pub mod state;
-pub mod sweep;
-pub mod trigger;
+pub(crate) mod sweep;
+pub(crate) mod trigger;

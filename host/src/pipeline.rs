@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 const SLOW_OUTPUT: Duration = Duration::from_secs(1);
 
 /// Record, dispatch and sink, with the batch being assembled.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     pub dispatcher: Dispatcher,
     record: Option<JsonLines>,
     output: JsonLines,
@@ -23,7 +23,11 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(dispatcher: Dispatcher, output: JsonLines, record: Option<JsonLines>) -> Pipeline {
+    pub(crate) fn new(
+        dispatcher: Dispatcher,
+        output: JsonLines,
+        record: Option<JsonLines>,
+    ) -> Pipeline {
         Pipeline {
             dispatcher,
             record,
@@ -34,12 +38,12 @@ impl Pipeline {
     }
 
     /// Events waiting in the batch.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.batch.len()
     }
 
     /// Record stage: the event is recorded and joins the batch.
-    pub fn push(&mut self, event: Event) -> Result<()> {
+    pub(crate) fn push(&mut self, event: Event) -> Result<()> {
         if let Some(record) = self.record.as_mut() {
             record.write(&event)?;
         }
@@ -49,7 +53,7 @@ impl Pipeline {
 
     /// Dispatch and sink stages for the batch so far. The record is flushed first, so
     /// an event is readable there before any finding about it.
-    pub fn deliver(&mut self) -> Result<()> {
+    pub(crate) fn deliver(&mut self) -> Result<()> {
         if let Some(record) = self.record.as_mut() {
             record.flush()?;
         }
@@ -77,13 +81,13 @@ impl Pipeline {
     }
 
     /// Writes a record about rulehost itself into the findings stream, at once.
-    pub fn write_now(&mut self, record: &impl serde::Serialize) -> Result<()> {
+    pub(crate) fn write_now(&mut self, record: &impl serde::Serialize) -> Result<()> {
         self.output.write(record)?;
         self.output.flush()
     }
 
     /// Delivers what is left and flushes every output.
-    pub fn finish(&mut self) -> Result<()> {
+    pub(crate) fn finish(&mut self) -> Result<()> {
         self.deliver()?;
         self.output.flush()
     }

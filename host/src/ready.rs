@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// What the agent reports once it is ready: enough for a caller to know what it attached
 /// and what it found, without parsing log lines.
 #[derive(Debug, serde::Serialize)]
-pub struct Ready {
+pub(crate) struct Ready {
     pub pid: u32,
     pub exec_hook: &'static str,
     pub connect_hook: &'static str,
@@ -27,13 +27,13 @@ pub struct Ready {
 
 /// The ready file while the agent runs; removed when dropped (a clean exit), so a
 /// stale file never claims a stopped agent is ready.
-pub struct ReadyFile {
+pub(crate) struct ReadyFile {
     path: PathBuf,
 }
 
 impl ReadyFile {
     /// Writes `ready` to `path` atomically (a reader sees all of it or nothing).
-    pub fn write(path: &Path, ready: &Ready) -> Result<ReadyFile> {
+    pub(crate) fn write(path: &Path, ready: &Ready) -> Result<ReadyFile> {
         let tmp = path.with_extension("tmp-ready");
         let text = serde_json::to_string(ready)? + "\n";
         std::fs::write(&tmp, text)

@@ -11,7 +11,10 @@ use std::path::Path;
 const ARGV_MAX: usize = 2048;
 
 /// Synthetic exec events for every process now running in a container.
-pub fn running_containers(resolver: &mut ContainerResolver, env_vars: &[String]) -> Vec<Event> {
+pub(crate) fn running_containers(
+    resolver: &mut ContainerResolver,
+    env_vars: &[String],
+) -> Vec<Event> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -79,7 +82,7 @@ fn process_event(
 }
 
 /// The `NAME=value` entries of a NUL-separated environment whose names are wanted.
-pub fn wanted_env(environ: &[u8], env_vars: &[String]) -> Vec<String> {
+pub(crate) fn wanted_env(environ: &[u8], env_vars: &[String]) -> Vec<String> {
     nul_separated(environ)
         .into_iter()
         .filter(|entry| {

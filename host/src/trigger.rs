@@ -17,14 +17,14 @@ pub enum Scenario {
 }
 
 /// A cgroup named like a containerd container, removed (with its process gone) on drop.
-pub struct ThrowawayCgroup {
+pub(crate) struct ThrowawayCgroup {
     pub path: PathBuf,
     pub container_id: String,
 }
 
 impl ThrowawayCgroup {
     /// Creates `<cgroup v2 root>/rulehost-trigger.slice/cri-containerd-<id>.scope`.
-    pub fn create(tag: &str) -> Result<ThrowawayCgroup> {
+    pub(crate) fn create(tag: &str) -> Result<ThrowawayCgroup> {
         let root = crate::mounts::cgroup2_root()?;
         let container_id = pseudo_container_id(tag);
         let path = root
@@ -36,7 +36,7 @@ impl ThrowawayCgroup {
     }
 
     /// A command that joins this cgroup before it execs.
-    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    pub(crate) fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let procs = self.path.join("cgroup.procs");
         let mut command = Command::new(program);
         // SAFETY: only async-signal-safe work between fork and exec: one open + write.
@@ -57,7 +57,7 @@ impl Drop for ThrowawayCgroup {
 }
 
 /// A 64-hex id, unique per run, that every container-id parser accepts.
-pub fn pseudo_container_id(tag: &str) -> String {
+pub(crate) fn pseudo_container_id(tag: &str) -> String {
     let seed = format!(
         "{tag}-{}-{:?}",
         std::process::id(),
@@ -75,14 +75,14 @@ pub fn pseudo_container_id(tag: &str) -> String {
 }
 
 /// The body of the hidden `trigger-connect` command: one TCP connect.
-pub fn connect(address: SocketAddr) -> Result<()> {
+pub(crate) fn connect(address: SocketAddr) -> Result<()> {
     TcpStream::connect_timeout(&address, Duration::from_secs(5))
         .with_context(|| format!("connecting to {address}"))?;
     Ok(())
 }
 
 /// Runs a scenario and prints the finding it produced.
-pub fn run(scenario: Scenario, findings: Option<PathBuf>, timeout: Duration) -> Result<()> {
+pub(crate) fn run(scenario: Scenario, findings: Option<PathBuf>, timeout: Duration) -> Result<()> {
     let Scenario::K8sApiConnection = scenario;
     let exe = std::env::current_exe().context("locating the rulehost binary")?;
     let (findings_file, agent) = match findings {

@@ -7,7 +7,7 @@ use anyhow::Result;
 
 /// A record in the findings stream about rulehost itself (not a detection).
 #[derive(Debug, serde::Serialize)]
-pub struct Health {
+pub(crate) struct Health {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub reason: &'static str,

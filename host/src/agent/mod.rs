@@ -8,8 +8,7 @@ mod reloads;
 mod signals;
 mod startup;
 
-pub use health::Health;
-pub use startup::RunOptions;
+pub(crate) use startup::RunOptions;
 
 use crate::containers::{ContainerResolver, Resolution, parse_cgroup_path};
 use crate::logging::error_line;
@@ -29,7 +28,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Runs the agent until SIGINT or SIGTERM (or, with `--check`, validates and returns).
-pub async fn run(options: RunOptions) -> Result<()> {
+pub(crate) async fn run(options: RunOptions) -> Result<()> {
     let mut signals = signals::watch()?;
     let Some(mut agent) = startup::start(options)? else {
         return Ok(());

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 /// What `run` was asked to do.
 #[derive(Debug, Clone, Default)]
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     /// Validate rules and kernel support, then exit without attaching.
     pub check: bool,
     /// Kernel ring buffer size; default 8 MiB.

@@ -15,16 +15,9 @@ mod addresses;
 
 pub use addresses::{AddressSet, MAX_ADDRESSES};
 
-wit_bindgen::generate!({
-    world: "rule",
-    path: "../wit",
-});
-
-use exports::rulehost::rule::detector::Guest;
-use rulehost::rule::state;
-use rulehost::rule::types::{
-    ContainerHandle, Event, EventBody, EventKind, Field, Finding, IpAddress, Mitre, Origin,
-    RuleMetadata, SocketAddress, Value,
+use rulehost_sdk::{
+    ContainerHandle, Event, EventBody, EventKind, Finding, LogLevel, Metadata, Rule, RuleMetadata,
+    Value, export_rule, field, from_std, log_line, socket_ip_port, state,
 };
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -86,48 +79,33 @@ fn with_addresses<T>(container: ContainerHandle, f: impl FnOnce(&mut AddressSet)
 
 struct K8sApiConnection;
 
-impl Guest for K8sApiConnection {
+impl Rule for K8sApiConnection {
     fn metadata() -> RuleMetadata {
-        RuleMetadata {
-            id: "TRC-1013".into(),
-            version: "0.1.0".into(),
-            name: "Kubernetes API server connection detected".into(),
-            event_name: "k8s_api_connection".into(),
-            description: "A process inside a container connected to the Kubernetes API server \
-                          address its environment declares. Adversaries use the API server \
-                          to discover and control cluster resources."
-                .into(),
-            tags: vec!["container".into()],
-            severity: 1,
-            mitre: Some(Mitre {
-                tactic: "Discovery".into(),
-                technique: "Cloud Service Discovery".into(),
-                technique_id: "T1526".into(),
-            }),
-            selects: vec![EventKind::ProcessExec, EventKind::SocketConnect],
-            origin: Origin::Container,
-            env_vars: vec![ENV_NAME.into()],
-        }
+        Metadata::new(
+            "TRC-1013",
+            "0.1.0",
+            "Kubernetes API server connection detected",
+            "k8s_api_connection",
+        )
+        .description(
+            "A process inside a container connected to the Kubernetes API server address its \
+             environment declares. Adversaries use the API server to discover and control \
+             cluster resources.",
+        )
+        .tags(&["container"])
+        .severity(1)
+        .mitre("Discovery", "Cloud Service Discovery", "T1526")
+        .selects(&[EventKind::ProcessExec, EventKind::SocketConnect])
+        .env_vars(&[ENV_NAME])
+        .build()
     }
 
-    fn init(_config: String) -> Result<(), String> {
-        Ok(())
-    }
-
-    fn on_event(event: Event) -> Vec<Finding> {
-        let mut findings = Vec::new();
-        handle(0, &event, &mut findings);
-        findings
-    }
-
-    fn on_events(events: Vec<Event>) -> Vec<Finding> {
-        let mut findings = Vec::new();
-        for (index, event) in events.iter().enumerate() {
-            handle(index as u32, event, &mut findings);
-        }
-        findings
+    fn on_event(index: u32, event: &Event, findings: &mut Vec<Finding>) {
+        handle(index, event, findings);
     }
 }
+
+export_rule!(K8sApiConnection);
 
 /// Applies one event: remembers declared addresses at exec, reports matching connects.
 fn handle(index: u32, event: &Event, findings: &mut Vec<Finding>) {
@@ -141,10 +119,8 @@ fn handle(index: u32, event: &Event, findings: &mut Vec<Finding>) {
             }
         }
         EventBody::SocketConnect(connect) => {
-            let (ip, port) = match connect.address {
-                SocketAddress::Ipv4(a) => (to_std(a.address.into()), a.port),
-                SocketAddress::Ipv6(a) => (to_std(IpAddress::Ipv6(a.address)), a.port),
-                SocketAddress::Unix | SocketAddress::Other(_) => return,
+            let Some((ip, port)) = socket_ip_port(&connect.address) else {
+                return;
             };
             if with_addresses(container, |set| set.contains(ip)) {
                 findings.push(finding(index, container, ip, port));
@@ -166,18 +142,14 @@ fn remember(container: ContainerHandle, ip: IpAddr) {
     if let Some(encoded) = encoded
         && let Err(error) = state::set(container, STATE_KEY, &encoded)
     {
-        rulehost::rule::log::log(
-            rulehost::rule::types::LogLevel::Warn,
+        log_line(
+            LogLevel::Warn,
             &format!("cannot store API server address {ip}: {error:?}"),
         );
     }
 }
 
 fn finding(index: u32, container: ContainerHandle, ip: IpAddr, port: u16) -> Finding {
-    let field = |name: &str, value| Field {
-        name: name.into(),
-        value,
-    };
     Finding {
         event: index,
         data: vec![
@@ -188,31 +160,3 @@ fn finding(index: u32, container: ContainerHandle, ip: IpAddr, port: u16) -> Fin
         ],
     }
 }
-
-impl From<(u8, u8, u8, u8)> for IpAddress {
-    fn from(octets: (u8, u8, u8, u8)) -> Self {
-        IpAddress::Ipv4(octets)
-    }
-}
-
-fn from_std(ip: IpAddr) -> IpAddress {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, d] = v4.octets();
-            IpAddress::Ipv4((a, b, c, d))
-        }
-        IpAddr::V6(v6) => {
-            let [a, b, c, d, e, f, g, h] = v6.segments();
-            IpAddress::Ipv6((a, b, c, d, e, f, g, h))
-        }
-    }
-}
-
-fn to_std(ip: IpAddress) -> IpAddr {
-    match ip {
-        IpAddress::Ipv4((a, b, c, d)) => IpAddr::from([a, b, c, d]),
-        IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => IpAddr::from([a, b, c, d, e, f, g, h]),
-    }
-}
-
-export!(K8sApiConnection);

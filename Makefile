@@ -1,5 +1,7 @@
 # rulehost build entry points. Every target installs what it needs first (scripts/setup.sh
-# is idempotent and fast when the pinned toolchains are present).
+# is idempotent and fast when the pinned toolchains are present). After that one-time
+# setup, plain cargo works too: host/build.rs builds the eBPF programs and the example
+# rules, tests/build.rs the fixture rules.
 
 CARGO        ?= cargo
 GUEST_TARGET := wasm32-unknown-unknown
@@ -21,12 +23,13 @@ setup:
 ebpf: setup
 	@bash ebpf/build.sh
 
-# The shippable rule, and the hostile fixture rules the sandbox tests load.
+# The example rules and the hostile fixture rules, as core modules (what build.rs does).
 guest: setup
-	$(CARGO) build --release --target $(GUEST_TARGET) $(RULES) $(FIXTURES)
+	$(CARGO) build --release --target $(GUEST_TARGET) --target-dir target/guests $(RULES) $(FIXTURES)
 
-# Leaves target/release/rulehost and the shippable rule target/rules/k8s_api_connection.wasm.
-build: ebpf guest
+# Leaves target/release/rulehost and the shippable rule target/rules/k8s_api_connection.wasm
+# (host/build.rs builds the eBPF object and the rules).
+build: setup
 	$(CARGO) build --release -p rulehost
 	@echo "built target/release/rulehost and $(RULES_DIR)/k8s_api_connection.wasm"
 
@@ -45,8 +48,8 @@ bench: build
 
 # Fuzzes the ring-buffer decoder, the replay parsers and the cgroup-path parser for
 # FUZZ_SECONDS (default 30) each, on a copy of tests/fuzz/corpus; fails on any crash.
-# Needs only what host/build.rs embeds (the eBPF object and the guest modules).
-fuzz: ebpf guest
+# host/build.rs builds what it embeds (the eBPF object and the rules).
+fuzz: setup
 	@bash scripts/fuzz.sh
 
 run: build

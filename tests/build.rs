@@ -1,11 +1,11 @@
 //! Componentizes the fixture rules under `fixtures/` for the sandbox tests.
 //!
-//! `make build` (its `guest` step) compiles each fixture crate for wasm32-unknown-unknown;
-//! this script wraps each core module into a component, as `host/build.rs` does for the
-//! shipped rule, and writes it to `$OUT_DIR/fixtures/<name>.wasm`, where
-//! `rulehost_tests::fixture(name)` finds it.
+//! Builds each fixture crate for wasm32-unknown-unknown (a nested cargo, as
+//! `host/build.rs` does for the shipped rules), wraps each core module into a component
+//! and writes it to `$OUT_DIR/fixtures/<name>.wasm`, where `rulehost_tests::fixture(name)`
+//! finds it.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use std::path::PathBuf;
 
 /// The fixture crates, by directory name under `fixtures/`.
@@ -30,23 +30,23 @@ fn main() {
 fn run() -> Result<()> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?).join("fixtures");
     std::fs::create_dir_all(&out_dir)?;
-    let modules = target_dir()?.join("wasm32-unknown-unknown/release");
-    let mut missing = Vec::new();
+    let root = workspace_root()?;
+    let packages: Vec<String> = FIXTURES
+        .iter()
+        .map(|name| format!("fixture-{name}"))
+        .collect();
+    for name in FIXTURES {
+        println!(
+            "cargo:rerun-if-changed={}",
+            root.join("tests/fixtures").join(name).display()
+        );
+    }
+    let packages: Vec<&str> = packages.iter().map(String::as_str).collect();
+    let modules = build_guests(&packages)?;
     for name in FIXTURES {
         let module = modules.join(format!("fixture_{}.wasm", name.replace('-', "_")));
-        println!("cargo:rerun-if-changed={}", module.display());
-        if !module.exists() {
-            missing.push(module.display().to_string());
-            continue;
-        }
         let component = componentize(&module)?;
         std::fs::write(out_dir.join(format!("{name}.wasm")), component)?;
-    }
-    if !missing.is_empty() {
-        bail!(
-            "fixture rule module(s) missing: {}; build them first with `make build` (or `make guest`)",
-            missing.join(", ")
-        );
     }
     Ok(())
 }

@@ -266,6 +266,19 @@ impl EventKind {
     }
 }
 
+/// NUL-separated strings (argv, environ), lossily as UTF-8; a trailing NUL does not
+/// make an empty last element, empty ones inside are kept (`sh -c ""`).
+pub(crate) fn nul_separated(bytes: &[u8]) -> Vec<String> {
+    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    bytes
+        .split(|&b| b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

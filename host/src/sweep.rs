@@ -70,7 +70,7 @@ fn process_event(
         container: Some(container),
         body: Body::ProcessExec {
             filename,
-            argv: nul_separated(&cmdline[..cmdline.len().min(ARGV_MAX)]),
+            argv: crate::events::nul_separated(&cmdline[..cmdline.len().min(ARGV_MAX)]),
             env,
             synthetic: true,
             truncated: Truncation {
@@ -83,20 +83,12 @@ fn process_event(
 
 /// The `NAME=value` entries of a NUL-separated environment whose names are wanted.
 pub(crate) fn wanted_env(environ: &[u8], env_vars: &[String]) -> Vec<String> {
-    nul_separated(environ)
+    crate::events::nul_separated(environ)
         .into_iter()
         .filter(|entry| {
             let name = entry.split_once('=').map_or(entry.as_str(), |(n, _)| n);
             env_vars.iter().any(|wanted| wanted == name)
         })
-        .collect()
-}
-
-fn nul_separated(bytes: &[u8]) -> Vec<String> {
-    bytes
-        .split(|&b| b == 0)
-        .filter(|part| !part.is_empty())
-        .map(|part| String::from_utf8_lossy(part).into_owned())
         .collect()
 }
 

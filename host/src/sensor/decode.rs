@@ -73,8 +73,8 @@ pub fn decode_with_clock(record: &[u8], epoch_offset_ns: i64) -> Result<ProbeEve
                 container: None,
                 body: Body::ProcessExec {
                     filename: c_string(filename),
-                    argv: nul_separated(argv),
-                    env: nul_separated(env),
+                    argv: crate::events::nul_separated(argv),
+                    env: crate::events::nul_separated(env),
                     synthetic: false,
                     truncated: Truncation {
                         filename: ev.flags & abi::EXEC_FILENAME_TRUNCATED != 0,
@@ -156,16 +156,4 @@ pub(super) fn read_pod<T: Pod>(bytes: &[u8]) -> Option<T> {
 pub(super) fn c_string(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
-/// NUL-separated strings; a trailing NUL does not make an empty last element.
-pub(super) fn nul_separated(bytes: &[u8]) -> Vec<String> {
-    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
-    if bytes.is_empty() {
-        return Vec::new();
-    }
-    bytes
-        .split(|&b| b == 0)
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect()
 }

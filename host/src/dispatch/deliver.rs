@@ -62,19 +62,15 @@ impl Dispatcher {
         let events = std::mem::take(&mut batch.events);
         self.selected = std::mem::take(&mut batch.selected);
         match result {
-            Ok(findings) => {
-                let (delivered, dropped) = collect(
-                    slot,
-                    &self.runtime,
-                    &self.containers,
-                    &events,
-                    &self.selected,
-                    findings,
-                    out,
-                );
-                self.counters.findings += delivered;
-                self.counters.findings_dropped += dropped;
-            }
+            Ok(findings) => self.counters.count_findings(collect(
+                slot,
+                &self.runtime,
+                &self.containers,
+                &events,
+                &self.selected,
+                findings,
+                out,
+            )),
             Err(error) if self.selected.len() == 1 => {
                 // One event: it is the fault, and redoing it would only repeat it.
                 self.counters.rule_faults += 1;
@@ -111,19 +107,15 @@ impl Dispatcher {
                     let result = instance.deliver(one, self.runtime.limits().cpu_per_event);
                     events = std::mem::take(&mut instance.store.data_mut().batch.events);
                     match result {
-                        Ok(findings) => {
-                            let (delivered, dropped) = collect(
-                                slot,
-                                &self.runtime,
-                                &self.containers,
-                                &events,
-                                &[host_index],
-                                findings,
-                                out,
-                            );
-                            self.counters.findings += delivered;
-                            self.counters.findings_dropped += dropped;
-                        }
+                        Ok(findings) => self.counters.count_findings(collect(
+                            slot,
+                            &self.runtime,
+                            &self.containers,
+                            &events,
+                            &[host_index],
+                            findings,
+                            out,
+                        )),
                         Err(error) => {
                             self.counters.rule_faults += 1;
                             fault(

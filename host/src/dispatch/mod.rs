@@ -36,6 +36,14 @@ pub struct Counters {
     pub findings_dropped: u64,
 }
 
+impl Counters {
+    /// Counts what [`findings::collect`] delivered and dropped.
+    fn count_findings(&mut self, (delivered, dropped): (u64, u64)) {
+        self.findings += delivered;
+        self.findings_dropped += dropped;
+    }
+}
+
 /// A loaded rule and its live instance.
 struct Slot {
     /// Where the rule came from (its file path, or the built-in name): what a reload

@@ -124,6 +124,10 @@ pub struct SandboxArgs {
     /// CPU time a rule may spend per event, in milliseconds, before it is cut off.
     #[arg(long, default_value_t = 10, value_name = "MS")]
     pub rule_cpu_ms: u64,
+    /// CPU time one delivery call to a rule may take however many events it carries,
+    /// in milliseconds (at least --rule-cpu-ms).
+    #[arg(long, default_value_t = 100, value_name = "MS")]
+    pub rule_cpu_per_call_ms: u64,
 }
 
 impl SandboxArgs {
@@ -131,6 +135,7 @@ impl SandboxArgs {
         Limits {
             memory_bytes: self.rule_memory_mib << 20,
             cpu_per_event: std::time::Duration::from_millis(self.rule_cpu_ms.max(1)),
+            cpu_per_call: std::time::Duration::from_millis(self.rule_cpu_per_call_ms.max(1)),
             ..Limits::default()
         }
     }

@@ -52,7 +52,7 @@ fn ticks_for(budget: Duration) -> u64 {
 }
 
 /// CPU time this thread has used.
-fn thread_cpu_time() -> Duration {
+pub(crate) fn thread_cpu_time() -> Duration {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

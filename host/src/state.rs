@@ -18,6 +18,9 @@ pub struct StateLimits {
     pub max_keys_per_container: usize,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
+    /// Key and value bytes one rule may hold in all, over every container: the
+    /// per-container bounds alone would multiply to tens of GiB.
+    pub max_total_bytes: usize,
 }
 
 impl Default for StateLimits {
@@ -27,6 +30,7 @@ impl Default for StateLimits {
             max_keys_per_container: 64,
             max_key_bytes: 256,
             max_value_bytes: 16 * 1024,
+            max_total_bytes: 64 << 20,
         }
     }
 }
@@ -44,6 +48,8 @@ pub enum StateRefusal {
 pub struct RuleState {
     limits: StateLimits,
     containers: FxHashMap<u64, FxHashMap<String, Vec<u8>>>,
+    /// Key and value bytes held, charged against `limits.max_total_bytes`.
+    bytes: usize,
     /// How many writes a bound refused; reported in the host's counters.
     pub refused_writes: u64,
     /// Entries changed since the changes were last taken; `None` while not recording.
@@ -118,26 +124,46 @@ impl RuleState {
         {
             return Err(StateRefusal::TooManyContainers);
         }
+        let held = self
+            .get(container, key)
+            .map_or(0, |old| key.len() + old.len());
+        let bytes = self.bytes - held + key.len() + value.len();
+        if bytes > self.limits.max_total_bytes {
+            return Err(StateRefusal::TooLarge);
+        }
         let entries = self.containers.entry(container).or_default();
         if let Some(slot) = entries.get_mut(key) {
             *slot = value;
+            self.bytes = bytes;
             return Ok(());
         }
         if entries.len() >= self.limits.max_keys_per_container {
+            if entries.is_empty() {
+                self.containers.remove(&container);
+            }
             return Err(StateRefusal::TooManyKeys);
         }
         entries.insert(key.to_owned(), value);
+        self.bytes = bytes;
         Ok(())
+    }
+
+    /// Key and value bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn remove(&mut self, container: u64, key: &str) {
         if let Some(entries) = self.containers.get_mut(&container) {
-            let removed = entries.remove(key).is_some();
+            let removed = entries.remove(key);
             if entries.is_empty() {
                 self.containers.remove(&container);
             }
-            if removed && let Some(changes) = &mut self.changes {
-                changes.note(container, key);
+            if let Some(value) = removed {
+                self.bytes -= key.len() + value.len();
+                if let Some(changes) = &mut self.changes {
+                    changes.note(container, key);
+                }
             }
         }
     }
@@ -145,7 +171,12 @@ impl RuleState {
     /// Drops everything kept for a container that went away, including its recorded
     /// changes (the dispatcher deletes the container's rows on disk as a whole).
     pub fn evict(&mut self, container: u64) {
-        self.containers.remove(&container);
+        if let Some(entries) = self.containers.remove(&container) {
+            self.bytes -= entries
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        }
         if let Some(changes) = &mut self.changes {
             changes.keys.remove(&container);
         }
@@ -220,7 +251,33 @@ mod tests {
             max_keys_per_container: 2,
             max_key_bytes: 8,
             max_value_bytes: 4,
+            max_total_bytes: 1 << 20,
         })
+    }
+
+    #[test]
+    fn every_byte_is_charged_to_the_rule_budget() {
+        let mut state = RuleState::new(StateLimits {
+            max_total_bytes: 10,
+            ..StateLimits::default()
+        });
+        state.set(1, "ab", vec![0; 4]).unwrap(); // 6 bytes
+        assert_eq!(state.set(2, "cd", vec![0; 3]), Err(StateRefusal::TooLarge));
+        assert_eq!(
+            state.containers(),
+            1,
+            "a refused write leaves no container behind"
+        );
+        state.set(2, "cd", vec![0; 2]).unwrap(); // 10 bytes: at the budget
+        assert_eq!(state.bytes(), 10);
+        // Replacing a value is charged the difference only.
+        state.set(1, "ab", vec![0; 3]).unwrap();
+        assert_eq!(state.bytes(), 9);
+        state.remove(2, "cd");
+        assert_eq!(state.bytes(), 5);
+        state.evict(1);
+        assert_eq!(state.bytes(), 0);
+        assert_eq!(state.refused_writes, 1);
     }
 
     #[test]

@@ -150,6 +150,27 @@ fn an_infinite_loop_is_cut_off_and_the_other_rule_still_reports() {
     assert_eq!(host.counters.rule_faults, MAX_FAULTS as u64);
 }
 
+/// A full drain's worth of events costs a stuck rule one call's budget (100 ms of CPU by
+/// default, plus the redo's), not 10 ms per event: 2,000 events would be 20 s.
+#[test]
+fn a_stuck_rule_holds_the_loop_for_one_call_budget_however_large_the_batch() {
+    let mut host = host_with(Limits::default(), &["infinite-loop"]);
+    let batch: Vec<_> = (0..2000)
+        .map(|i| connect(None, "192.0.2.1", 1 + (i % 60_000) as u16))
+        .collect();
+    let start = Instant::now();
+    assert!(run(&mut host, batch).is_empty());
+    let elapsed = start.elapsed();
+    // About 0.2 s of CPU; the bound only says "not 20 s", with room for a busy machine.
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+    let skipped = host.counters.events_skipped;
+    let faults = host.counters.rule_faults;
+    assert!(
+        skipped > 0 || host.is_disabled("FIXTURE-LOOP"),
+        "the redo stopped: {skipped} skipped, {faults} faults"
+    );
+}
+
 #[test]
 fn the_cpu_deadline_follows_the_configured_budget() {
     let budget = Duration::from_millis(80);

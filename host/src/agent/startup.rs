@@ -171,6 +171,7 @@ fn check(dispatcher: &Dispatcher) -> Result<()> {
             rule.name, rule.metadata.id, rule.metadata.version, rule.sha256
         ))?;
     }
+    Probes::check_env_vars(&dispatcher.env_vars())?;
     for fact in Probes::preflight()? {
         crate::cli::say(format_args!("{fact}"))?;
     }

@@ -56,7 +56,7 @@ impl Dispatcher {
         let batch = &mut instance.store.data_mut().batch;
         batch.events = events;
         batch.selected = std::mem::take(&mut self.selected);
-        let budget = self.runtime.limits().cpu_per_event * self.wit_events.len() as u32;
+        let budget = self.runtime.limits().call_budget(self.wit_events.len());
         let result = instance.deliver(&self.wit_events, budget);
         let batch = &mut instance.store.data_mut().batch;
         let events = std::mem::take(&mut batch.events);
@@ -95,16 +95,30 @@ impl Dispatcher {
                 let faults_before = self.counters.rule_faults;
                 let selected = std::mem::take(&mut self.selected);
                 let mut events = events;
+                // The redo, too, holds the loop for at most one call's budget.
+                let redo_started = crate::cpu_budget::thread_cpu_time();
+                let redo_budget = self.runtime.limits().call_budget(selected.len());
                 for (i, &host_index) in selected.iter().enumerate() {
                     let slot = &mut self.slots[slot_index];
                     let Some(instance) = slot.instance.as_mut() else {
                         break;
                     };
+                    if crate::cpu_budget::thread_cpu_time() - redo_started >= redo_budget {
+                        let skipped = (selected.len() - i) as u64;
+                        self.counters.events_skipped += skipped;
+                        tracing::warn!(
+                            rule = %slot.rule.name,
+                            id = %slot.rule.metadata.id,
+                            skipped,
+                            "rule used its call budget redoing a faulted batch; the rest of the batch is not delivered to it"
+                        );
+                        break;
+                    }
                     let batch = &mut instance.store.data_mut().batch;
                     batch.events = events;
                     batch.selected = vec![host_index];
                     let one = std::slice::from_ref(&self.wit_events[i]);
-                    let result = instance.deliver(one, self.runtime.limits().cpu_per_event);
+                    let result = instance.deliver(one, self.runtime.limits().call_budget(1));
                     events = std::mem::take(&mut instance.store.data_mut().batch.events);
                     match result {
                         Ok(findings) => self.counters.count_findings(collect(

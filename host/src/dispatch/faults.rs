@@ -9,6 +9,8 @@ pub const FAULT_WINDOW: Duration = Duration::from_secs(60);
 
 /// [`RuleInstance::recreate`], keeping the changes the state recorded for persistence
 /// (an empty state is swapped for a fresh one there, which would lose them).
+// The state goes back by value on the rare failure path: no allocation, no copy.
+#[allow(clippy::result_large_err)]
 pub(super) fn recreate_instance(
     runtime: &RuleEngine,
     rule: &Rule,

@@ -34,6 +34,9 @@ pub struct Counters {
     pub rule_faults: u64,
     /// Findings dropped for exceeding the per-event count or size bound, or naming no event.
     pub findings_dropped: u64,
+    /// Events not delivered to a rule that used up its call budget redoing a faulted
+    /// batch.
+    pub events_skipped: u64,
 }
 
 impl Counters {

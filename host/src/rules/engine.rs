@@ -11,6 +11,10 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// CPU time a rule may spend per delivered event before it is cut off.
     pub cpu_per_event: Duration,
+    /// CPU time one delivery call may take however many events it carries (and a
+    /// faulted batch's redo in all), so a rule holds the event loop for at most this
+    /// long; never less than `cpu_per_event`.
+    pub cpu_per_call: Duration,
     /// Findings a rule may return for one event; extra ones are dropped and counted.
     pub max_findings_per_event: usize,
     /// Encoded bytes one finding's data may take; larger findings are dropped and counted.
@@ -19,11 +23,20 @@ pub struct Limits {
     pub state: StateLimits,
 }
 
+impl Limits {
+    /// The CPU budget of one call delivering `events` events.
+    pub fn call_budget(&self, events: usize) -> Duration {
+        let call = self.cpu_per_call.max(self.cpu_per_event);
+        self.cpu_per_event.saturating_mul(events as u32).min(call)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             memory_bytes: 64 << 20,
             cpu_per_event: Duration::from_millis(10),
+            cpu_per_call: Duration::from_millis(100),
             max_findings_per_event: 16,
             max_finding_bytes: 16 * 1024,
             state: StateLimits::default(),

@@ -52,7 +52,9 @@ pub type Containers = Arc<RwLock<ContainerTable>>;
 
 /// What an instance's host imports see: its state, the batch being delivered, limits.
 pub struct InstanceState {
-    pub(super) limits: StoreLimits,
+    pub(super) limits: RuleLimiter,
+    /// The rule's log rate limit.
+    pub(super) log_budget: LogBudget,
     /// This rule's per-container state (moved between instances, never copied).
     pub state: RuleState,
     /// Host events of the batch being delivered and, per rule-side index, which one.
@@ -141,8 +143,20 @@ impl bindings::rulehost::rule::context::Host for InstanceState {
 impl bindings::rulehost::rule::log::Host for InstanceState {
     /// A rule's log line, at the level it asked for, under the target `rule` (so
     /// `--log-level info,rule=warn` filters rules apart), escaped to one line, cut to 1 KiB.
+    /// Rate limited per instance ([`LogBudget`]); dropped lines are counted and reported.
     fn log(&mut self, level: wit::LogLevel, message: String) {
-        let (rule, message) = (self.rule_name.as_str(), one_line(&message, 1024));
+        let Some(suppressed) = self.log_budget.take(std::time::Instant::now()) else {
+            return;
+        };
+        let rule = self.rule_name.as_str();
+        if suppressed > 0 {
+            tracing::warn!(
+                rule,
+                suppressed,
+                "rule log lines dropped over its rate limit"
+            );
+        }
+        let message = one_line(&message, 1024);
         match level {
             wit::LogLevel::Debug => tracing::debug!(target: "rule", rule, "{message}"),
             wit::LogLevel::Info => tracing::info!(target: "rule", rule, "{message}"),

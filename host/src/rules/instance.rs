@@ -22,6 +22,8 @@ impl RuleInstance {
     }
 
     /// As [`RuleInstance::new`], but a failure hands `state` back so it is not lost.
+    // The state goes back by value on the rare failure path: no allocation, no copy.
+    #[allow(clippy::result_large_err)]
     pub fn recreate(
         runtime: &RuleEngine,
         rule: &Rule,
@@ -35,16 +37,8 @@ impl RuleInstance {
             state
         };
         let data = InstanceState {
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
-                .table_elements(1 << 20)
-                .instances(16)
-                .memories(4)
-                .tables(16)
-                // Reaching the cap is a fault the host reports, not a failed allocation
-                // the rule might misreport or spin on.
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: RuleLimiter::new(limits.memory_bytes),
+            log_budget: LogBudget::default(),
             state,
             batch: Batch::default(),
             containers,
@@ -85,8 +79,8 @@ impl RuleInstance {
                 error_line(anyhow::Error::from(e).as_ref())
             )
         })?;
-        let metadata = Metadata::from_wit(metadata);
-        validate_metadata(&metadata)?;
+        let mut metadata = Metadata::from_wit(metadata);
+        validate_metadata(&mut metadata)?;
         detector
             .call_init(&mut *store, "")
             .map_err(|e| {

@@ -101,13 +101,3 @@ impl Metadata {
         self.env_vars.iter().any(|wanted| wanted == name)
     }
 }
-
-pub(super) fn validate_metadata(metadata: &Metadata) -> Result<()> {
-    if metadata.id.trim().is_empty() {
-        bail!("metadata has an empty id");
-    }
-    if metadata.selects.is_empty() {
-        bail!("metadata selects no event");
-    }
-    Ok(())
-}

@@ -11,8 +11,11 @@ mod engine;
 pub mod files;
 mod imports;
 mod instance;
+mod limiter;
+mod log_budget;
 mod metadata;
 pub mod reload;
+mod validate;
 mod world;
 
 pub use convert::*;
@@ -22,8 +25,8 @@ pub use files::{
 };
 pub use imports::{Batch, ContainerTable, Containers, InstanceState};
 pub use instance::RuleInstance;
-use metadata::*;
 pub use metadata::{Metadata, Mitre, Origin, Rule};
+use validate::*;
 use world::*;
 
 use crate::cpu_budget::{CallBudget, EPOCH_TICK};
@@ -31,6 +34,8 @@ use crate::events::{Container, Event, EventKind};
 use crate::logging::{error_line, one_line};
 use crate::state::{RuleState, StateLimits, StateRefusal};
 use anyhow::{Context, Result, anyhow, bail};
+use limiter::RuleLimiter;
+use log_budget::LogBudget;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -39,7 +44,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, Store};
 
 /// Generated bindings for the `rule` world in `wit/`.
 pub mod bindings {

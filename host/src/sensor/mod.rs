@@ -347,6 +347,16 @@ impl Probes {
         preflight::facts()
     }
 
+    /// Whether the kernel side can capture these env names together (what the loaded
+    /// rules ask for in all), as [`Probes::start`] would check them.
+    pub fn check_env_vars(env_vars: &[String]) -> Result<()> {
+        let wanted = ProbeConfig {
+            env_vars: env_vars.to_vec(),
+            ..ProbeConfig::default()
+        };
+        build_config(&wanted, abi::EVENTS_BYTES).map(|_| ())
+    }
+
     /// Changes which environment variables exec events capture (after a rule reload
     /// changed what the rules ask for). Execs in flight may see either set.
     pub fn set_env_vars(&mut self, env_vars: &[String]) -> Result<()> {

@@ -206,11 +206,15 @@ pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
 }
 
 fn agent(options: crate::agent::RunOptions) -> Result<()> {
-    tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?
-        .block_on(crate::agent::run(options))
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(crate::agent::run(options));
+    // A reload plan still compiling an (untrusted) rule must not hold the exit: it is
+    // abandoned, not waited for.
+    runtime.shutdown_background();
+    result
 }
 
 /// `replay`: the pipeline with recorded JSON lines as its source.

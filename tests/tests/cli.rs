@@ -196,3 +196,31 @@ fn inspect_shows_metadata_world_imports_size_and_sha256() {
         brief(&imports)
     );
 }
+
+#[test]
+fn an_oversized_rule_file_is_refused_without_compiling_it() {
+    let dir = std::env::temp_dir().join(format!("rulehost-big-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("big.wasm");
+    // A component header, then more bytes than a rule may have.
+    let mut bytes = b"\0asm\x0d\0\x01\0".to_vec();
+    bytes.resize(rulehost::rules::MAX_RULE_BYTES + 1, 0);
+    std::fs::write(&big, &bytes).unwrap();
+    for args in [
+        vec!["inspect", big.to_str().unwrap()],
+        vec!["replay", "--rule", big.to_str().unwrap(), "-"],
+        vec!["run", "--check", "--rule", big.to_str().unwrap()],
+    ] {
+        let out = rulehost(&args, Some(""));
+        assert!(!out.status.success(), "{args:?} accepted it");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {}", brief(&lines));
+        assert!(
+            lines[0].contains(big.to_str().unwrap()) && lines[0].contains("larger than the 16 MiB"),
+            "{args:?}: {}",
+            lines[0]
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

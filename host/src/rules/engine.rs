@@ -125,6 +125,13 @@ impl RuleEngine {
     /// Validates, compiles and probes a rule: it must be a component of the rule world
     /// importing nothing else; its metadata is read from a first instance.
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<Rule>> {
+        if bytes.len() > MAX_RULE_BYTES {
+            bail!(
+                "{} MiB, larger than the {} MiB a rule may be",
+                bytes.len() >> 20,
+                MAX_RULE_BYTES >> 20
+            );
+        }
         let sha256 = sha256_hex(bytes);
         let component = self.compile(bytes, &sha256)?;
         let imports = check_world(&self.engine, &component)?;

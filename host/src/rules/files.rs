@@ -12,10 +12,30 @@ pub const BUILTIN_K8S_API_CONNECTION: &[u8] =
 /// Name the built-in rule is reported under.
 pub const BUILTIN_NAME: &str = "k8s_api_connection";
 
+/// Largest rule the host reads and compiles: a rule file is untrusted input, and
+/// compiling costs time and memory in proportion to its size.
+pub const MAX_RULE_BYTES: usize = 16 << 20;
+
+/// Reads a rule file, refusing (without reading it all) one over [`MAX_RULE_BYTES`].
+pub fn read_rule_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_RULE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > MAX_RULE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than the {} MiB a rule may be", MAX_RULE_BYTES >> 20),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Loads a rule file; the error names the file and the reason in one line.
 pub fn load_file(runtime: &RuleEngine, path: &Path) -> Result<Arc<Rule>> {
     let bytes =
-        std::fs::read(path).with_context(|| format!("cannot load rule {}", path.display()))?;
+        read_rule_file(path).with_context(|| format!("cannot load rule {}", path.display()))?;
     load_bytes(runtime, path, &bytes)
 }
 

@@ -21,7 +21,8 @@ mod world;
 pub use convert::*;
 pub use engine::{Limits, RuleEngine, sha256_hex};
 pub use files::{
-    BUILTIN_K8S_API_CONNECTION, BUILTIN_NAME, load_all, load_bytes, load_file, rule_name,
+    BUILTIN_K8S_API_CONNECTION, BUILTIN_NAME, MAX_RULE_BYTES, load_all, load_bytes, load_file,
+    read_rule_file, rule_name,
 };
 pub use imports::{Batch, ContainerTable, Containers, InstanceState};
 pub use instance::RuleInstance;

@@ -91,7 +91,7 @@ pub fn plan(
     let present = sources.scan();
     let mut changes = Vec::new();
     for path in &present {
-        let bytes = match std::fs::read(path) {
+        let bytes = match crate::rules::read_rule_file(path) {
             Ok(bytes) => bytes,
             Err(error) => {
                 // A listed file that vanished mid-swap is retried on the next event.

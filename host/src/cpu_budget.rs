@@ -38,15 +38,6 @@ impl CallBudget {
     }
 }
 
-impl Default for CallBudget {
-    fn default() -> Self {
-        CallBudget {
-            started: Duration::ZERO,
-            budget: Duration::from_secs(1),
-        }
-    }
-}
-
 fn ticks_for(budget: Duration) -> u64 {
     (budget.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
 }

@@ -105,36 +105,34 @@ impl LiveAgent {
 
     /// Waits until `predicate` holds for some finding; returns it.
     pub fn wait_for(&self, what: &str, predicate: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + FINDING_TIMEOUT;
-        loop {
-            if let Some(found) = self.findings().into_iter().find(|f| predicate(f)) {
-                return found;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "no finding {what} within {FINDING_TIMEOUT:?}; findings: {}; log: {}",
+        let mut found = None;
+        wait_until(
+            || {
+                found = self.findings().into_iter().find(|f| predicate(f));
+                found.is_some()
+            },
+            || {
+                format!(
+                    "no finding {what}; findings: {}; log: {}",
                     brief(&self.findings()),
                     brief(&self.log())
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+                )
+            },
+        );
+        found.expect("found")
     }
 
     /// Waits until the agent logged a record for which `predicate` holds; returns it.
     pub fn wait_for_log(&self, what: &str, predicate: impl Fn(&LogRecord) -> bool) -> LogRecord {
-        let deadline = Instant::now() + FINDING_TIMEOUT;
-        loop {
-            if let Some(found) = self.log_records().into_iter().find(|r| predicate(r)) {
-                return found;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log record {what} within {FINDING_TIMEOUT:?}: {}",
-                brief(&self.log())
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut found = None;
+        wait_until(
+            || {
+                found = self.log_records().into_iter().find(|r| predicate(r));
+                found.is_some()
+            },
+            || format!("no log record {what}: {}", brief(&self.log())),
+        );
+        found.expect("found")
     }
 
     /// The agent's log so far, as records.
@@ -180,9 +178,20 @@ impl Drop for Frozen {
     }
 }
 
+/// Polls `done` until it holds; past [`FINDING_TIMEOUT`] panics with `failure()`. For
+/// things that must happen: a failure bound for a busy machine, never a readiness guess.
+pub fn wait_until(mut done: impl FnMut() -> bool, failure: impl FnOnce() -> String) {
+    let deadline = Instant::now() + FINDING_TIMEOUT;
+    while !done() {
+        if Instant::now() > deadline {
+            panic!("within {FINDING_TIMEOUT:?}: {}", failure());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Waits until every thread of `pid` is in the stopped state (`T` in /proc).
 fn wait_until_stopped(pid: u32) {
-    let deadline = Instant::now() + FINDING_TIMEOUT;
     let stopped = || {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             return false;
@@ -195,14 +204,11 @@ fn wait_until_stopped(pid: u32) {
             })
         })
     };
-    while !stopped() {
-        assert!(Instant::now() < deadline, "pid {pid} did not stop");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(stopped, || format!("pid {pid} did not stop"));
 }
 
 /// Waits for the agent's ready file; an error if the agent exits or time runs out.
-fn wait_for_ready_file(child: &mut Child, path: &Path) -> Result<Value, String> {
+pub fn wait_for_ready_file(child: &mut Child, path: &Path) -> Result<Value, String> {
     let deadline = Instant::now() + FINDING_TIMEOUT;
     loop {
         if let Ok(text) = std::fs::read_to_string(path) {

@@ -3,8 +3,8 @@
 //! validates without attaching, and a second SIGTERM ends a stuck shutdown.
 
 use rulehost_tests::brief;
-use rulehost_tests::live::FINDING_TIMEOUT;
 use rulehost_tests::live::{HeldConnector, LiveAgent, TestCgroup};
+use rulehost_tests::live::{wait_for_ready_file, wait_until};
 use rulehost_tests::{rulehost_bin, trigger_id};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -163,11 +163,8 @@ fn a_second_sigterm_ends_a_blocked_shutdown_at_once() {
     let stdout = agent.stdout.take().unwrap();
     // SAFETY: shrinking our own pipe to one page (the kernel's minimum).
     unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
-    let deadline = Instant::now() + FINDING_TIMEOUT;
-    while !ready_file.exists() {
-        assert!(agent.try_wait().unwrap().is_none(), "the agent exited");
-        assert!(Instant::now() < deadline, "no ready file");
-        std::thread::sleep(Duration::from_millis(10));
+    if let Err(why) = wait_for_ready_file(&mut agent, &ready_file) {
+        panic!("the agent did not get ready: {why}");
     }
     let id = trigger_id(62);
     let cgroup = TestCgroup::new(&format!("cri-containerd-{id}.scope"));
@@ -209,7 +206,6 @@ fn a_second_sigterm_ends_a_blocked_shutdown_at_once() {
 /// Waits until `signal` is no longer pending for process `pid` (its signal thread took
 /// it), from the process-wide pending mask in /proc.
 fn wait_until_taken(pid: u32, signal: i32) {
-    let deadline = Instant::now() + FINDING_TIMEOUT;
     let pending = || {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         status
@@ -218,15 +214,11 @@ fn wait_until_taken(pid: u32, signal: i32) {
             .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
             .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
     };
-    while pending() {
-        assert!(Instant::now() < deadline, "signal {signal} never taken");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(|| !pending(), || format!("signal {signal} never taken"));
 }
 
 /// Waits until some thread of `pid` sleeps in a pipe write (its kernel wait channel).
 fn wait_until_blocked_writing(pid: u32) {
-    let deadline = Instant::now() + FINDING_TIMEOUT;
     let blocked = || {
         std::fs::read_dir(format!("/proc/{pid}/task"))
             .into_iter()
@@ -237,96 +229,7 @@ fn wait_until_blocked_writing(pid: u32) {
                     .is_ok_and(|wchan| wchan.contains("pipe_write"))
             })
     };
-    while !blocked() {
-        assert!(
-            Instant::now() < deadline,
-            "the agent never blocked writing to its stdout pipe"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-#[test]
-fn an_oversized_env_is_captured_bounded_and_marked() {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::process::CommandExt;
-    let agent = LiveAgent::start("truncation", &[]);
-    let id = trigger_id(63);
-    let cgroup = TestCgroup::new(&format!("cri-containerd-{id}.scope"));
-    let long_value = "1".repeat(400);
-    let procs = cgroup.path.join("cgroup.procs");
-    let mut command = Command::new(rulehost_tests::live::connector_bin());
-    command.arg("none").env_clear().env(KSH, &long_value).env(
-        std::ffi::OsStr::from_bytes(b"KUBERNETES_SERVICE_PORT"),
-        std::ffi::OsStr::from_bytes(b"\xff\xfe443"),
-    );
-    // SAFETY: one write between fork and exec.
-    unsafe { command.pre_exec(move || std::fs::write(&procs, b"0")) };
-    assert!(command.status().unwrap().success());
-    // A connect afterwards proves the exec was processed before we look at the record.
-    cgroup.run(&[(KSH, "127.0.0.1")], &["tcp", "127.0.0.1:9"]);
-    agent.wait_for("marker", |f| f["data"]["container_id"] == id.as_str());
-    let recorded = rulehost_tests::live::read_json_lines(&agent.record);
-    let exec = recorded
-        .iter()
-        .find(|e| {
-            e["type"] == "process_exec"
-                && e["container"]["id"] == id.as_str()
-                && e["argv"][1] == "none"
-        })
-        .expect("the exec with the oversized env is recorded");
-    let env = exec["env"].as_array().unwrap();
-    assert_eq!(
-        env.len(),
-        1,
-        "only the wanted name is captured: {}",
-        brief(env)
-    );
-    let captured = env[0].as_str().unwrap();
-    assert!(
-        captured.starts_with("KUBERNETES_SERVICE_HOST=111") && captured.len() < 400,
-        "{captured}"
-    );
-    assert_eq!(exec["truncated"]["env"], true, "{exec}");
-}
-
-#[test]
-fn detection_survives_kill_9_of_the_host() {
-    let state = std::env::temp_dir().join(format!("rulehost-kill9-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&state);
-    let state_arg = format!("--state-dir={}", state.display());
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let id = trigger_id(64);
-    let cgroup = TestCgroup::new(&format!("cri-containerd-{id}.scope"));
-
-    let mut first = LiveAgent::start("kill9-a", &[&state_arg]);
-    cgroup.run(
-        &[(KSH, "127.0.0.1")],
-        &["tcp", &format!("127.0.0.1:{port}")],
-    );
-    first.wait_for("before the kill", |f| {
-        f["data"]["container_id"] == id.as_str()
+    wait_until(blocked, || {
+        "the agent never blocked writing to its stdout pipe".into()
     });
-    // The container keeps running across the restart and connects later, without exec
-    // and without the variable: only the restored state can tell it is the API server.
-    let workload = HeldConnector::start(&cgroup.path, &[], &format!("127.0.0.1:{port}"));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(first.pid() as i32, libc::SIGKILL) };
-    first.stop();
-
-    let second = LiveAgent::start("kill9-b", &[&state_arg]);
-    let restored = &second.ready["restored"];
-    assert!(
-        restored["restored"].as_u64().unwrap() >= 1
-            && restored["containers"].as_u64().unwrap() >= 1,
-        "the container's state was restored: {restored}"
-    );
-    workload.release();
-    let finding = second.wait_for("after the restart", |f| {
-        f["data"]["container_id"] == id.as_str()
-    });
-    assert_eq!(finding["data"]["ip"], "127.0.0.1");
-    drop(second);
-    let _ = std::fs::remove_dir_all(&state);
 }

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes rulehost's parsers of untrusted input for a bounded time (tests/fuzz: cargo-fuzz,
 # libFuzzer and AddressSanitizer): the ring-buffer record decoder, the replay line parser
-# (Tracee v0.24 and rulehost JSON) and the cgroup-path parser. Each target runs for
-# FUZZ_SECONDS (default 30) on a scratch copy of its committed seed corpus, so nothing
-# under version control changes. Exits non-zero if any target crashes (a panic, a broken
+# (Tracee v0.24 and rulehost JSON), the cgroup-path parser and rule metadata validation.
+# Each target runs for FUZZ_SECONDS (default 30) on a scratch copy of its committed seed
+# corpus, so nothing under version control changes. Exits non-zero if any target crashes (a panic, a broken
 # invariant, a sanitizer report, a timeout or running out of memory); the input that did
 # it is saved in tests/fuzz/crashes/<target>/.
 #
@@ -25,7 +25,7 @@ CARGO_FUZZ_VERSION=0.13.2
 # recognises it. FUZZ_TOOLCHAIN picks another toolchain.
 TOOLCHAIN=${FUZZ_TOOLCHAIN:-$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)}
 export RUSTC_BOOTSTRAP=1
-if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=(ring_decoder replay_line cgroup_path); fi
+if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=(ring_decoder replay_line cgroup_path metadata); fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo "+$TOOLCHAIN" install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"

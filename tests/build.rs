@@ -18,6 +18,7 @@ const FIXTURES: &[&str] = &[
     "wrong-world",
     "init-error",
     "stateful-panic",
+    "hoarder",
 ];
 
 fn main() {

@@ -112,6 +112,17 @@ pub enum Command {
     Inspect {
         #[arg(value_name = "FILE.wasm")]
         rule: PathBuf,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
+    /// (internal) Compiles the rule component on stdin under the given bounds and writes
+    /// the precompiled artifact on stdout: how the host compiles untrusted rules.
+    #[command(hide = true)]
+    CompileRule {
+        #[arg(long)]
+        cpu_secs: u64,
+        #[arg(long)]
+        memory_bytes: u64,
     },
 }
 
@@ -128,16 +139,66 @@ pub struct SandboxArgs {
     /// in milliseconds (at least --rule-cpu-ms).
     #[arg(long, default_value_t = 100, value_name = "MS")]
     pub rule_cpu_per_call_ms: u64,
+    /// Findings a rule may return per event; more are dropped and counted.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub rule_findings_per_event: usize,
+    /// Size of one finding's data as printed, in KiB; larger ones are dropped and counted.
+    #[arg(long, default_value_t = 16, value_name = "KIB")]
+    pub rule_finding_kib: usize,
+    /// `context` calls a rule may make per delivered event; more answer empty.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub rule_context_calls: usize,
+    /// Per-container state a rule may hold in all, in MiB.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub rule_state_mib: usize,
+    /// CPU seconds compiling one rule may take (in its own process).
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub rule_compile_cpu_secs: u64,
+    /// Memory compiling one rule may take, in MiB.
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    pub rule_compile_memory_mib: u64,
+    /// Grants a rule id a capability, beside the shipped defaults: `ID=env:NAME[,NAME]`
+    /// lets the rule read those environment variables. Repeatable.
+    #[arg(long = "grant", value_name = "ID=env:NAMES", value_parser = crate::rules::parse_grant)]
+    pub grants: Vec<(String, crate::rules::Grant)>,
+    /// Configuration file (YAML): `grants`, per rule id.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 impl SandboxArgs {
     pub fn limits(&self) -> Limits {
+        use std::time::Duration;
         Limits {
             memory_bytes: self.rule_memory_mib << 20,
-            cpu_per_event: std::time::Duration::from_millis(self.rule_cpu_ms.max(1)),
-            cpu_per_call: std::time::Duration::from_millis(self.rule_cpu_per_call_ms.max(1)),
-            ..Limits::default()
+            cpu_per_event: Duration::from_millis(self.rule_cpu_ms.max(1)),
+            cpu_per_call: Duration::from_millis(self.rule_cpu_per_call_ms.max(1)),
+            max_findings_per_event: self.rule_findings_per_event,
+            max_finding_bytes: self.rule_finding_kib << 10,
+            max_context_calls_per_event: self.rule_context_calls,
+            state: crate::state::StateLimits {
+                max_total_bytes: self.rule_state_mib << 20,
+                ..Default::default()
+            },
+            compile: crate::rules::CompileLimits {
+                cpu_secs: self.rule_compile_cpu_secs.max(1),
+                memory_bytes: self.rule_compile_memory_mib.max(1) << 20,
+            },
         }
+    }
+
+    /// What each rule id may use: the shipped defaults, the config file's, `--grant`s.
+    pub fn grants(&self) -> Result<crate::rules::Grants> {
+        let config = match &self.config {
+            Some(path) => crate::config::Config::load(path)?,
+            None => crate::config::Config::default(),
+        };
+        Ok(config.grants(&self.grants))
+    }
+
+    /// An engine for untrusted rules under these limits and grants.
+    fn engine(&self) -> Result<RuleEngine> {
+        RuleEngine::isolated(self.limits(), self.grants()?, None)
     }
 }
 
@@ -149,7 +210,14 @@ pub fn run(cli: Cli) -> Result<()> {
             events,
             sandbox,
         } => replay(&rules, events, &sandbox),
-        Command::Inspect { rule } => inspect(&rule),
+        Command::Inspect { rule, sandbox } => inspect(&rule, &sandbox),
+        Command::CompileRule {
+            cpu_secs,
+            memory_bytes,
+        } => crate::rules::compile_rule_child(crate::rules::CompileLimits {
+            cpu_secs,
+            memory_bytes,
+        }),
         Command::Run {
             rules,
             rule_dirs,
@@ -175,6 +243,7 @@ pub fn run(cli: Cli) -> Result<()> {
             record,
             ready_file,
             limits: sandbox.limits(),
+            grants: sandbox.grants()?,
         }),
         Command::Trigger {
             scenario,
@@ -219,7 +288,7 @@ fn agent(options: crate::agent::RunOptions) -> Result<()> {
 
 /// `replay`: the pipeline with recorded JSON lines as its source.
 fn replay(rule_paths: &[PathBuf], events: Option<PathBuf>, sandbox: &SandboxArgs) -> Result<()> {
-    let runtime = Arc::new(RuleEngine::new(sandbox.limits())?);
+    let runtime = Arc::new(sandbox.engine()?);
     let mut dispatcher = Dispatcher::new(runtime.clone());
     for rule in crate::rules::load_all(&runtime, rule_paths)? {
         dispatcher.add(rule)?;
@@ -265,8 +334,8 @@ fn replay(rule_paths: &[PathBuf], events: Option<PathBuf>, sandbox: &SandboxArgs
     Ok(())
 }
 
-fn inspect(path: &std::path::Path) -> Result<()> {
-    let runtime = RuleEngine::new(Limits::default())?;
+fn inspect(path: &std::path::Path, sandbox: &SandboxArgs) -> Result<()> {
+    let runtime = sandbox.engine()?;
     let rule = crate::rules::load_file(&runtime, path)?;
     let m = &rule.metadata;
     let report = serde_json::json!({

@@ -10,6 +10,7 @@
 
 pub(crate) mod agent;
 pub mod cli;
+pub mod config;
 pub mod containers;
 mod cpu_budget;
 pub mod dispatch;

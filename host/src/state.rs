@@ -101,6 +101,11 @@ impl RuleState {
         }
     }
 
+    /// Whether the rule holds any state for `container`.
+    pub fn holds(&self, container: u64) -> bool {
+        self.containers.contains_key(&container)
+    }
+
     pub fn get(&self, container: u64, key: &str) -> Option<&[u8]> {
         self.containers.get(&container)?.get(key).map(Vec::as_slice)
     }

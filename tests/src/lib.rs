@@ -1,7 +1,9 @@
 //! Shared helpers for the end-to-end tests: event builders, a host with real rules, and
 //! (in `live`) a real agent on the real kernel.
 
+pub mod hostile;
 pub mod live;
+pub mod slow_compile;
 
 use rulehost::dispatch::Dispatcher;
 use rulehost::events::{

@@ -99,6 +99,10 @@ fn check_validates_without_attaching() {
         "{stdout}"
     );
     assert!(
+        stdout.contains(" ok, granted env KUBERNETES_SERVICE_HOST\n"),
+        "{stdout}"
+    );
+    assert!(
         stdout.contains("kernel BTF:") && stdout.contains("cgroup v2:"),
         "{stdout}"
     );

@@ -343,7 +343,8 @@ fn a_faulting_and_disabled_rule_keeps_persisting_its_state() {
 
     let mut host = host_with(Limits::default(), &["stateful-panic"]);
     let report = host.persist_to(&dir, |_| true).unwrap();
-    assert_eq!((report.restored, report.containers), (1, 1));
+    // Container 1's mark and container 2's refuse-init flag.
+    assert_eq!((report.restored, report.containers), (2, 2));
     let findings = connects(&mut host, 1);
     assert_eq!(findings.len(), 1, "{}", brief(&findings));
     assert_eq!(findings[0].data["mark"], "kept");

@@ -3,111 +3,11 @@
 //! `rulehost` binary for what it refuses and logs.
 
 use rulehost::dispatch::{FAULT_WINDOW, MAX_FAULTS};
-use rulehost::events::Event;
-use rulehost::output::Finding;
-use rulehost::rules::{Limits, RuleEngine};
+use rulehost::rules::Limits;
+use rulehost_tests::hostile::*;
 use rulehost_tests::*;
-use serde_json::{Value, json};
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use serde_json::json;
 use std::time::{Duration, Instant};
-
-const KSH: &str = "KUBERNETES_SERVICE_HOST=10.96.0.1";
-const API: &str = "10.96.0.1";
-const K8S_ID: &str = "TRC-1013";
-
-/// A container declaring the API server and connecting to it: one TRC-1013 finding.
-fn k8s_scenario(tag: u8) -> Vec<Event> {
-    vec![
-        exec(container(tag), &[KSH]),
-        connect(container(tag), API, 443),
-    ]
-}
-
-/// The findings of the rule with metadata id `id`.
-fn by<'a>(findings: &'a [Finding], id: &str) -> Vec<&'a Finding> {
-    findings.iter().filter(|f| f.signature.id == id).collect()
-}
-
-/// Default limits but a roomy CPU budget, for tests about something else than CPU (a
-/// loaded CI machine can take more than the default 10 ms to build 5,000 findings).
-fn generous_cpu() -> Limits {
-    Limits {
-        cpu_per_event: Duration::from_secs(1),
-        ..Limits::default()
-    }
-}
-
-/// Why loading a fixture fails (it must fail).
-fn load_error(name: &str) -> String {
-    let runtime = RuleEngine::new(Limits::default()).expect("runtime");
-    match rulehost::rules::load_file(&runtime, &fixture(name)) {
-        Ok(rule) => panic!("{name} loaded as rule {}", rule.metadata.id),
-        Err(error) => format!("{error:#}"),
-    }
-}
-
-/// Runs `rulehost <args>` with `events` as rulehost JSON lines on stdin.
-fn rulehost(args: &[&str], events: &[Event]) -> Output {
-    let mut child = Command::new(rulehost_bin())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("target/release/rulehost (run `make build`)");
-    let mut input = child.stdin.take().unwrap();
-    for event in events {
-        writeln!(input, "{}", serde_json::to_string(event).unwrap()).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
-}
-
-/// `rulehost replay` with the given fixtures (then the k8s rule file) over `events`.
-fn replay(fixtures: &[&str], extra: &[&str], events: &[Event]) -> Output {
-    let paths: Vec<String> = fixtures
-        .iter()
-        .map(|name| fixture(name))
-        .chain([k8s_rule_file()])
-        .map(|p| p.to_str().unwrap().to_owned())
-        .collect();
-    let mut args = vec!["replay"];
-    for path in &paths {
-        args.extend(["--rule", path]);
-    }
-    args.extend(extra);
-    args.extend(["--log-format", "json", "-"]);
-    rulehost(&args, events)
-}
-
-fn stdout_findings(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each stdout line is one JSON finding"))
-        .collect()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// stderr's lines, for bounded assertion messages.
-fn stderr_lines(out: &Output) -> Vec<String> {
-    stderr(out).lines().map(str::to_owned).collect()
-}
-
-/// The log records of a `replay` run (which logs as JSON).
-fn logs_of(out: &Output) -> Vec<LogRecord> {
-    log_records(&stderr(out))
-}
-
-/// The records with `message` about the rule with metadata id `id`.
-fn about<'a>(logs: &'a [LogRecord], message: &str, id: &str) -> Vec<&'a LogRecord> {
-    logs.iter()
-        .filter(|r| r.is(message, &[("id", id)]))
-        .collect()
-}
 
 #[test]
 fn an_infinite_loop_is_cut_off_and_the_other_rule_still_reports() {
@@ -285,7 +185,12 @@ fn the_binary_honours_rule_memory_mib() {
             .filter(|r| r.field("reason").contains("growing memory"))
             .count()
     };
-    let cpu = ["--rule-cpu-ms", "2000"];
+    let cpu = [
+        "--rule-cpu-ms",
+        "2000",
+        "--grant",
+        "FIXTURE-MEMORY-BOMB=env:BOMB_MIB",
+    ];
     let out = replay(
         &["memory-bomb"],
         &[&cpu[..], &["--rule-memory-mib", "32"]].concat(),
@@ -625,15 +530,15 @@ fn state_is_kept_when_the_instance_cannot_be_recreated() {
     run(&mut host, vec![exec(c.clone(), &["TRAP=refuse-init"])]);
     assert_eq!(host.counters.rule_faults, 1);
     assert!(host.is_disabled(ID), "no instance could be recreated");
-    // The container's mark and the rule-wide flag (kept under handle 0) are both held.
-    assert_eq!(host.state_containers(ID), 2);
-    host.container_removed(&container_id(12));
+    // The container's mark and the flag, both under its handle, are held.
     assert_eq!(host.state_containers(ID), 1);
+    host.container_removed(&container_id(12));
+    assert_eq!(host.state_containers(ID), 0);
     assert_eq!(by(&run(&mut host, k8s_scenario(13)), K8S_ID).len(), 1);
 
     let out = replay(
         &["stateful-panic"],
-        &[],
+        &["--grant", "FIXTURE-STATEFUL-PANIC=env:MARK,TRAP"],
         &[exec(container(12), &["TRAP=refuse-init"])],
     );
     let logs = logs_of(&out);

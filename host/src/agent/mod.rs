@@ -14,11 +14,10 @@ use crate::containers::{ContainerResolver, Resolution, parse_cgroup_path};
 use crate::logging::error_line;
 use crate::pipeline::Pipeline;
 use crate::ready::ReadyFile;
-use crate::rules::reload::Change;
 use crate::sensor::{ProbeEvent, Probes};
 use anyhow::Result;
 use health::DropReporter;
-use reloads::Reloads;
+use reloads::{Reloads, Update};
 use signals::Signal;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -55,7 +54,7 @@ struct Agent {
 #[derive(Default)]
 struct Wake {
     stop: bool,
-    plan: Option<Vec<Change>>,
+    update: Option<Update>,
 }
 
 impl Agent {
@@ -65,8 +64,8 @@ impl Agent {
             // Drain even when stopping, so nothing already in the ring buffer is lost.
             self.drain()?;
             self.pipeline.deliver()?;
-            if let Some(changes) = wake.plan {
-                self.apply_plan(changes);
+            if let Some(update) = wake.update {
+                self.apply_update(update);
             }
             self.drops.report(&self.probes, &mut self.pipeline)?;
             if wake.stop {
@@ -76,7 +75,7 @@ impl Agent {
     }
 
     /// Waits for the ring buffer (or the poll interval), a rule change, a signal or a
-    /// finished reload plan.
+    /// finished rescan or compile.
     async fn wait(&mut self, signals: &mut UnboundedReceiver<Signal>) -> Wake {
         let reloads = &mut self.reloads;
         tokio::select! {
@@ -90,9 +89,9 @@ impl Agent {
                     reloads.request_rescan();
                     Wake::default()
                 }
-                Signal::Stop => Wake { stop: true, plan: None },
+                Signal::Stop => Wake { stop: true, update: None },
             },
-            Some(changes) = reloads.plans.recv() => Wake { stop: false, plan: Some(changes) },
+            Some(update) = reloads.updates.recv() => Wake { stop: false, update: Some(update) },
         }
     }
 
@@ -138,12 +137,12 @@ impl Agent {
         Ok(())
     }
 
-    /// Applies a finished reload plan between two batches, then tells the kernel what
-    /// the new set of rules needs.
-    fn apply_plan(&mut self, changes: Vec<Change>) {
+    /// Applies a finished rescan or compile between two batches, then tells the kernel
+    /// what the new set of rules needs.
+    fn apply_update(&mut self, update: Update) {
         let dispatcher = &mut self.pipeline.dispatcher;
         let env_before = dispatcher.env_vars();
-        self.reloads.apply_plan(dispatcher, changes);
+        self.reloads.apply_update(dispatcher, update);
         let env_after = dispatcher.env_vars();
         if env_after != env_before
             && let Err(error) = self.probes.set_env_vars(&env_after)

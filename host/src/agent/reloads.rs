@@ -1,28 +1,45 @@
-//! Hot reload inside the agent: file events and SIGHUP become reload requests; a plan
-//! (compile and validate what changed) runs off the event path, one at a time, and a
-//! request that arrives meanwhile is planned again once that one is applied; the plan is
-//! applied between two batches, so every event is handled by exactly one version.
+//! Hot reload inside the agent: file events and SIGHUP become rescans; a rescan (read
+//! and hash the rule files) runs off the event path, one at a time, and every changed
+//! file then compiles in its own task (a bounded child process), so a slow compile
+//! never holds back another file's reload. A result is applied between two batches, so
+//! every event is handled by exactly one version. A file that changes again while it
+//! compiles is rescanned when that compile ends, and only the newest bytes are applied.
 
 use crate::dispatch::Dispatcher;
 use crate::logging::error_line;
-use crate::rules::reload::{Change, Loaded, RuleSources, Watcher};
+use crate::rules::reload::{Change, Compile, Loaded, RuleSources, Scan, Watcher};
 use crate::rules::{Rule, RuleEngine};
 use anyhow::Result;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::mpsc::{Receiver, Sender, channel};
+
+/// What a reload task finished.
+pub(crate) enum Update {
+    /// A rescan: changes to apply now, files to compile.
+    Scanned(Scan),
+    /// One file compiled (or refused).
+    Compiled { path: PathBuf, change: Change },
+}
 
 /// The agent's side of hot reload.
 pub(crate) struct Reloads {
     runtime: Arc<RuleEngine>,
     sources: RuleSources,
     pub(crate) loaded: Loaded,
-    planning: bool,
+    scanning: bool,
+    /// A rescan was asked for while one ran, or a file changed again while compiling.
     pending: bool,
+    /// Files compiling now, with the sha256 of the bytes being compiled.
+    compiling: BTreeMap<PathBuf, String>,
+    /// Files that changed again while compiling: their result is outdated.
+    stale: BTreeSet<PathBuf>,
     /// A rule file or directory changed (from the watcher task).
     pub(crate) changed: Receiver<()>,
-    plans_tx: Sender<Vec<Change>>,
-    /// A finished plan, to apply between two batches.
-    pub(crate) plans: Receiver<Vec<Change>>,
+    updates_tx: Sender<Update>,
+    /// Finished rescans and compiles, to apply between two batches.
+    pub(crate) updates: Receiver<Update>,
 }
 
 impl Reloads {
@@ -46,16 +63,18 @@ impl Reloads {
                 }
             });
         }
-        let (plans_tx, plans) = channel(1);
+        let (updates_tx, updates) = channel(16);
         Ok(Reloads {
             runtime,
             sources,
             loaded,
-            planning: false,
+            scanning: false,
             pending: false,
+            compiling: BTreeMap::new(),
+            stale: BTreeSet::new(),
             changed,
-            plans_tx,
-            plans,
+            updates_tx,
+            updates,
         })
     }
 
@@ -66,37 +85,71 @@ impl Reloads {
         self.request();
     }
 
-    /// Asks for a plan; starts one now unless one is running.
+    /// Asks for a rescan; starts one now unless one is running.
     pub(crate) fn request(&mut self) {
         self.pending = true;
-        self.start_plan();
+        self.start_scan();
     }
 
-    fn start_plan(&mut self) {
-        if !self.pending || self.planning || self.sources.is_empty() {
+    fn start_scan(&mut self) {
+        if !self.pending || self.scanning || self.sources.is_empty() {
             return;
         }
-        self.planning = true;
+        self.scanning = true;
         self.pending = false;
-        let (runtime, sources, tx) = (
-            self.runtime.clone(),
-            self.sources.clone(),
-            self.plans_tx.clone(),
-        );
+        let (sources, tx) = (self.sources.clone(), self.updates_tx.clone());
         let (rules, rejected) = (self.loaded.rules.clone(), self.loaded.rejected.clone());
         tokio::task::spawn_blocking(move || {
-            let changes = crate::rules::reload::plan(&runtime, &sources, &rules, &rejected);
-            let _ = tx.blocking_send(changes);
+            let scan = crate::rules::reload::scan(&sources, &rules, &rejected);
+            let _ = tx.blocking_send(Update::Scanned(scan));
         });
     }
 
-    /// Applies a finished plan, then starts the next one if a request came meanwhile.
-    pub(crate) fn apply_plan(&mut self, dispatcher: &mut Dispatcher, changes: Vec<Change>) {
-        self.planning = false;
-        for change in changes {
-            apply(dispatcher, &mut self.loaded, change);
+    /// Applies a finished rescan or compile, then starts what it calls for.
+    pub(crate) fn apply_update(&mut self, dispatcher: &mut Dispatcher, update: Update) {
+        match update {
+            Update::Scanned(scan) => {
+                self.scanning = false;
+                for change in scan.changes {
+                    apply(dispatcher, &mut self.loaded, change);
+                }
+                for compile in scan.compiles {
+                    self.start_compile(compile);
+                }
+            }
+            Update::Compiled { path, change } => {
+                self.compiling.remove(&path);
+                if self.stale.remove(&path) {
+                    tracing::debug!(path = %path.display(), "compiled an outdated version: dropped");
+                } else {
+                    apply(dispatcher, &mut self.loaded, change);
+                }
+            }
         }
-        self.start_plan();
+        self.start_scan();
+    }
+
+    /// Compiles one changed file in its own task, unless those bytes already compile;
+    /// newer bytes of a file still compiling wait for a rescan after it.
+    fn start_compile(&mut self, compile: Compile) {
+        match self.compiling.get(&compile.path) {
+            Some(sha256) if *sha256 == compile.sha256 => return,
+            Some(_) => {
+                self.stale.insert(compile.path);
+                self.pending = true;
+                return;
+            }
+            None => {}
+        }
+        tracing::debug!(path = %compile.path.display(), sha256 = %compile.sha256, "compiling rule");
+        self.compiling
+            .insert(compile.path.clone(), compile.sha256.clone());
+        let (runtime, tx) = (self.runtime.clone(), self.updates_tx.clone());
+        tokio::task::spawn_blocking(move || {
+            let path = compile.path.clone();
+            let change = compile.run(&runtime);
+            let _ = tx.blocking_send(Update::Compiled { path, change });
+        });
     }
 }
 

@@ -36,6 +36,8 @@ pub(crate) struct RunOptions {
     /// Written once attached, swept and restored; removed on a clean exit.
     pub ready_file: Option<PathBuf>,
     pub limits: Limits,
+    /// What each rule id may use.
+    pub grants: crate::rules::Grants,
 }
 
 /// Starts the agent; `None` after a `--check`, which attaches nothing.
@@ -44,8 +46,9 @@ pub(super) fn start(options: RunOptions) -> Result<Option<Agent>> {
         // A file left by an agent that was killed must not claim this one is ready.
         let _ = std::fs::remove_file(path);
     }
-    let runtime = Arc::new(RuleEngine::with_compile_cache(
+    let runtime = Arc::new(RuleEngine::isolated(
         options.limits.clone(),
+        options.grants.clone(),
         options.cache_dir.as_deref(),
     )?);
     let (mut dispatcher, loaded) = load_rules(&runtime, &options.sources)?;
@@ -166,8 +169,13 @@ fn load_rules(runtime: &Arc<RuleEngine>, sources: &RuleSources) -> Result<(Dispa
 /// `run --check`: prints the rules and what the kernel offers, attaching nothing.
 fn check(dispatcher: &Dispatcher) -> Result<()> {
     for rule in dispatcher.rules() {
+        let env = &rule.metadata.env_vars;
+        let granted = match env.is_empty() {
+            true => String::new(),
+            false => format!(", granted env {}", env.join(",")),
+        };
         crate::cli::say(format_args!(
-            "rule {}: {} v{} sha256 {} ok",
+            "rule {}: {} v{} sha256 {} ok{granted}",
             rule.name, rule.metadata.id, rule.metadata.version, rule.sha256
         ))?;
     }

@@ -19,6 +19,7 @@ impl Dispatcher {
         }
         for slot_index in 0..self.slots.len() {
             events = self.deliver_to(slot_index, events, out);
+            report_refusals(&mut self.slots[slot_index]);
         }
         if self.persist.is_some() {
             self.flush_state();
@@ -53,14 +54,14 @@ impl Dispatcher {
         let Some(instance) = slot.instance.as_mut() else {
             return events;
         };
-        let batch = &mut instance.store.data_mut().batch;
-        batch.events = events;
-        batch.selected = std::mem::take(&mut self.selected);
-        let budget = self.runtime.limits().call_budget(self.wit_events.len());
-        let result = instance.deliver(&self.wit_events, budget);
-        let batch = &mut instance.store.data_mut().batch;
-        let events = std::mem::take(&mut batch.events);
-        self.selected = std::mem::take(&mut batch.selected);
+        instance.lend(
+            events,
+            std::mem::take(&mut self.selected),
+            std::mem::take(&mut self.handles),
+        );
+        let result = instance.deliver(&self.wit_events, self.runtime.limits());
+        let (events, selected, handles) = instance.take_back();
+        (self.selected, self.handles) = (selected, handles);
         match result {
             Ok(findings) => self.counters.count_findings(collect(
                 slot,
@@ -114,12 +115,10 @@ impl Dispatcher {
                         );
                         break;
                     }
-                    let batch = &mut instance.store.data_mut().batch;
-                    batch.events = events;
-                    batch.selected = vec![host_index];
+                    instance.lend(events, vec![host_index], std::mem::take(&mut self.handles));
                     let one = std::slice::from_ref(&self.wit_events[i]);
-                    let result = instance.deliver(one, self.runtime.limits().call_budget(1));
-                    events = std::mem::take(&mut instance.store.data_mut().batch.events);
+                    let result = instance.deliver(one, self.runtime.limits());
+                    (events, _, self.handles) = instance.take_back();
                     match result {
                         Ok(findings) => self.counters.count_findings(collect(
                             slot,
@@ -155,5 +154,22 @@ impl Dispatcher {
             }
         }
         events
+    }
+}
+
+/// Logs, once per delivery, what a rule asked for over its bounds.
+fn report_refusals(slot: &mut Slot) {
+    let Some(instance) = slot.instance.as_mut() else {
+        return;
+    };
+    let refusals = instance.take_refusals();
+    if refusals != Refusals::default() {
+        tracing::warn!(
+            rule = %slot.rule.name,
+            id = %slot.rule.metadata.id,
+            log_lines_dropped = refusals.log_lines,
+            context_calls_refused = refusals.context_calls,
+            "rule went over its log or context bounds"
+        );
     }
 }

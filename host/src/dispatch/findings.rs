@@ -58,16 +58,35 @@ pub(super) fn collect(
     (delivered, dropped)
 }
 
-/// Bytes a finding's data takes: names and values, roughly as printed.
+/// Bytes a field costs however empty it is: quotes, colon and comma as printed.
+const FIELD_OVERHEAD: usize = 6;
+/// Bytes a non-text value may take as printed (an IPv6 address, a container id).
+const VALUE_BYTES: usize = 64;
+
+/// Bytes a finding's data takes as printed in JSON: every field costs its overhead,
+/// and every character its escaped length, so no field counts as empty.
 pub(super) fn data_size(fields: &[WitField]) -> usize {
     fields
         .iter()
         .map(|field| {
-            field.name.len()
+            FIELD_OVERHEAD
+                + escaped_len(&field.name)
                 + match &field.value {
-                    WitValue::Text(text) => text.len(),
-                    _ => 40,
+                    WitValue::Text(text) => escaped_len(text),
+                    _ => VALUE_BYTES,
                 }
+        })
+        .sum()
+}
+
+/// Length of `text` as a JSON string body: control characters, quotes and backslashes
+/// grow when escaped (`\u0001` is six bytes).
+fn escaped_len(text: &str) -> usize {
+    text.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' => 2,
+            0..=0x1f => 6,
+            _ => 1,
         })
         .sum()
 }

@@ -7,8 +7,8 @@ use crate::logging::error_line;
 use crate::output::{EventRecord, FieldValue, Finding, FindingData, RuleRef};
 use crate::persist::{RestoreReport, StateStore};
 use crate::rules::{
-    Containers, Rule, RuleEngine, RuleInstance, WitEvent, WitField, WitFinding, WitIpAddress,
-    WitValue, to_wit,
+    Containers, Refusals, Rule, RuleEngine, RuleInstance, WitEvent, WitField, WitFinding,
+    WitIpAddress, WitValue, to_wit,
 };
 use crate::state::RuleState;
 use anyhow::{Result, bail};
@@ -335,14 +335,22 @@ impl Dispatcher {
 
     /// How many containers `rule_id` holds state for.
     pub fn state_containers(&self, rule_id: &str) -> usize {
+        self.states_of(rule_id).map(RuleState::containers).sum()
+    }
+
+    /// Key and value bytes the rules with metadata id `rule_id` hold.
+    pub fn state_bytes(&self, rule_id: &str) -> usize {
+        self.states_of(rule_id).map(RuleState::bytes).sum()
+    }
+
+    fn states_of(&self, rule_id: &str) -> impl Iterator<Item = &RuleState> {
         self.slots
             .iter()
-            .filter(|s| s.rule.metadata.id == rule_id)
+            .filter(move |s| s.rule.metadata.id == rule_id)
             .map(|s| match &s.instance {
-                Some(instance) => instance.store.data().state.containers(),
-                None => s.parked_state.containers(),
+                Some(instance) => &instance.store.data().state,
+                None => &s.parked_state,
             })
-            .sum()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The engine every rule shares: wasmtime configured for the sandbox (epoch deadline,
-//! component model, compile cache), the host imports linked once, and loading: compile,
-//! check the world, read the metadata from a first instance.
+//! component model), the host imports linked once, and loading: compile (in a bounded
+//! child process when isolated), check the world, read the metadata from a first
+//! instance.
 
 use super::*;
 
@@ -19,8 +20,13 @@ pub struct Limits {
     pub max_findings_per_event: usize,
     /// Encoded bytes one finding's data may take; larger findings are dropped and counted.
     pub max_finding_bytes: usize,
+    /// `context` calls (comm, filename, argv, container) a rule may make per delivered
+    /// event; further ones answer empty and are counted.
+    pub max_context_calls_per_event: usize,
     /// Per-container state bounds.
     pub state: StateLimits,
+    /// What compiling one rule may cost (when compiles are isolated).
+    pub compile: CompileLimits,
 }
 
 impl Limits {
@@ -28,6 +34,11 @@ impl Limits {
     pub fn call_budget(&self, events: usize) -> Duration {
         let call = self.cpu_per_call.max(self.cpu_per_event);
         self.cpu_per_event.saturating_mul(events as u32).min(call)
+    }
+
+    /// The `context` calls one call delivering `events` events may make.
+    pub fn context_calls(&self, events: usize) -> u64 {
+        (self.max_context_calls_per_event as u64).saturating_mul(events as u64)
     }
 }
 
@@ -39,7 +50,9 @@ impl Default for Limits {
             cpu_per_call: Duration::from_millis(100),
             max_findings_per_event: 16,
             max_finding_bytes: 16 * 1024,
+            max_context_calls_per_event: 64,
             state: StateLimits::default(),
+            compile: CompileLimits::default(),
         }
     }
 }
@@ -52,7 +65,21 @@ pub struct RuleEngine {
     /// Compiled components by the sha256 of their bytes: reloading a rule seen before
     /// costs no compilation.
     pub(super) compiled: Mutex<HashMap<String, Component>>,
+    /// Compiles in bounded child processes; `None` compiles in this process (tests,
+    /// benches: trusted fixtures only).
+    compiler: Option<Compiler>,
+    /// What each rule id may use; a rule asking for more is refused at load.
+    grants: Grants,
     pub(super) ticker_stop: Arc<AtomicBool>,
+}
+
+/// The engine settings, shared by the host and its compile children (whose artifacts
+/// load only into an engine configured the same way).
+pub(super) fn engine_config() -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    config
 }
 
 impl Drop for RuleEngine {
@@ -62,32 +89,43 @@ impl Drop for RuleEngine {
 }
 
 impl RuleEngine {
+    /// An engine compiling in this process and granting rules all they ask for: for
+    /// trusted rules only (tests, benches).
     pub fn new(limits: Limits) -> Result<RuleEngine> {
-        RuleEngine::with_compile_cache(limits, None)
+        RuleEngine::build(limits, None, Grants::All)
     }
 
-    /// Like [`RuleEngine::new`], also keeping compiled code on disk in `cache_dir` (keyed by
-    /// content hash, managed by wasmtime), so a restart or a reload to a previously seen
-    /// rule skips compilation.
-    pub fn with_compile_cache(
+    /// An engine for untrusted rules: each compile runs in a child process of this
+    /// binary under `limits.compile`; compiled code is kept in `cache_dir` when given and
+    /// usable, so a restart or a reload to a previously seen rule skips compilation; a
+    /// rule gets only what `grants` gives its id.
+    pub fn isolated(
         limits: Limits,
+        grants: Grants,
         cache_dir: Option<&std::path::Path>,
     ) -> Result<RuleEngine> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.wasm_component_model(true);
-        if let Some(dir) = cache_dir {
-            // Without a usable cache directory rules still load, only more slowly.
-            match open_compile_cache(dir) {
-                Ok(cache) => {
-                    config.cache(Some(cache));
-                }
-                Err(error) => tracing::warn!(
-                    error = %error_line(error.as_ref()),
+        let exe = std::env::current_exe().context("finding this binary to compile rules with")?;
+        let cache_dir = cache_dir.and_then(|dir| match std::fs::create_dir_all(dir) {
+            Ok(()) => Some(dir.to_path_buf()),
+            Err(error) => {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    %error,
                     "no compile cache: rules are compiled on every load"
-                ),
+                );
+                None
             }
-        }
+        });
+        let compiler = Compiler {
+            exe,
+            limits: limits.compile,
+            cache_dir,
+        };
+        RuleEngine::build(limits, Some(compiler), grants)
+    }
+
+    fn build(limits: Limits, compiler: Option<Compiler>, grants: Grants) -> Result<RuleEngine> {
+        let config = engine_config();
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("creating the wasmtime engine")?;
@@ -114,12 +152,18 @@ impl RuleEngine {
             linker,
             limits,
             compiled: Mutex::new(HashMap::new()),
+            compiler,
+            grants,
             ticker_stop,
         })
     }
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    pub fn grants(&self) -> &Grants {
+        &self.grants
     }
 
     /// Validates, compiles and probes a rule: it must be a component of the rule world
@@ -151,8 +195,8 @@ impl RuleEngine {
             metadata: Metadata::default(),
         };
         let probe = RuleInstance::new(self, &rule, RuleState::default(), Default::default())?;
-        let metadata = probe.metadata.clone();
-        rule.metadata = metadata;
+        self.grants.check(&probe.metadata)?;
+        rule.metadata = probe.metadata.clone();
         Ok(Arc::new(rule))
     }
 
@@ -168,27 +212,21 @@ impl RuleEngine {
                 "a core WebAssembly module, not a component: componentize it for the {WORLD_PACKAGE}@{WORLD_VERSION} world"
             );
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| {
-            anyhow!(
-                "invalid component: {}",
-                error_line(anyhow::Error::from(e).as_ref())
-            )
-        })?;
+        let component = match &self.compiler {
+            Some(compiler) => compiler.compile(&self.engine, bytes, sha256)?,
+            None => Component::new(&self.engine, bytes).map_err(|e| {
+                anyhow!(
+                    "invalid component: {}",
+                    error_line(anyhow::Error::from(e).as_ref())
+                )
+            })?,
+        };
         self.compiled
             .lock()
             .expect("cache lock")
             .insert(sha256.to_owned(), component.clone());
         Ok(component)
     }
-}
-
-pub(super) fn open_compile_cache(dir: &std::path::Path) -> Result<wasmtime::Cache> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut cache = wasmtime::CacheConfig::new();
-    cache.with_directory(dir);
-    wasmtime::Cache::new(cache)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("opening {}", dir.display()))
 }
 
 /// sha256 of `bytes` as lowercase hex: how a rule's exact bytes are named everywhere.

@@ -63,6 +63,10 @@ pub struct InstanceState {
     pub(super) rule_name: String,
     /// The CPU budget of the call in flight.
     pub(super) call: CallBudget,
+    /// `context` calls the call in flight may still make.
+    pub(super) context_left: u64,
+    /// `context` calls refused over that bound since last taken.
+    pub(super) context_refused: u64,
 }
 
 /// The events of one delivery, kept host side for the lazy `context` accessors.
@@ -71,12 +75,21 @@ pub struct Batch {
     pub events: Vec<Event>,
     /// `selected[i]` is the index in `events` of the rule's event `i`.
     pub selected: Vec<u32>,
+    /// `handles[j]` is the container handle of `events[j]`.
+    pub handles: Vec<Option<u64>>,
 }
 
 impl Batch {
     fn event(&self, index: u32) -> Option<&Event> {
         let host_index = *self.selected.get(index as usize)?;
         self.events.get(host_index as usize)
+    }
+
+    /// Whether one of the events handed to the rule in this call carries `handle`.
+    fn hands(&self, handle: u64) -> bool {
+        self.selected
+            .iter()
+            .any(|&i| self.handles.get(i as usize) == Some(&Some(handle)))
     }
 }
 
@@ -87,7 +100,14 @@ impl bindings::rulehost::rule::state::Host for InstanceState {
         self.state.get(container, &key).map(<[u8]>::to_vec)
     }
 
+    /// A rule writes only under handles the host handed it: one it already holds state
+    /// for, or one an event of the call in flight carries. Anything else (an invented
+    /// handle, any write from `init`) is refused as `too-many-containers` and counted.
     fn set(&mut self, container: u64, key: String, value: Vec<u8>) -> Result<(), wit::StateError> {
+        if !self.state.holds(container) && !self.batch.hands(container) {
+            self.state.refused_writes += 1;
+            return Err(wit::StateError::TooManyContainers);
+        }
         self.state
             .set(container, &key, value)
             .map_err(|refusal| match refusal {
@@ -102,8 +122,24 @@ impl bindings::rulehost::rule::state::Host for InstanceState {
     }
 }
 
+impl InstanceState {
+    /// Charges one `context` call; false once the call in flight has used its bound.
+    fn charge_context_call(&mut self) -> bool {
+        if self.context_left == 0 {
+            self.context_refused += 1;
+            return false;
+        }
+        self.context_left -= 1;
+        true
+    }
+}
+
+/// Each accessor is charged to the call's `context` bound; over it, it answers empty.
 impl bindings::rulehost::rule::context::Host for InstanceState {
     fn comm(&mut self, event: u32) -> String {
+        if !self.charge_context_call() {
+            return String::new();
+        }
         self.batch
             .event(event)
             .map(|e| e.process.comm.to_string())
@@ -111,6 +147,9 @@ impl bindings::rulehost::rule::context::Host for InstanceState {
     }
 
     fn filename(&mut self, event: u32) -> String {
+        if !self.charge_context_call() {
+            return String::new();
+        }
         match self.batch.event(event).map(|e| &e.body) {
             Some(crate::events::Body::ProcessExec { filename, .. }) => filename.clone(),
             _ => String::new(),
@@ -118,6 +157,9 @@ impl bindings::rulehost::rule::context::Host for InstanceState {
     }
 
     fn argv(&mut self, event: u32) -> Vec<String> {
+        if !self.charge_context_call() {
+            return Vec::new();
+        }
         match self.batch.event(event).map(|e| &e.body) {
             Some(crate::events::Body::ProcessExec { argv, .. }) => argv.clone(),
             _ => Vec::new(),
@@ -125,6 +167,9 @@ impl bindings::rulehost::rule::context::Host for InstanceState {
     }
 
     fn container(&mut self, handle: u64) -> Option<wit::ContainerInfo> {
+        if !self.charge_context_call() {
+            return None;
+        }
         let table = self.containers.read().expect("container table lock");
         table.get(handle).map(|c| wit::ContainerInfo {
             id: c.id.clone(),
@@ -143,19 +188,13 @@ impl bindings::rulehost::rule::context::Host for InstanceState {
 impl bindings::rulehost::rule::log::Host for InstanceState {
     /// A rule's log line, at the level it asked for, under the target `rule` (so
     /// `--log-level info,rule=warn` filters rules apart), escaped to one line, cut to 1 KiB.
-    /// Rate limited per instance ([`LogBudget`]); dropped lines are counted and reported.
+    /// Rate limited per instance ([`LogBudget`]); dropped lines are counted and reported
+    /// once per delivery by the dispatcher.
     fn log(&mut self, level: wit::LogLevel, message: String) {
-        let Some(suppressed) = self.log_budget.take(std::time::Instant::now()) else {
+        if !self.log_budget.take(std::time::Instant::now()) {
             return;
-        };
-        let rule = self.rule_name.as_str();
-        if suppressed > 0 {
-            tracing::warn!(
-                rule,
-                suppressed,
-                "rule log lines dropped over its rate limit"
-            );
         }
+        let rule = self.rule_name.as_str();
         let message = one_line(&message, 1024);
         match level {
             wit::LogLevel::Debug => tracing::debug!(target: "rule", rule, "{message}"),

@@ -3,6 +3,15 @@
 
 use super::*;
 
+/// Host resources a rule asked for over its bounds, and did not get.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Refusals {
+    /// Log lines dropped over the rate limit.
+    pub log_lines: u64,
+    /// `context` calls answered empty over their per-event bound.
+    pub context_calls: u64,
+}
+
 /// One live, sandboxed instance of a rule.
 pub struct RuleInstance {
     pub store: Store<InstanceState>,
@@ -45,6 +54,8 @@ impl RuleInstance {
             rule_name: rule.name.clone(),
             // Instantiation, metadata and init together.
             call: CallBudget::start(Duration::from_secs(1)),
+            context_left: limits.context_calls(1),
+            context_refused: 0,
         };
         let mut store = Store::new(&runtime.engine, data);
         store.limiter(|data| &mut data.limits);
@@ -94,13 +105,13 @@ impl RuleInstance {
     }
 
     /// Delivers wit events; the host events they came from must be in the store's batch.
-    pub fn deliver(
-        &mut self,
-        events: &[wit::Event],
-        budget: Duration,
-    ) -> Result<Vec<wit::Finding>> {
-        let call = CallBudget::start(budget);
-        self.store.data_mut().call = call;
+    /// The call's CPU time and `context` calls are bounded by `limits` for its size.
+    pub fn deliver(&mut self, events: &[wit::Event], limits: &Limits) -> Result<Vec<wit::Finding>> {
+        let call = CallBudget::start(limits.call_budget(events.len()));
+        let context_calls = limits.context_calls(events.len());
+        let data = self.store.data_mut();
+        data.call = call;
+        data.context_left = context_calls;
         self.store.set_epoch_deadline(call.ticks());
         let detector = self.bindings.rulehost_rule_detector();
         let result = match events {
@@ -108,6 +119,31 @@ impl RuleInstance {
             many => detector.call_on_events(&mut self.store, many),
         };
         result.map_err(anyhow::Error::from)
+    }
+
+    /// Hands the instance the host side of a delivery: the events, which of them the
+    /// rule is given, and their container handles.
+    pub fn lend(&mut self, events: Vec<Event>, selected: Vec<u32>, handles: Vec<Option<u64>>) {
+        self.store.data_mut().batch = Batch {
+            events,
+            selected,
+            handles,
+        };
+    }
+
+    /// Takes back what [`RuleInstance::lend`] handed over, so its buffers are reused.
+    pub fn take_back(&mut self) -> (Vec<Event>, Vec<u32>, Vec<Option<u64>>) {
+        let batch = std::mem::take(&mut self.store.data_mut().batch);
+        (batch.events, batch.selected, batch.handles)
+    }
+
+    /// What the rule asked for over its bounds since last asked.
+    pub fn take_refusals(&mut self) -> Refusals {
+        let data = self.store.data_mut();
+        Refusals {
+            log_lines: data.log_budget.take_suppressed(),
+            context_calls: std::mem::take(&mut data.context_refused),
+        }
     }
 
     /// Takes the rule's state out (to hand it to a replacement instance).

@@ -1,6 +1,6 @@
 //! A rule's log lines are charged to it: a token bucket per instance (a burst, then a
-//! steady rate), with the lines it had to drop counted and reported when it may log
-//! again, so a rule cannot flood the host's log or its disk.
+//! steady rate), with the lines it had to drop counted and reported once per delivery,
+//! so a rule cannot flood the host's log or its disk.
 
 use std::time::Instant;
 
@@ -13,7 +13,7 @@ pub(crate) const LOG_PER_SEC: f64 = 10.0;
 pub(crate) struct LogBudget {
     tokens: f64,
     refilled: Instant,
-    /// Lines dropped since the last one let through.
+    /// Lines dropped since last taken.
     suppressed: u64,
 }
 
@@ -28,18 +28,22 @@ impl Default for LogBudget {
 }
 
 impl LogBudget {
-    /// Whether a line may be logged at `now`; `Some(n)` lets it through and says how
-    /// many were dropped before it, `None` drops it (and counts it).
-    pub(crate) fn take(&mut self, now: Instant) -> Option<u64> {
+    /// Whether a line may be logged at `now`; a dropped line is counted.
+    pub(crate) fn take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
         self.tokens = (self.tokens + elapsed * LOG_PER_SEC).min(LOG_BURST);
         self.refilled = now;
         if self.tokens < 1.0 {
             self.suppressed += 1;
-            return None;
+            return false;
         }
         self.tokens -= 1.0;
-        Some(std::mem::take(&mut self.suppressed))
+        true
+    }
+
+    /// Lines dropped since last asked.
+    pub(crate) fn take_suppressed(&mut self) -> u64 {
+        std::mem::take(&mut self.suppressed)
     }
 }
 
@@ -52,12 +56,14 @@ mod tests {
     fn a_burst_then_the_steady_rate_with_drops_counted() {
         let start = Instant::now();
         let mut budget = LogBudget::default();
-        let allowed = (0..100).filter(|_| budget.take(start).is_some()).count();
+        let allowed = (0..100).filter(|_| budget.take(start)).count();
         assert_eq!(allowed, LOG_BURST as usize, "the burst, then nothing");
-        // A second later, LOG_PER_SEC more; the first says how many were dropped.
+        assert_eq!(budget.take_suppressed(), 100 - LOG_BURST as u64);
+        assert_eq!(budget.take_suppressed(), 0, "counted once");
+        // A second later, LOG_PER_SEC more.
         let later = start + Duration::from_secs(1);
-        assert_eq!(budget.take(later), Some(100 - LOG_BURST as u64));
-        let more = (0..100).filter(|_| budget.take(later).is_some()).count();
-        assert_eq!(more, LOG_PER_SEC as usize - 1);
+        let more = (0..100).filter(|_| budget.take(later)).count();
+        assert_eq!(more, LOG_PER_SEC as usize);
+        assert_eq!(budget.take_suppressed(), 100 - LOG_PER_SEC as u64);
     }
 }

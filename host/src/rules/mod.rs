@@ -6,9 +6,11 @@
 //! and CPU deadline. Per-container state is held in [`RuleState`] outside the instance,
 //! so replacing or recreating an instance never loses it.
 
+mod compiler;
 mod convert;
 mod engine;
 pub mod files;
+mod grants;
 mod imports;
 mod instance;
 mod limiter;
@@ -18,16 +20,19 @@ pub mod reload;
 mod validate;
 mod world;
 
+use compiler::Compiler;
+pub use compiler::{CompileLimits, compile_rule_child};
 pub use convert::*;
 pub use engine::{Limits, RuleEngine, sha256_hex};
 pub use files::{
     BUILTIN_K8S_API_CONNECTION, BUILTIN_NAME, MAX_RULE_BYTES, load_all, load_bytes, load_file,
     read_rule_file, rule_name,
 };
+pub use grants::{Grant, Grants, parse_grant};
 pub use imports::{Batch, ContainerTable, Containers, InstanceState};
-pub use instance::RuleInstance;
+pub use instance::{Refusals, RuleInstance};
 pub use metadata::{Metadata, Mitre, Origin, Rule};
-use validate::*;
+pub use validate::validate_metadata;
 use world::*;
 
 use crate::cpu_budget::{CallBudget, EPOCH_TICK};

@@ -80,23 +80,62 @@ pub enum Change {
     },
 }
 
-/// Compares the files the sources name with what is loaded (path -> sha256) and
-/// compiles what changed. Blocking: run it off the event path.
-pub fn plan(
-    runtime: &RuleEngine,
+/// A changed rule file to compile: its bytes, read once, and what they replace.
+pub struct Compile {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+    /// Whether a version of the file is loaded (so the result replaces it).
+    pub replaces: bool,
+}
+
+impl Compile {
+    /// Compiles and validates the bytes into an add, a replace or a reject. Blocking
+    /// (a bounded child process when the engine isolates compiles): run it off the
+    /// event path.
+    pub fn run(self, runtime: &RuleEngine) -> Change {
+        match runtime.load(&crate::rules::rule_name(&self.path), &self.bytes) {
+            Ok(rule) if self.replaces => Change::Replace {
+                path: self.path,
+                rule,
+            },
+            Ok(rule) => Change::Add {
+                path: self.path,
+                rule,
+            },
+            Err(error) => Change::Reject {
+                path: self.path,
+                reason: format!("{error:#}"),
+                sha256: Some(self.sha256),
+            },
+        }
+    }
+}
+
+/// What a rescan found: changes to apply now, and files to compile first.
+#[derive(Default)]
+pub struct Scan {
+    pub changes: Vec<Change>,
+    pub compiles: Vec<Compile>,
+}
+
+/// Compares the files the sources name with what is loaded (path -> sha256): reads
+/// and hashes what changed, compiling nothing. Blocking file reads: run it off the
+/// event path.
+pub fn scan(
     sources: &RuleSources,
     loaded: &BTreeMap<PathBuf, String>,
     rejected: &BTreeMap<PathBuf, String>,
-) -> Vec<Change> {
+) -> Scan {
     let present = sources.scan();
-    let mut changes = Vec::new();
+    let mut scan = Scan::default();
     for path in &present {
         let bytes = match crate::rules::read_rule_file(path) {
             Ok(bytes) => bytes,
             Err(error) => {
                 // A listed file that vanished mid-swap is retried on the next event.
                 if loaded.contains_key(path) || sources.files.contains(path) {
-                    changes.push(Change::Reject {
+                    scan.changes.push(Change::Reject {
                         path: path.clone(),
                         reason: format!("cannot read: {error}"),
                         sha256: None,
@@ -109,27 +148,33 @@ pub fn plan(
         if loaded.get(path) == Some(&sha256) || rejected.get(path) == Some(&sha256) {
             continue;
         }
-        match runtime.load(&crate::rules::rule_name(path), &bytes) {
-            Ok(rule) if loaded.contains_key(path) => changes.push(Change::Replace {
-                path: path.clone(),
-                rule,
-            }),
-            Ok(rule) => changes.push(Change::Add {
-                path: path.clone(),
-                rule,
-            }),
-            Err(error) => changes.push(Change::Reject {
-                path: path.clone(),
-                reason: format!("{error:#}"),
-                sha256: Some(sha256),
-            }),
-        }
+        scan.compiles.push(Compile {
+            path: path.clone(),
+            bytes,
+            replaces: loaded.contains_key(path),
+            sha256,
+        });
     }
     for path in loaded.keys() {
         if !present.contains(path) && !sources.files.contains(path) {
-            changes.push(Change::Remove { path: path.clone() });
+            scan.changes.push(Change::Remove { path: path.clone() });
         }
     }
+    scan
+}
+
+/// [`scan`], then every compile one after the other: the start-up load.
+pub fn plan(
+    runtime: &RuleEngine,
+    sources: &RuleSources,
+    loaded: &BTreeMap<PathBuf, String>,
+    rejected: &BTreeMap<PathBuf, String>,
+) -> Vec<Change> {
+    let Scan {
+        mut changes,
+        compiles,
+    } = scan(sources, loaded, rejected);
+    changes.extend(compiles.into_iter().map(|compile| compile.run(runtime)));
     changes
 }
 

@@ -13,14 +13,21 @@ const MAX_DESCRIPTION: usize = 1024;
 const MAX_TAGS: usize = 16;
 const MAX_TAG: usize = 32;
 const MAX_MITRE_FIELD: usize = 128;
+/// Entries of `selects` (each kind once; a few repeats are forgiven).
+const MAX_SELECTS: usize = 16;
 /// Env names a rule may ask for (what the kernel side can capture).
 const MAX_ENV_VARS: usize = 8;
 const MAX_ENV_NAME: usize = 63;
 /// Highest severity (critical).
 const MAX_SEVERITY: u8 = 4;
 
-/// Checks `metadata`, removing duplicate tags, selected kinds and env names first.
-pub(super) fn validate_metadata(metadata: &mut Metadata) -> Result<()> {
+/// Checks `metadata`, removing duplicate tags, selected kinds and env names. Lists are
+/// bounded as given, before duplicates are looked for, so the check costs the host
+/// little whatever a rule returns.
+pub fn validate_metadata(metadata: &mut Metadata) -> Result<()> {
+    check_count("tags", metadata.tags.len(), MAX_TAGS)?;
+    check_count("selects", metadata.selects.len(), MAX_SELECTS)?;
+    check_count("env names", metadata.env_vars.len(), MAX_ENV_VARS)?;
     dedup(&mut metadata.tags);
     dedup(&mut metadata.selects);
     dedup(&mut metadata.env_vars);
@@ -47,12 +54,6 @@ pub(super) fn validate_metadata(metadata: &mut Metadata) -> Result<()> {
             metadata.severity
         );
     }
-    if metadata.tags.len() > MAX_TAGS {
-        bail!(
-            "metadata has {} tags, more than {MAX_TAGS}",
-            metadata.tags.len()
-        );
-    }
     for tag in &metadata.tags {
         check("tag", tag, MAX_TAG, |c| word(c) || c == ':')?;
     }
@@ -69,12 +70,6 @@ pub(super) fn validate_metadata(metadata: &mut Metadata) -> Result<()> {
     if metadata.selects.is_empty() {
         bail!("metadata selects no event");
     }
-    if metadata.env_vars.len() > MAX_ENV_VARS {
-        bail!(
-            "metadata asks for {} env names, more than {MAX_ENV_VARS}",
-            metadata.env_vars.len()
-        );
-    }
     for name in &metadata.env_vars {
         check("env name", name, MAX_ENV_NAME, |c| {
             c.is_ascii_alphanumeric() || c == '_'
@@ -82,6 +77,14 @@ pub(super) fn validate_metadata(metadata: &mut Metadata) -> Result<()> {
         if name.starts_with(|c: char| c.is_ascii_digit()) {
             bail!("metadata env name {name:?} starts with a digit");
         }
+    }
+    Ok(())
+}
+
+/// A list holds at most `max` entries.
+fn check_count(what: &str, count: usize, max: usize) -> Result<()> {
+    if count > max {
+        bail!("metadata lists {count} {what}, more than {max}");
     }
     Ok(())
 }

@@ -1,0 +1,84 @@
+//! The operator's configuration file (`--config FILE`, YAML): what a command line says
+//! badly. Unknown keys are errors, so a typo never silently weakens the sandbox.
+//!
+//! ```yaml
+//! grants:                       # capabilities per rule id, beside the shipped defaults
+//!   TRC-1013:
+//!     env: [KUBERNETES_SERVICE_HOST]
+//! ```
+
+use crate::rules::{Grant, Grants};
+use anyhow::{Context, Result, anyhow};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The configuration file's contents.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Capabilities granted per rule id, added to the shipped rules' defaults.
+    #[serde(default)]
+    pub grants: BTreeMap<String, Grant>,
+}
+
+impl Config {
+    /// Reads and parses `path`; the error names the file, line and column in one line.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        Config::parse(&text).map_err(|error| anyhow!("config {}: {error}", path.display()))
+    }
+
+    /// Parses YAML text; the error is the parser's first line (where and what).
+    pub fn parse(text: &str) -> Result<Config> {
+        serde_saphyr::from_str(text).map_err(|error| {
+            let error = error.to_string();
+            let first = error.lines().next().unwrap_or("invalid YAML");
+            anyhow!("{}", first.strip_prefix("error: ").unwrap_or(first))
+        })
+    }
+
+    /// The shipped defaults plus this file's grants plus `extra` (from `--grant`).
+    pub fn grants(&self, extra: &[(String, Grant)]) -> Grants {
+        let mut grants = Grants::builtin();
+        for (id, grant) in self.grants.iter().chain(extra.iter().map(|(i, g)| (i, g))) {
+            grants.add(id, grant.clone());
+        }
+        grants
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_parse_and_add_to_the_defaults() {
+        let config = Config::parse("grants:\n  X-1:\n    env: [HOME, PATH]\n").unwrap();
+        let grants = config.grants(&[]);
+        assert_eq!(grants.of("X-1").unwrap().env.len(), 2);
+        assert!(
+            grants
+                .of("TRC-1013")
+                .unwrap()
+                .env
+                .contains("KUBERNETES_SERVICE_HOST")
+        );
+    }
+
+    #[test]
+    fn mistakes_are_one_line_naming_where() {
+        for (text, expected) in [
+            (
+                "grants:\n  X-1:\n    envs: [A]\n",
+                "line 3 column 5: unknown field `envs`",
+            ),
+            ("grant: {}\n", "line 1 column 1: unknown field `grant`"),
+            ("grants: [\n", "line 1 column 9"),
+        ] {
+            let error = Config::parse(text).unwrap_err().to_string();
+            assert!(error.starts_with(expected), "{text:?}: {error}");
+            assert_eq!(error.lines().count(), 1, "{error}");
+        }
+    }
+}

@@ -11,7 +11,8 @@ RULES        := -p guest-k8s-api-connection -p guest-cloud-metadata-access
 # Hostile rules the sandbox tests load (tests/fixtures/).
 FIXTURES     := -p fixture-infinite-loop -p fixture-memory-bomb -p fixture-trap-every-event \
                 -p fixture-fs-import -p fixture-finding-flood -p fixture-wrong-world \
-                -p fixture-init-error -p fixture-stateful-panic -p fixture-hoarder
+                -p fixture-init-error -p fixture-stateful-panic -p fixture-hoarder \
+                -p fixture-big-minimum
 
 .PHONY: all setup ebpf guest build test lint bench fuzz run clean
 

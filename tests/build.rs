@@ -19,6 +19,7 @@ const FIXTURES: &[&str] = &[
     "init-error",
     "stateful-panic",
     "hoarder",
+    "big-minimum",
 ];
 
 fn main() {

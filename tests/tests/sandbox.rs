@@ -127,6 +127,22 @@ fn the_binary_reports_a_looping_rule_and_goes_on() {
 }
 
 #[test]
+fn a_rule_whose_declared_memory_is_over_the_cap_is_refused_at_load() {
+    let error = load_error("big-minimum");
+    assert!(
+        error.contains("growing memory to 192 MiB in all, over the rule's cap of 64 MiB"),
+        "{error}"
+    );
+    let roomy = Limits {
+        memory_bytes: 256 << 20,
+        ..Limits::default()
+    };
+    let runtime = rulehost::rules::RuleEngine::new(roomy).expect("runtime");
+    rulehost::rules::load_file(&runtime, &fixture("big-minimum"))
+        .expect("loads under a 256 MiB cap");
+}
+
+#[test]
 fn a_memory_bomb_hits_the_cap_and_the_host_carries_on() {
     let mut host = host_with(generous_cpu(), &["memory-bomb"]);
     // Its exec asks for nothing; both connects allocate without bound.

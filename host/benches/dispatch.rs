@@ -37,12 +37,7 @@ fn stream() -> Vec<Event> {
     .map(|s| s.to_string())
     .collect();
     let containers: Vec<Arc<Container>> = (0..CONTAINERS)
-        .map(|c| {
-            Arc::new(Container {
-                id: format!("{:064x}", c + 1),
-                runtime: Rt::Containerd,
-            })
-        })
+        .map(|c| Arc::new(Container::new(format!("{:064x}", c + 1), Rt::Containerd)))
         .collect();
     (0..EVENTS)
         .map(|i| {

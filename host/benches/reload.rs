@@ -137,12 +137,7 @@ fn bench(c: &mut Criterion) {
 
     // Steady stream across reloads: every connect must give exactly one finding.
     let containers: Vec<Arc<Container>> = (0..16)
-        .map(|i| {
-            Arc::new(Container {
-                id: format!("{:064x}", i + 1),
-                runtime: Rt::Containerd,
-            })
-        })
+        .map(|i| Arc::new(Container::new(format!("{:064x}", i + 1), Rt::Containerd)))
         .collect();
     let execs = containers
         .iter()

@@ -45,6 +45,9 @@ pub enum Command {
         events: Option<PathBuf>,
         #[command(flatten)]
         sandbox: SandboxArgs,
+        /// The node findings name (default: $NODE_NAME, else the host name).
+        #[arg(long, value_name = "NAME")]
+        node_name: Option<String>,
     },
     /// Runs the node agent: attaches the eBPF probes, resolves containers, runs the rules
     /// on live kernel events and prints findings as JSON lines. Needs root (CAP_BPF,
@@ -88,6 +91,10 @@ pub enum Command {
         /// Kernel ring buffer size in KiB (a power of two); larger absorbs longer bursts.
         #[arg(long, value_name = "KIB")]
         ring_buffer_kib: Option<u32>,
+        /// The node findings name (default: $NODE_NAME, as a DaemonSet's downward API
+        /// sets it, else the host name).
+        #[arg(long, value_name = "NAME")]
+        node_name: Option<String>,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
@@ -187,13 +194,17 @@ impl SandboxArgs {
         }
     }
 
+    /// The config file's contents (empty without `--config`).
+    pub fn config(&self) -> Result<crate::config::Config> {
+        match &self.config {
+            Some(path) => crate::config::Config::load(path),
+            None => Ok(crate::config::Config::default()),
+        }
+    }
+
     /// What each rule id may use: the shipped defaults, the config file's, `--grant`s.
     pub fn grants(&self) -> Result<crate::rules::Grants> {
-        let config = match &self.config {
-            Some(path) => crate::config::Config::load(path)?,
-            None => crate::config::Config::default(),
-        };
-        Ok(config.grants(&self.grants))
+        Ok(self.config()?.grants(&self.grants))
     }
 
     /// An engine for untrusted rules under these limits and grants.
@@ -209,7 +220,8 @@ pub fn run(cli: Cli) -> Result<()> {
             rules,
             events,
             sandbox,
-        } => replay(&rules, events, &sandbox),
+            node_name,
+        } => replay(&rules, events, &sandbox, node_name),
         Command::Inspect { rule, sandbox } => inspect(&rule, &sandbox),
         Command::CompileRule {
             cpu_secs,
@@ -230,6 +242,7 @@ pub fn run(cli: Cli) -> Result<()> {
             check,
             ring_buffer_kib,
             sandbox,
+            node_name,
         } => agent(crate::agent::RunOptions {
             check,
             ring_buffer_kib,
@@ -244,6 +257,9 @@ pub fn run(cli: Cli) -> Result<()> {
             ready_file,
             limits: sandbox.limits(),
             grants: sandbox.grants()?,
+            exceptions: sandbox.config()?.exceptions,
+            config: sandbox.config.clone(),
+            node: node_name_or_default(node_name),
         }),
         Command::Trigger {
             scenario,
@@ -287,7 +303,12 @@ fn agent(options: crate::agent::RunOptions) -> Result<()> {
 }
 
 /// `replay`: the pipeline with recorded JSON lines as its source.
-fn replay(rule_paths: &[PathBuf], events: Option<PathBuf>, sandbox: &SandboxArgs) -> Result<()> {
+fn replay(
+    rule_paths: &[PathBuf],
+    events: Option<PathBuf>,
+    sandbox: &SandboxArgs,
+    node_name: Option<String>,
+) -> Result<()> {
     let runtime = Arc::new(sandbox.engine()?);
     let mut dispatcher = Dispatcher::new(runtime.clone());
     for rule in crate::rules::load_all(&runtime, rule_paths)? {
@@ -303,7 +324,10 @@ fn replay(rule_paths: &[PathBuf], events: Option<PathBuf>, sandbox: &SandboxArgs
         ),
         _ => (Box::new(std::io::stdin().lock()), "stdin".into()),
     };
-    let mut pipeline = Pipeline::new(dispatcher, JsonLines::stdout(), None);
+    let exceptions = crate::exceptions::Exceptions::new(&sandbox.config()?.exceptions);
+    let mut pipeline = Pipeline::new(dispatcher, JsonLines::stdout(), None)
+        .with_node(node_name_or_default(node_name))
+        .with_exceptions(exceptions);
     let mut malformed = 0u64;
     for (number, line) in reader.split(b'\n').enumerate() {
         let line = line.with_context(|| format!("reading {source}"))?;
@@ -328,6 +352,7 @@ fn replay(rule_paths: &[PathBuf], events: Option<PathBuf>, sandbox: &SandboxArgs
         }
     }
     pipeline.finish()?;
+    crate::agent::report_suppressed(&pipeline.exceptions);
     if malformed > 0 {
         tracing::warn!(source = %source, malformed, "malformed lines skipped");
     }
@@ -351,6 +376,17 @@ fn inspect(path: &std::path::Path, sandbox: &SandboxArgs) -> Result<()> {
         "env_vars": m.env_vars,
     });
     say(format_args!("{}", serde_json::to_string_pretty(&report)?))
+}
+
+/// The node to name in findings: the flag, else `$NODE_NAME`, else the host name.
+fn node_name_or_default(flag: Option<String>) -> Option<String> {
+    flag.or_else(|| std::env::var("NODE_NAME").ok())
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|name| name.trim().to_owned())
+        })
 }
 
 /// The world version a rule was built for, from the version its imports name.

@@ -5,8 +5,12 @@
 //! grants:                       # capabilities per rule id, beside the shipped defaults
 //!   TRC-1013:
 //!     env: [KUBERNETES_SERVICE_HOST]
+//! exceptions:                   # findings not written (counted per rule)
+//!   - rule: TRC-1013
+//!     namespace: kube-system
 //! ```
 
+use crate::exceptions::ExceptionSpec;
 use crate::rules::{Grant, Grants};
 use anyhow::{Context, Result, anyhow};
 use std::collections::BTreeMap;
@@ -19,6 +23,9 @@ pub struct Config {
     /// Capabilities granted per rule id, added to the shipped rules' defaults.
     #[serde(default)]
     pub grants: BTreeMap<String, Grant>,
+    /// Findings not to write: expected ones, such as legitimate API clients.
+    #[serde(default)]
+    pub exceptions: Vec<ExceptionSpec>,
 }
 
 impl Config {
@@ -64,6 +71,14 @@ mod tests {
                 .env
                 .contains("KUBERNETES_SERVICE_HOST")
         );
+    }
+
+    #[test]
+    fn the_shipped_exceptions_list_parses() {
+        let text = include_str!("../../deploy/exceptions/common-k8s-clients.yaml");
+        let config = Config::parse(text).unwrap();
+        assert!(config.exceptions.len() >= 15, "{}", config.exceptions.len());
+        assert!(config.exceptions.iter().all(|e| e.image.is_some()));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! rulehost's own recorded JSON lines, and Tracee's `-o json` output (`replay`).
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -86,7 +87,7 @@ impl<'de> Deserialize<'de> for Comm {
 }
 
 /// Container runtime, as told by a cgroup path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ContainerRuntime {
     Docker,
@@ -94,15 +95,55 @@ pub enum ContainerRuntime {
     Crio,
     Podman,
     Kubernetes,
+    #[default]
     Unknown,
 }
 
-/// The container a process runs in.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The Kubernetes pod a container belongs to: what an operator needs to find it, and
+/// what exceptions match on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Pod {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The container a process runs in: its id and runtime from the cgroup path, and what
+/// else is known about it (from the runtime, or a recording), absent when unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Container {
     /// Full container id.
     pub id: String,
     pub runtime: ContainerRuntime,
+    /// The container's name (`docker run --name`, the pod spec's container name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The image it was started from, as the runtime names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The image's content digest, where the runtime gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// Its pod, for a Kubernetes container (the uid alone when only the cgroup path
+    /// told it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Pod>,
+}
+
+impl Container {
+    /// A container known only by id and runtime.
+    pub fn new(id: impl Into<String>, runtime: ContainerRuntime) -> Container {
+        Container {
+            id: id.into(),
+            runtime,
+            ..Container::default()
+        }
+    }
 }
 
 /// Who caused an event. Ids are from the host's pid namespace.

@@ -15,6 +15,7 @@ pub mod containers;
 mod cpu_budget;
 pub mod dispatch;
 pub mod events;
+pub mod exceptions;
 pub mod logging;
 pub mod mounts;
 pub mod output;

@@ -12,6 +12,9 @@ use std::sync::Arc;
 /// exact rule bytes produced it (`rule`), and the triggering event.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
+    /// The node that saw it (`--node-name`, `NODE_NAME`, or the host name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<Arc<str>>,
     pub signature: Arc<Metadata>,
     pub data: FindingData,
     pub rule: RuleRef,

@@ -1,11 +1,13 @@
 //! The stages every event goes through after its source, shared by `run` (kernel
 //! events) and `replay` (recorded JSON): **record** (optional, rulehost's own event
-//! format), **dispatch** (the rules that selected it, one wasm call per batch) and
-//! **sink** (findings as JSON lines). `run` and `replay` differ only in their source, so
+//! format), **dispatch** (the rules that selected it, one wasm call per batch),
+//! **enrich** (the node name), **filter** (the operator's exceptions) and **sink**
+//! (findings as JSON lines). `run` and `replay` differ only in their source, so
 //! replay tests exercise exactly the code that runs live.
 
 use crate::dispatch::Dispatcher;
 use crate::events::Event;
+use crate::exceptions::Exceptions;
 use crate::output::{Finding, JsonLines};
 use anyhow::Result;
 use std::time::{Duration, Instant};
@@ -20,6 +22,9 @@ pub(crate) struct Pipeline {
     output: JsonLines,
     batch: Vec<Event>,
     findings: Vec<Finding>,
+    /// Named in every finding.
+    node: Option<std::sync::Arc<str>>,
+    pub exceptions: Exceptions,
 }
 
 impl Pipeline {
@@ -34,7 +39,21 @@ impl Pipeline {
             output,
             batch: Vec::new(),
             findings: Vec::new(),
+            node: None,
+            exceptions: Exceptions::default(),
         }
+    }
+
+    /// Names `node` in every finding (enrich stage).
+    pub(crate) fn with_node(mut self, node: Option<String>) -> Pipeline {
+        self.node = node.map(Into::into);
+        self
+    }
+
+    /// Filters findings through `exceptions` (filter stage).
+    pub(crate) fn with_exceptions(mut self, exceptions: Exceptions) -> Pipeline {
+        self.exceptions = exceptions;
+        self
     }
 
     /// Events waiting in the batch.
@@ -63,6 +82,10 @@ impl Pipeline {
         let batch = std::mem::take(&mut self.batch);
         self.batch = self.dispatcher.dispatch(batch, &mut self.findings);
         self.batch.clear();
+        for finding in &mut self.findings {
+            finding.node.clone_from(&self.node);
+        }
+        self.exceptions.filter(&mut self.findings);
         let started = Instant::now();
         for finding in self.findings.drain(..) {
             self.output.write(&finding)?;

@@ -2,7 +2,7 @@
 //! Tracee's `-o json` output (v0.24), decoded into the same [`Event`] live probes give.
 
 use crate::events::{
-    Body, Container, ContainerRuntime, Event, Process, SocketAddress, SocketType, Truncation,
+    Body, Container, ContainerRuntime, Event, Pod, Process, SocketAddress, SocketType, Truncation,
 };
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
@@ -79,20 +79,8 @@ fn tracee(value: &Value) -> Result<Line> {
         .and_then(Value::as_str)
         .or_else(|| value.get("containerId").and_then(Value::as_str))
         .unwrap_or_default();
-    let container = (!container_id.is_empty()).then(|| {
-        Arc::new(Container {
-            id: container_id.to_owned(),
-            runtime: if value
-                .pointer("/kubernetes/podName")
-                .and_then(Value::as_str)
-                .is_some_and(|p| !p.is_empty())
-            {
-                ContainerRuntime::Kubernetes
-            } else {
-                ContainerRuntime::Unknown
-            },
-        })
-    });
+    let container =
+        (!container_id.is_empty()).then(|| Arc::new(tracee_container(value, container_id)));
     Ok(Line::Event(Box::new(Event {
         timestamp: u64_field(value, "timestamp")?,
         process: Process {
@@ -106,6 +94,34 @@ fn tracee(value: &Value) -> Result<Line> {
         container,
         body,
     })))
+}
+
+/// A Tracee event's container and pod (its `container` and `kubernetes` objects).
+fn tracee_container(value: &Value, id: &str) -> Container {
+    let text = |pointer: &str| {
+        value
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let pod = text("/kubernetes/podName").map(|name| Pod {
+        name,
+        namespace: text("/kubernetes/podNamespace").unwrap_or_default(),
+        uid: text("/kubernetes/podUID").unwrap_or_default(),
+        labels: Default::default(),
+    });
+    Container {
+        id: id.to_owned(),
+        runtime: match pod {
+            Some(_) => ContainerRuntime::Kubernetes,
+            None => ContainerRuntime::Unknown,
+        },
+        name: text("/container/name"),
+        image: text("/container/image"),
+        image_id: text("/container/imageDigest"),
+        pod,
+    }
 }
 
 /// Decodes Tracee's `SockAddr` argument, whose values are all strings.

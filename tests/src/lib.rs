@@ -20,10 +20,10 @@ pub fn container_id(tag: u8) -> String {
 }
 
 pub fn container(tag: u8) -> Option<Arc<Container>> {
-    Some(Arc::new(Container {
-        id: container_id(tag),
-        runtime: ContainerRuntime::Containerd,
-    }))
+    Some(Arc::new(Container::new(
+        container_id(tag),
+        ContainerRuntime::Containerd,
+    )))
 }
 
 fn process(pid: u32, comm: &str) -> Process {

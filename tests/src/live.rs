@@ -265,6 +265,12 @@ impl TestCgroup {
         run_connector(Some(&self.path), env, args);
     }
 
+    /// As [`TestCgroup::run`], executing `program` (the connector under another name,
+    /// through a symlink, has that name as its command name).
+    pub fn run_as(&self, program: &Path, env: &[(&str, &str)], args: &[&str]) {
+        run_program(program, Some(&self.path), env, args);
+    }
+
     pub fn remove(&self) {
         remove_cgroup(&self.path);
     }
@@ -351,8 +357,12 @@ impl Drop for HeldConnector {
 
 /// Runs the `connector` workload (optionally inside `cgroup`) and waits for it.
 pub fn run_connector(cgroup: Option<&Path>, env: &[(&str, &str)], args: &[&str]) {
+    run_program(&connector_bin(), cgroup, env, args);
+}
+
+fn run_program(program: &Path, cgroup: Option<&Path>, env: &[(&str, &str)], args: &[&str]) {
     use std::os::unix::process::CommandExt;
-    let mut command = Command::new(connector_bin());
+    let mut command = Command::new(program);
     command.args(args).env_clear().envs(env.iter().copied());
     if let Some(cgroup) = cgroup {
         let procs = cgroup.join("cgroup.procs");

@@ -3,11 +3,13 @@
 //! dispatch and sink (the shared [`Pipeline`]), apply finished reloads, report health.
 //! Start-up, reload application, health and signals are their own modules.
 
+mod config_watch;
 mod health;
 mod reloads;
 mod signals;
 mod startup;
 
+pub(crate) use config_watch::report_suppressed;
 pub(crate) use startup::RunOptions;
 
 use crate::containers::{ContainerResolver, Resolution, parse_cgroup_path};
@@ -42,6 +44,7 @@ struct Agent {
     resolver: ContainerResolver,
     pipeline: Pipeline,
     reloads: Reloads,
+    config: Option<config_watch::ConfigWatch>,
     drops: DropReporter,
     /// Whether the kernel may drop events of cgroups known not to be containers.
     containers_only: bool,
@@ -55,6 +58,8 @@ struct Agent {
 struct Wake {
     stop: bool,
     update: Option<Update>,
+    /// The config file changed.
+    config: bool,
 }
 
 impl Agent {
@@ -66,6 +71,11 @@ impl Agent {
             self.pipeline.deliver()?;
             if let Some(update) = wake.update {
                 self.apply_update(update);
+            }
+            if wake.config
+                && let Some(config) = &self.config
+            {
+                config.reload(&mut self.pipeline.exceptions);
             }
             self.drops.report(&self.probes, &mut self.pipeline)?;
             if wake.stop {
@@ -89,9 +99,10 @@ impl Agent {
                     reloads.request_rescan();
                     Wake::default()
                 }
-                Signal::Stop => Wake { stop: true, update: None },
+                Signal::Stop => Wake { stop: true, ..Wake::default() },
             },
-            Some(update) = reloads.updates.recv() => Wake { stop: false, update: Some(update) },
+            Some(update) = reloads.updates.recv() => Wake { update: Some(update), ..Wake::default() },
+            () = config_watch::ConfigWatch::changed(&mut self.config) => Wake { config: true, ..Wake::default() },
         }
     }
 
@@ -164,8 +175,10 @@ impl Agent {
             findings = c.findings,
             rule_faults = c.rule_faults,
             kernel_drops = self.drops.total(),
+            suppressed = self.pipeline.exceptions.suppressed().values().sum::<u64>(),
             "stopped"
         );
+        report_suppressed(&self.pipeline.exceptions);
         Ok(())
     }
 }

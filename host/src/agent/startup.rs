@@ -38,6 +38,12 @@ pub(crate) struct RunOptions {
     pub limits: Limits,
     /// What each rule id may use.
     pub grants: crate::rules::Grants,
+    /// Findings not to write; reloaded when `config` changes.
+    pub exceptions: Vec<crate::exceptions::ExceptionSpec>,
+    /// The config file, watched for exception changes.
+    pub config: Option<PathBuf>,
+    /// Named in every finding.
+    pub node: Option<String>,
 }
 
 /// Starts the agent; `None` after a `--check`, which attaches nothing.
@@ -73,6 +79,11 @@ pub(super) fn start(options: RunOptions) -> Result<Option<Agent>> {
     };
     let record = options.record.as_deref().map(JsonLines::file).transpose()?;
     let reloads = Reloads::new(runtime, options.sources.clone(), loaded)?;
+    let config = options
+        .config
+        .clone()
+        .map(super::config_watch::ConfigWatch::new)
+        .transpose()?;
 
     // Containers already running (which may never exec again) are seen through /proc;
     // the probes are attached first, so nothing starting meanwhile slips through.
@@ -115,7 +126,9 @@ pub(super) fn start(options: RunOptions) -> Result<Option<Agent>> {
         restored,
         rules: dispatcher.rules().map(|r| r.metadata.id.clone()).collect(),
     };
-    let mut pipeline = Pipeline::new(dispatcher, output, record);
+    let mut pipeline = Pipeline::new(dispatcher, output, record)
+        .with_node(options.node.clone())
+        .with_exceptions(crate::exceptions::Exceptions::new(&options.exceptions));
     for event in swept {
         pipeline.push(event)?;
     }
@@ -137,6 +150,7 @@ pub(super) fn start(options: RunOptions) -> Result<Option<Agent>> {
         resolver,
         pipeline,
         reloads,
+        config,
         drops: DropReporter::default(),
         containers_only,
         _ready_file: ready_file,

@@ -2,7 +2,7 @@
 //! runtime, and mapping the kernel's cgroup id (the cgroup v2 directory's inode number,
 //! what `bpf_get_current_cgroup_id` returns) to a path and container with a bounded cache.
 
-use crate::events::{Container, ContainerRuntime};
+use crate::events::{Container, ContainerRuntime, Pod};
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::{DirEntryExt, MetadataExt};

@@ -49,12 +49,7 @@ pub(super) fn match_component(
     parent: Option<&str>,
     in_kube: bool,
 ) -> Option<Container> {
-    let found = |id: &str, runtime| {
-        Some(Container {
-            id: id.to_owned(),
-            runtime,
-        })
-    };
+    let found = |id: &str, runtime| Some(Container::new(id, runtime));
 
     // Non-systemd cgroup driver with a systemd-style parent, e.g.
     // `kubepods-burstable-pod<uid>.slice:cri-containerd:<id>`.
@@ -104,14 +99,36 @@ pub fn parse_cgroup_path(path: &str) -> Option<Container> {
     let mut found = None;
     let mut parent: Option<&str> = None;
     let mut in_kube = false;
+    let mut pod_uid = None;
     for component in path.split('/').filter(|c| !c.is_empty()) {
-        if let Some(container) = match_component(component, parent, in_kube) {
+        // A pod cgroup is a parent of its containers' (or, with `:`, the same component).
+        let pod_part = component.split(':').next().unwrap_or(component);
+        if (in_kube || is_kubepods(component))
+            && let Some(uid) = pod_uid_of(pod_part)
+        {
+            pod_uid = Some(uid);
+        }
+        if let Some(mut container) = match_component(component, parent, in_kube) {
+            container.pod = pod_uid.take().map(|uid| Pod {
+                uid,
+                ..Pod::default()
+            });
             found = Some(container);
         }
         in_kube |= is_kubepods(component);
         parent = Some(component);
     }
     found
+}
+
+/// The pod uid a Kubernetes pod cgroup names: `pod<uid>` (cgroupfs driver) or
+/// `kubepods-<qos>-pod<uid with _ for ->.slice` (systemd driver).
+fn pod_uid_of(component: &str) -> Option<String> {
+    let base = component.strip_suffix(".slice").unwrap_or(component);
+    let (_, uid) = base.rsplit_once("pod")?;
+    let uid = uid.replace('_', "-");
+    let is_uid = uid.len() == 36 && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    is_uid.then_some(uid)
 }
 
 /// The container of a whole `/proc/<pid>/cgroup` file. The cgroup v2 (`0::`) line is

@@ -80,14 +80,34 @@ const POD_UID: &str = "0f3c5b2e_8c2a_4d1e_9b7a_1234567890ab";
 const POD_UID_DASHES: &str = "0f3c5b2e-8c2a-4d1e-9b7a-1234567890ab";
 
 fn c(id: &str, runtime: ContainerRuntime) -> Option<Container> {
-    Some(Container {
-        id: id.to_owned(),
-        runtime,
-    })
+    Some(Container::new(id, runtime))
 }
 
+/// The container id and runtime a path names (its pod uid is checked on its own).
 fn check(path: &str, expected: Option<Container>) {
-    assert_eq!(parse_cgroup_path(path), expected, "path {path:?}");
+    let found = parse_cgroup_path(path).map(without_pod);
+    assert_eq!(found, expected, "path {path:?}");
+}
+
+#[test]
+fn a_kubernetes_path_names_the_pod_uid() {
+    let uid = |path: &str| parse_cgroup_path(path).and_then(|c| c.pod).map(|p| p.uid);
+    for path in [
+        format!("/kubepods/besteffort/pod{POD_UID_DASHES}/{ID}"),
+        format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{POD_UID}.slice/cri-containerd-{ID}.scope"
+        ),
+        format!("/kubepods-burstable-pod{POD_UID}.slice:cri-containerd:{ID}"),
+    ] {
+        assert_eq!(uid(&path).as_deref(), Some(POD_UID_DASHES), "{path}");
+    }
+    // Outside a pod hierarchy, or a pod-like name that is no uid: no pod.
+    assert_eq!(uid(&format!("/docker/{ID}")), None);
+    assert_eq!(uid(&format!("/kubepods/besteffort/podnotauid/{ID}")), None);
+    assert_eq!(
+        uid(&format!("/system.slice/pod{POD_UID_DASHES}/{ID}")),
+        None
+    );
 }
 
 #[test]
@@ -493,10 +513,15 @@ fn proc_cgroup_files() {
 
 fn check_proc(contents: &str, expected: Option<Container>) {
     assert_eq!(
-        parse_proc_cgroup(contents),
+        parse_proc_cgroup(contents).map(without_pod),
         expected,
         "contents {contents:?}"
     );
+}
+
+/// A container's id and runtime only.
+fn without_pod(container: Container) -> Container {
+    Container::new(container.id, container.runtime)
 }
 
 #[test]
@@ -711,11 +736,11 @@ fn walks_are_rate_limited_and_insert_needs_none() {
     assert_eq!(
         resolver
             .insert(told, &format!("kubepods/pod{POD_UID}/{ID2}"))
-            .map(|c| (*c).clone()),
+            .map(|c| without_pod((*c).clone())),
         c(ID2, ContainerRuntime::Kubernetes)
     );
     assert_eq!(
-        resolver.resolve_owned(told),
+        resolver.resolve_owned(told).map(without_pod),
         c(ID2, ContainerRuntime::Kubernetes)
     );
     assert_eq!(

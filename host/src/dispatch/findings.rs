@@ -34,6 +34,7 @@ pub(super) fn collect(
         let event = &events[host_index as usize];
         let data = to_data(finding.data, event, containers);
         out.push(Finding {
+            node: None,
             signature: slot.signature.clone(),
             data,
             rule: slot.rule_ref.clone(),

@@ -146,7 +146,7 @@ impl StateStore {
         txn.commit()?;
         for (id, (runtime, rows)) in live {
             if rows > 0 {
-                let handle = table.intern(&Container { id, runtime });
+                let handle = table.intern(&Container::new(id, runtime));
                 self.on_disk.insert(handle);
                 report.containers += 1;
             }
@@ -346,10 +346,7 @@ mod tests {
     }
 
     fn container(tag: u8) -> Container {
-        Container {
-            id: format!("{tag:02x}").repeat(32),
-            runtime: ContainerRuntime::Crio,
-        }
+        Container::new(format!("{tag:02x}").repeat(32), ContainerRuntime::Crio)
     }
 
     #[test]

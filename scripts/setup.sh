@@ -1,9 +1,22 @@
 #!/usr/bin/env bash
-# Installs every toolchain piece the build needs, idempotently: the pinned stable
-# toolchain (host + guest), the wasm target, the dated nightly with rust-src (eBPF only)
-# and bpf-linker built against that nightly's LLVM. Fast when everything is present.
+# Installs every toolchain piece the build needs, idempotently: the Debian packages the
+# build and tests use, the pinned stable toolchain (host + guest), the wasm target, the
+# dated nightly with rust-src (eBPF only) and bpf-linker built against that nightly's
+# LLVM. Fast when everything is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# protoc: the CRI bindings (k8s-cri) are generated at build time. containerd and
+# busybox-static: the runtime tests start a real containerd and build their one image.
+missing=()
+for package in protobuf-compiler containerd busybox-static; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 
 STABLE=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 NIGHTLY=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' ebpf/rust-toolchain.toml)

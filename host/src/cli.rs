@@ -95,6 +95,14 @@ pub enum Command {
         /// sets it, else the host name).
         #[arg(long, value_name = "NAME")]
         node_name: Option<String>,
+        /// A CRI runtime socket to ask for container and pod metadata; repeatable.
+        /// Default: whichever of containerd's, CRI-O's and k3s's usual sockets exist.
+        #[arg(long = "cri-socket", value_name = "PATH")]
+        cri_sockets: Vec<PathBuf>,
+        /// Longest a finding waits for its container's metadata lookup, in
+        /// milliseconds; past it the finding is written with what is known.
+        #[arg(long, default_value_t = 500, value_name = "MS")]
+        metadata_wait_ms: u64,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
@@ -243,6 +251,8 @@ pub fn run(cli: Cli) -> Result<()> {
             ring_buffer_kib,
             sandbox,
             node_name,
+            cri_sockets,
+            metadata_wait_ms,
         } => agent(crate::agent::RunOptions {
             check,
             ring_buffer_kib,
@@ -260,6 +270,8 @@ pub fn run(cli: Cli) -> Result<()> {
             exceptions: sandbox.config()?.exceptions,
             config: sandbox.config.clone(),
             node: node_name_or_default(node_name),
+            cri_sockets,
+            metadata_wait: std::time::Duration::from_millis(metadata_wait_ms),
         }),
         Command::Trigger {
             scenario,

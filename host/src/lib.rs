@@ -17,6 +17,7 @@ pub mod dispatch;
 pub mod events;
 pub mod exceptions;
 pub mod logging;
+pub mod metadata;
 pub mod mounts;
 pub mod output;
 pub mod persist;

@@ -8,6 +8,7 @@
 use crate::dispatch::Dispatcher;
 use crate::events::Event;
 use crate::exceptions::Exceptions;
+use crate::metadata::Metadata;
 use crate::output::{Finding, JsonLines};
 use anyhow::Result;
 use std::time::{Duration, Instant};
@@ -24,6 +25,8 @@ pub(crate) struct Pipeline {
     findings: Vec<Finding>,
     /// Named in every finding.
     node: Option<std::sync::Arc<str>>,
+    /// Runtime metadata (`run` only): lookups, and findings waiting for them.
+    pub metadata: Option<Metadata>,
     pub exceptions: Exceptions,
 }
 
@@ -40,7 +43,24 @@ impl Pipeline {
             batch: Vec::new(),
             findings: Vec::new(),
             node: None,
+            metadata: None,
             exceptions: Exceptions::default(),
+        }
+    }
+
+    /// Looks containers up in their runtimes (enrich stage).
+    pub(crate) fn with_metadata(mut self, metadata: Option<Metadata>) -> Pipeline {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Gives `event` its container's runtime metadata when known; a container's first
+    /// event starts its lookup. Never waits.
+    pub(crate) fn observe(&mut self, event: &mut Event) {
+        if let (Some(metadata), Some(container)) = (self.metadata.as_mut(), &event.container)
+            && let Some(enriched) = metadata.observe(container)
+        {
+            event.container = Some(enriched);
         }
     }
 
@@ -76,14 +96,25 @@ impl Pipeline {
         if let Some(record) = self.record.as_mut() {
             record.flush()?;
         }
-        if self.batch.is_empty() {
-            return Ok(());
+        if !self.batch.is_empty() {
+            let batch = std::mem::take(&mut self.batch);
+            self.batch = self.dispatcher.dispatch(batch, &mut self.findings);
+            self.batch.clear();
+            for finding in &mut self.findings {
+                finding.node.clone_from(&self.node);
+            }
         }
-        let batch = std::mem::take(&mut self.batch);
-        self.batch = self.dispatcher.dispatch(batch, &mut self.findings);
-        self.batch.clear();
-        for finding in &mut self.findings {
-            finding.node.clone_from(&self.node);
+        if let Some(metadata) = self.metadata.as_mut() {
+            metadata.hold(&mut self.findings);
+            metadata.release(Instant::now(), &mut self.findings);
+        }
+        self.sink()
+    }
+
+    /// Filter and sink stages for the findings ready to go.
+    fn sink(&mut self) -> Result<()> {
+        if self.findings.is_empty() {
+            return Ok(());
         }
         self.exceptions.filter(&mut self.findings);
         let started = Instant::now();
@@ -109,9 +140,15 @@ impl Pipeline {
         self.output.flush()
     }
 
-    /// Delivers what is left and flushes every output.
+    /// Delivers what is left, findings still waiting for metadata included, and
+    /// flushes every output.
     pub(crate) fn finish(&mut self) -> Result<()> {
         self.deliver()?;
+        if let Some(metadata) = self.metadata.as_mut() {
+            let later = Instant::now() + metadata.wait();
+            metadata.release(later, &mut self.findings);
+            self.sink()?;
+        }
         self.output.flush()
     }
 }

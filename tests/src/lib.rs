@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end tests: event builders, a host with real rules, and
 //! (in `live`) a real agent on the real kernel.
 
+pub mod cri;
 pub mod hostile;
 pub mod live;
 pub mod slow_compile;

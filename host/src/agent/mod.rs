@@ -31,11 +31,27 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// Runs the agent until SIGINT or SIGTERM (or, with `--check`, validates and returns).
 pub(crate) async fn run(options: RunOptions) -> Result<()> {
     let mut signals = signals::watch()?;
-    let Some(mut agent) = startup::start(options)? else {
+    let metadata = match options.check {
+        true => None,
+        false => Some(
+            crate::metadata::Metadata::connect(&options.cri_sockets, options.metadata_wait).await,
+        ),
+    };
+    let Some(mut agent) = startup::start(options, metadata)? else {
         return Ok(());
     };
     agent.run(&mut signals).await?;
     agent.stop()
+}
+
+/// The next finished metadata lookup; never, without metadata.
+async fn lookups(
+    metadata: &mut Option<crate::metadata::Metadata>,
+) -> Option<crate::metadata::LookupResult> {
+    match metadata {
+        Some(metadata) => metadata.results.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A running agent: probes attached, rules loaded, outputs open.
@@ -60,6 +76,8 @@ struct Wake {
     update: Option<Update>,
     /// The config file changed.
     config: bool,
+    /// A container metadata lookup finished.
+    metadata: Option<crate::metadata::LookupResult>,
 }
 
 impl Agent {
@@ -71,6 +89,9 @@ impl Agent {
             self.pipeline.deliver()?;
             if let Some(update) = wake.update {
                 self.apply_update(update);
+            }
+            if let (Some(result), Some(metadata)) = (wake.metadata, &mut self.pipeline.metadata) {
+                metadata.apply(result);
             }
             if wake.config
                 && let Some(config) = &self.config
@@ -103,6 +124,7 @@ impl Agent {
             },
             Some(update) = reloads.updates.recv() => Wake { update: Some(update), ..Wake::default() },
             () = config_watch::ConfigWatch::changed(&mut self.config) => Wake { config: true, ..Wake::default() },
+            Some(result) = lookups(&mut self.pipeline.metadata) => Wake { metadata: Some(result), ..Wake::default() },
         }
     }
 
@@ -118,7 +140,10 @@ impl Agent {
                         .resolver
                         .resolve_event(event.cgroup_id, event.process.pid)
                     {
-                        Resolution::Container(container) => event.container = Some(container),
+                        Resolution::Container(container) => {
+                            event.container = Some(container);
+                            self.pipeline.observe(&mut event);
+                        }
                         Resolution::Host if self.containers_only => {
                             // Teach the kernel filter: this cgroup is not a container.
                             let _ = self.probes.mark_host_cgroup(event.cgroup_id);
@@ -139,6 +164,9 @@ impl Agent {
                     self.resolver.forget(cgroup_id);
                     if let Some(container) = container {
                         self.pipeline.dispatcher.container_removed(&container.id);
+                        if let Some(metadata) = self.pipeline.metadata.as_mut() {
+                            metadata.forget(&container.id);
+                        }
                         tracing::debug!(container = %container.id, "container gone: state evicted");
                     }
                 }

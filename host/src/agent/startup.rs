@@ -44,10 +44,17 @@ pub(crate) struct RunOptions {
     pub config: Option<PathBuf>,
     /// Named in every finding.
     pub node: Option<String>,
+    /// CRI sockets to ask for container metadata (empty: the usual ones that exist).
+    pub cri_sockets: Vec<PathBuf>,
+    /// Longest a finding waits for its container's metadata.
+    pub metadata_wait: std::time::Duration,
 }
 
 /// Starts the agent; `None` after a `--check`, which attaches nothing.
-pub(super) fn start(options: RunOptions) -> Result<Option<Agent>> {
+pub(super) fn start(
+    options: RunOptions,
+    metadata: Option<crate::metadata::Metadata>,
+) -> Result<Option<Agent>> {
     if let Some(path) = &options.ready_file {
         // A file left by an agent that was killed must not claim this one is ready.
         let _ = std::fs::remove_file(path);
@@ -128,8 +135,10 @@ pub(super) fn start(options: RunOptions) -> Result<Option<Agent>> {
     };
     let mut pipeline = Pipeline::new(dispatcher, output, record)
         .with_node(options.node.clone())
+        .with_metadata(metadata)
         .with_exceptions(crate::exceptions::Exceptions::new(&options.exceptions));
-    for event in swept {
+    for mut event in swept {
+        pipeline.observe(&mut event);
         pipeline.push(event)?;
     }
     pipeline.deliver()?;

@@ -1,0 +1,194 @@
+//! Runtime metadata for containers (name, image, pod), from the runtimes' own APIs:
+//! looked up off the event path when a container is first seen, cached per container
+//! and evicted with it. Events never wait; a finding about a container whose lookup is
+//! still in flight waits for it, at most [`FINDING_WAIT`], and is then written with
+//! what is known, never dropped.
+
+pub mod cri;
+
+use crate::events::Container;
+use crate::output::Finding;
+use cri::Cri;
+use rustc_hash::FxHashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+/// Longest a finding waits for its container's metadata, by default.
+pub const FINDING_WAIT: Duration = Duration::from_millis(500);
+
+/// A finished lookup: the container id, and what the runtime said (if anything).
+pub type LookupResult = (String, Option<Container>);
+
+/// Lookups, their results and the findings waiting for them.
+pub struct Metadata {
+    cri: Vec<Cri>,
+    /// Longest a finding waits for its container's lookup.
+    wait: Duration,
+    /// Enriched containers by id (`None`: asked, no runtime knew it).
+    known: FxHashMap<String, Option<Arc<Container>>>,
+    /// Lookups in flight, by id, with when a finding stops waiting for them.
+    pending: FxHashMap<String, Instant>,
+    held: Vec<(Instant, Finding)>,
+    tx: UnboundedSender<LookupResult>,
+    /// Finished lookups, for the agent loop to apply.
+    pub results: UnboundedReceiver<LookupResult>,
+}
+
+impl Metadata {
+    /// Connects to the CRI runtimes at `sockets` (the defaults that exist, when none is
+    /// given). A socket that does not answer is logged and skipped.
+    pub async fn connect(sockets: &[PathBuf], wait: Duration) -> Metadata {
+        let candidates: Vec<PathBuf> = match sockets.is_empty() {
+            true => cri::DEFAULT_SOCKETS
+                .iter()
+                .map(PathBuf::from)
+                .filter(|p| p.exists())
+                .collect(),
+            false => sockets.to_vec(),
+        };
+        let mut cri = Vec::new();
+        for socket in candidates {
+            match Cri::connect(&socket).await {
+                Ok(client) => cri.push(client),
+                Err(error) => tracing::warn!(
+                    socket = %socket.display(),
+                    error = %crate::logging::error_line(error.as_ref()),
+                    "no container metadata from this runtime"
+                ),
+            }
+        }
+        let (tx, results) = unbounded_channel();
+        Metadata {
+            cri,
+            wait,
+            known: FxHashMap::default(),
+            pending: FxHashMap::default(),
+            held: Vec::new(),
+            tx,
+            results,
+        }
+    }
+
+    /// Whether any runtime answers.
+    pub fn is_connected(&self) -> bool {
+        !self.cri.is_empty()
+    }
+
+    /// The enriched version of `container` if known; a first sight starts its lookup.
+    pub fn observe(&mut self, container: &Arc<Container>) -> Option<Arc<Container>> {
+        if let Some(known) = self.known.get(&container.id) {
+            return known.clone();
+        }
+        if self.cri.is_empty() || self.pending.contains_key(&container.id) {
+            return None;
+        }
+        self.pending
+            .insert(container.id.clone(), Instant::now() + self.wait);
+        let (runtimes, tx, base) = (self.cri.clone(), self.tx.clone(), container.clone());
+        tokio::spawn(async move {
+            let found = lookup(&runtimes, &base).await;
+            let _ = tx.send((base.id.clone(), found));
+        });
+        None
+    }
+
+    /// Records a finished lookup.
+    pub fn apply(&mut self, (id, found): LookupResult) {
+        if self.pending.remove(&id).is_none() {
+            return; // The container went away meanwhile.
+        }
+        self.known.insert(id, found.map(Arc::new));
+    }
+
+    /// Forgets a container that went away.
+    pub fn forget(&mut self, id: &str) {
+        self.known.remove(id);
+        self.pending.remove(id);
+    }
+
+    /// Takes the findings whose container's lookup is in flight, to wait for it.
+    pub fn hold(&mut self, findings: &mut Vec<Finding>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let (pending, held) = (&self.pending, &mut self.held);
+        findings.retain(|finding| {
+            let deadline = finding
+                .event
+                .event
+                .container
+                .as_ref()
+                .and_then(|c| pending.get(&c.id));
+            match deadline {
+                Some(&deadline) => {
+                    held.push((deadline, finding.clone()));
+                    false
+                }
+                None => true,
+            }
+        });
+    }
+
+    /// Findings that waited long enough (their lookup ended, or its time is up), with
+    /// the metadata known by now, in the order they were held.
+    pub fn release(&mut self, now: Instant, out: &mut Vec<Finding>) {
+        if self.held.is_empty() {
+            return;
+        }
+        let (known, pending) = (&self.known, &self.pending);
+        self.held.retain(|(deadline, finding)| {
+            let id = finding
+                .event
+                .event
+                .container
+                .as_ref()
+                .map(|c| c.id.as_str());
+            let waiting = id.is_some_and(|id| pending.contains_key(id)) && now < *deadline;
+            if !waiting {
+                let mut finding = finding.clone();
+                if let Some(Some(enriched)) = id.and_then(|id| known.get(id)) {
+                    finding.event.event.container = Some(enriched.clone());
+                }
+                out.push(finding);
+            }
+            waiting
+        });
+    }
+
+    /// Findings waiting now.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Longest a finding waits.
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+}
+
+/// Asks each runtime in turn; the first that knows the container wins. What the cgroup
+/// path told (runtime, pod uid) is kept where the runtime says nothing.
+async fn lookup(runtimes: &[Cri], base: &Container) -> Option<Container> {
+    for runtime in runtimes {
+        match runtime.lookup(&base.id).await {
+            Ok(Some(mut found)) => {
+                found.runtime = base.runtime;
+                if let (Some(pod), Some(base_pod)) = (found.pod.as_mut(), base.pod.as_ref())
+                    && pod.uid.is_empty()
+                {
+                    pod.uid.clone_from(&base_pod.uid);
+                }
+                return Some(found);
+            }
+            Ok(None) => {}
+            Err(error) => tracing::debug!(
+                container = %base.id,
+                error = %crate::logging::error_line(error.as_ref()),
+                "metadata lookup failed"
+            ),
+        }
+    }
+    None
+}

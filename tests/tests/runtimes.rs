@@ -1,0 +1,160 @@
+//! Metadata from a real runtime: a containerd started by the test (Debian's package),
+//! pods created through the CRI gRPC API as kubelet would, the agent asking the same
+//! CRI API. Findings name the node, pod, namespace, container and image, even for a
+//! container that connects the instant it starts; exceptions by namespace and pod label
+//! suppress exactly those pods.
+
+use rulehost_tests::cri::{Containerd, IMAGE, PodSpec};
+use rulehost_tests::live::*;
+use rulehost_tests::*;
+use std::net::TcpListener;
+
+/// A listener that accepts and closes every connection, so each `nc` ends at once.
+fn api_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+        }
+    });
+    port.to_string()
+}
+
+const KSH: (&str, &str) = ("KUBERNETES_SERVICE_HOST", "127.0.0.1");
+
+fn uid(n: u8) -> String {
+    format!("{:08x}-0000-4000-8000-{n:012x}", std::process::id())
+}
+
+#[test]
+fn a_pod_finding_names_node_pod_namespace_container_and_image() {
+    let mut containerd = Containerd::start("metadata");
+    let port = api_server();
+    let socket = containerd.socket.to_str().unwrap().to_owned();
+    // A generous wait: this test is about the metadata, not the bound.
+    let agent = LiveAgent::start(
+        "cri-metadata",
+        &[
+            "--cri-socket",
+            &socket,
+            "--node-name",
+            "node-cri",
+            "--metadata-wait-ms",
+            "30000",
+        ],
+    );
+    let pod_uid = uid(1);
+    // `nc` is the container's first process: it connects the instant it starts.
+    let id = containerd.run_pod(&PodSpec {
+        name: "api-client",
+        namespace: "team-a",
+        uid: &pod_uid,
+        labels: &[("app", "api-client")],
+        container: "client",
+        command: &["/bin/nc", "127.0.0.1", &port],
+        env: &[KSH],
+    });
+    let finding = agent.wait_for("the pod's finding", |f| {
+        f["data"]["container_id"] == id.as_str()
+    });
+    assert_eq!(finding["node"], "node-cri");
+    let container = &finding["event"]["container"];
+    assert_eq!(container["name"], "client", "{container}");
+    assert_eq!(container["image"], IMAGE, "{container}");
+    assert!(
+        container["image_id"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("sha256:")),
+        "{container}"
+    );
+    let pod = &container["pod"];
+    assert_eq!(pod["name"], "api-client", "{pod}");
+    assert_eq!(pod["namespace"], "team-a", "{pod}");
+    assert_eq!(pod["uid"], pod_uid.as_str(), "{pod}");
+    assert_eq!(pod["labels"]["app"], "api-client", "{pod}");
+}
+
+#[test]
+fn exceptions_by_namespace_and_pod_label_spare_only_those_pods() {
+    let mut containerd = Containerd::start("exceptions");
+    let port = api_server();
+    let socket = containerd.socket.to_str().unwrap().to_owned();
+    let dir = std::env::temp_dir().join(format!("rulehost-runtimes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        "exceptions:\n  - rule: TRC-1013\n    namespace: kube-system\n  - rule: TRC-1013\n    pod_labels: {app.kubernetes.io/name: prometheus-operator}\n",
+    )
+    .unwrap();
+    let mut agent = LiveAgent::start(
+        "cri-exceptions",
+        &[
+            "--cri-socket",
+            &socket,
+            "--config",
+            config.to_str().unwrap(),
+            "--metadata-wait-ms",
+            "30000",
+        ],
+    );
+    let pods = [
+        ("coredns", "kube-system", vec![], 2),
+        (
+            "prom-operator",
+            "monitoring",
+            vec![("app.kubernetes.io/name", "prometheus-operator")],
+            3,
+        ),
+        (
+            "curious",
+            "kube-systemx",
+            vec![("app.kubernetes.io/name", "grafana")],
+            4,
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (name, namespace, labels, n) in &pods {
+        let id = containerd.run_pod(&PodSpec {
+            name,
+            namespace,
+            uid: &uid(*n),
+            labels,
+            container: "client",
+            command: &["/bin/nc", "127.0.0.1", &port],
+            env: &[KSH],
+        });
+        // Each pod's connect is over before the next starts: ring-buffer order.
+        containerd.wait_exited(&id);
+        ids.push(id);
+    }
+    agent.wait_for("the unexcepted pod's finding", |f| {
+        f["data"]["container_id"] == ids[2].as_str()
+    });
+    // Stopping writes every finding still waiting for metadata, and counts.
+    let status = agent.stop();
+    assert!(status.success(), "{status}");
+    let reported: Vec<String> = agent
+        .findings()
+        .iter()
+        .filter_map(|f| {
+            f["event"]["container"]["pod"]["name"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(reported, vec!["curious"]);
+    let logs = agent.log_records();
+    let counted: Vec<_> = logs
+        .iter()
+        .filter(|r| {
+            r.is(
+                "findings suppressed by exceptions",
+                &[("id", "TRC-1013"), ("suppressed", "2")],
+            )
+        })
+        .collect();
+    assert_eq!(counted.len(), 1, "{}", brief(&logs));
+    let _ = std::fs::remove_dir_all(&dir);
+}

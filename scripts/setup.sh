@@ -7,9 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # protoc: the CRI bindings (k8s-cri) are generated at build time. containerd and
-# busybox-static: the runtime tests start a real containerd and build their one image.
+# docker.io and busybox-static: the runtime tests start a real containerd and Docker
+# Engine and build their one image.
 missing=()
-for package in protobuf-compiler containerd busybox-static; do
+for package in protobuf-compiler containerd docker.io busybox-static; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then

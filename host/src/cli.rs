@@ -99,6 +99,10 @@ pub enum Command {
         /// Default: whichever of containerd's, CRI-O's and k3s's usual sockets exist.
         #[arg(long = "cri-socket", value_name = "PATH")]
         cri_sockets: Vec<PathBuf>,
+        /// A Docker Engine socket to ask for container metadata; repeatable. Default:
+        /// /var/run/docker.sock if it exists.
+        #[arg(long = "docker-socket", value_name = "PATH")]
+        docker_sockets: Vec<PathBuf>,
         /// Longest a finding waits for its container's metadata lookup, in
         /// milliseconds; past it the finding is written with what is known.
         #[arg(long, default_value_t = 500, value_name = "MS")]
@@ -252,6 +256,7 @@ pub fn run(cli: Cli) -> Result<()> {
             sandbox,
             node_name,
             cri_sockets,
+            docker_sockets,
             metadata_wait_ms,
         } => agent(crate::agent::RunOptions {
             check,
@@ -270,7 +275,10 @@ pub fn run(cli: Cli) -> Result<()> {
             exceptions: sandbox.config()?.exceptions,
             config: sandbox.config.clone(),
             node: node_name_or_default(node_name),
-            cri_sockets,
+            sockets: crate::metadata::Sockets {
+                cri: cri_sockets,
+                docker: docker_sockets,
+            },
             metadata_wait: std::time::Duration::from_millis(metadata_wait_ms),
         }),
         Command::Trigger {

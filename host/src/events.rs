@@ -151,10 +151,17 @@ impl Container {
 pub struct Process {
     pub pid: u32,
     pub tid: u32,
+    /// Parent process id; 0, and omitted from JSON, where the hook cannot read it
+    /// (connects seen by cgroup/connect programs).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub ppid: u32,
     pub uid: u32,
     /// Command name (at most 15 bytes in the kernel).
     pub comm: Comm,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Socket type of a connecting socket.

@@ -300,21 +300,13 @@ fn config_toml(dir: &Path, socket: &Path) -> String {
     config
 }
 
-/// Writes an OCI image layout tarball of busybox-static (`/bin/busybox` and a few
-/// applets), entrypoint `sleep`, under `dir`; returns its path.
+/// Writes an OCI image layout tarball of busybox-static (entrypoint `sleep`) under
+/// `dir`; returns its path.
 fn oci_image(dir: &Path) -> PathBuf {
     use crate::sha256_hex;
-    let rootfs = dir.join("rootfs");
     let blobs = dir.join("layout/blobs/sha256");
-    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
     std::fs::create_dir_all(&blobs).unwrap();
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
-        .expect("/bin/busybox (Debian package `busybox-static`)");
-    for applet in ["sh", "sleep", "nc"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-    }
-    let layer = dir.join("layer.tar");
-    tar(&rootfs, &layer);
+    let layer = busybox_layer(dir);
     let blob = |bytes: &[u8]| -> (String, usize) {
         let digest = sha256_hex(bytes);
         std::fs::write(blobs.join(&digest), bytes).unwrap();
@@ -353,6 +345,21 @@ fn oci_image(dir: &Path) -> PathBuf {
     let image = dir.join("image.tar");
     tar(&dir.join("layout"), &image);
     image
+}
+
+/// A root filesystem of busybox-static (`/bin/busybox`, `sh`, `sleep`, `nc`) as an
+/// uncompressed layer tarball under `dir`; returns its path.
+pub fn busybox_layer(dir: &Path) -> PathBuf {
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+        .expect("/bin/busybox (Debian package `busybox-static`)");
+    for applet in ["sh", "sleep", "nc"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    let layer = dir.join("layer.tar");
+    tar(&rootfs, &layer);
+    layer
 }
 
 fn tar(from: &Path, to: &Path) {

@@ -2,6 +2,7 @@
 //! (in `live`) a real agent on the real kernel.
 
 pub mod cri;
+pub mod docker;
 pub mod hostile;
 pub mod live;
 pub mod slow_compile;

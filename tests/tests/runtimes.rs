@@ -1,8 +1,8 @@
-//! Metadata from a real runtime: a containerd started by the test (Debian's package),
-//! pods created through the CRI gRPC API as kubelet would, the agent asking the same
-//! CRI API. Findings name the node, pod, namespace, container and image, even for a
-//! container that connects the instant it starts; exceptions by namespace and pod label
-//! suppress exactly those pods.
+//! Metadata from real runtimes, started by the tests (Debian's packages): a containerd
+//! with pods created through the CRI gRPC API as kubelet would, and a Docker Engine.
+//! The agent asks the same APIs. Findings name the node, pod, namespace, container and
+//! image, even for a container that connects the instant it starts; exceptions by
+//! namespace, pod label and image suppress exactly those containers.
 
 use rulehost_tests::cri::{Containerd, IMAGE, PodSpec};
 use rulehost_tests::live::*;
@@ -152,6 +152,101 @@ fn exceptions_by_namespace_and_pod_label_spare_only_those_pods() {
             r.is(
                 "findings suppressed by exceptions",
                 &[("id", "TRC-1013"), ("suppressed", "2")],
+            )
+        })
+        .collect();
+    assert_eq!(counted.len(), 1, "{}", brief(&logs));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_docker_container_finding_names_its_name_and_image_and_an_image_exception_works() {
+    use rulehost_tests::docker::{Dockerd, IMAGE as DOCKER_IMAGE};
+    let mut dockerd = Dockerd::start("metadata");
+    // The same image under an operator's name, which an exception spares.
+    let operator_image = "quay.io/prometheus-operator/prometheus-operator:v0.75.0";
+    dockerd
+        .docker(&["tag", DOCKER_IMAGE, operator_image])
+        .expect("docker tag");
+    let port = api_server();
+    let socket = dockerd.socket.to_str().unwrap().to_owned();
+    let dir = std::env::temp_dir().join(format!("rulehost-docker-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        "exceptions:\n  - rule: TRC-1013\n    image: \"quay.io/prometheus-operator/*\"\n",
+    )
+    .unwrap();
+    let mut agent = LiveAgent::start(
+        "docker-metadata",
+        &[
+            "--docker-socket",
+            &socket,
+            "--config",
+            config.to_str().unwrap(),
+            "--metadata-wait-ms",
+            "30000",
+            "--log-level",
+            "info,rulehost::metadata=debug",
+        ],
+    );
+    let run = |dockerd: &mut Dockerd, name: &str, image: &str| {
+        let id = dockerd.run(&[
+            "--name",
+            name,
+            "-e",
+            "KUBERNETES_SERVICE_HOST=127.0.0.1",
+            "--entrypoint",
+            "/bin/nc",
+            image,
+            "127.0.0.1",
+            &port,
+        ]);
+        // Its connect is over before the next container starts: ring-buffer order.
+        dockerd.wait_exited(&id);
+        id
+    };
+    run(&mut dockerd, "operator", operator_image);
+    let id = run(&mut dockerd, "api-client", DOCKER_IMAGE);
+    let finding = agent.wait_for("the container's finding", |f| {
+        f["data"]["container_id"] == id.as_str()
+    });
+    let container = &finding["event"]["container"];
+    assert_eq!(container["runtime"], "docker", "{container}");
+    let runtimes: Vec<String> = agent
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("connected") || l.contains("metadata"))
+        .collect();
+    assert_eq!(
+        container["name"],
+        "api-client",
+        "{container}; {}",
+        brief(&runtimes)
+    );
+    assert_eq!(container["image"], DOCKER_IMAGE, "{container}");
+    assert!(
+        container["image_id"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("sha256:")),
+        "{container}"
+    );
+    let status = agent.stop();
+    assert!(status.success(), "{status}");
+    let names: Vec<String> = agent
+        .findings()
+        .iter()
+        .filter_map(|f| f["event"]["container"]["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(names, vec!["api-client"]);
+    let logs = agent.log_records();
+    let counted: Vec<_> = logs
+        .iter()
+        .filter(|r| {
+            r.is(
+                "findings suppressed by exceptions",
+                &[("id", "TRC-1013"), ("suppressed", "1")],
             )
         })
         .collect();

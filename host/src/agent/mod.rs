@@ -33,9 +33,9 @@ pub(crate) async fn run(options: RunOptions) -> Result<()> {
     let mut signals = signals::watch()?;
     let metadata = match options.check {
         true => None,
-        false => Some(
-            crate::metadata::Metadata::connect(&options.cri_sockets, options.metadata_wait).await,
-        ),
+        false => {
+            Some(crate::metadata::Metadata::connect(&options.sockets, options.metadata_wait).await)
+        }
     };
     let Some(mut agent) = startup::start(options, metadata)? else {
         return Ok(());

@@ -44,8 +44,8 @@ pub(crate) struct RunOptions {
     pub config: Option<PathBuf>,
     /// Named in every finding.
     pub node: Option<String>,
-    /// CRI sockets to ask for container metadata (empty: the usual ones that exist).
-    pub cri_sockets: Vec<PathBuf>,
+    /// Runtime sockets to ask for container metadata.
+    pub sockets: crate::metadata::Sockets,
     /// Longest a finding waits for its container's metadata.
     pub metadata_wait: std::time::Duration,
 }

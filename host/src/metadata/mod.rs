@@ -5,10 +5,12 @@
 //! what is known, never dropped.
 
 pub mod cri;
+pub mod docker;
 
 use crate::events::Container;
 use crate::output::Finding;
 use cri::Cri;
+use docker::DockerEngine;
 use rustc_hash::FxHashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,9 +23,32 @@ pub const FINDING_WAIT: Duration = Duration::from_millis(500);
 /// A finished lookup: the container id, and what the runtime said (if anything).
 pub type LookupResult = (String, Option<Container>);
 
+/// A runtime that answers lookups.
+#[derive(Clone)]
+enum Runtime {
+    Cri(Cri),
+    Docker(DockerEngine),
+}
+
+impl Runtime {
+    async fn lookup(&self, id: &str) -> anyhow::Result<Option<Container>> {
+        match self {
+            Runtime::Cri(cri) => cri.lookup(id).await,
+            Runtime::Docker(docker) => docker.lookup(id).await,
+        }
+    }
+}
+
+/// Which runtime sockets to ask (empty: the usual ones that exist).
+#[derive(Debug, Clone, Default)]
+pub struct Sockets {
+    pub cri: Vec<PathBuf>,
+    pub docker: Vec<PathBuf>,
+}
+
 /// Lookups, their results and the findings waiting for them.
 pub struct Metadata {
-    cri: Vec<Cri>,
+    runtimes: Vec<Runtime>,
     /// Longest a finding waits for its container's lookup.
     wait: Duration,
     /// Enriched containers by id (`None`: asked, no runtime knew it).
@@ -31,41 +56,39 @@ pub struct Metadata {
     /// Lookups in flight, by id, with when a finding stops waiting for them.
     pending: FxHashMap<String, Instant>,
     held: Vec<(Instant, Finding)>,
+    /// Containers that went away while their lookup ran or findings waited for it
+    /// (a container that connects and exits at once): forgotten once those are done.
+    gone: Vec<String>,
     tx: UnboundedSender<LookupResult>,
     /// Finished lookups, for the agent loop to apply.
     pub results: UnboundedReceiver<LookupResult>,
 }
 
 impl Metadata {
-    /// Connects to the CRI runtimes at `sockets` (the defaults that exist, when none is
-    /// given). A socket that does not answer is logged and skipped.
-    pub async fn connect(sockets: &[PathBuf], wait: Duration) -> Metadata {
-        let candidates: Vec<PathBuf> = match sockets.is_empty() {
-            true => cri::DEFAULT_SOCKETS
-                .iter()
-                .map(PathBuf::from)
-                .filter(|p| p.exists())
-                .collect(),
-            false => sockets.to_vec(),
-        };
-        let mut cri = Vec::new();
-        for socket in candidates {
+    /// Connects to the runtimes at `sockets` (the usual sockets that exist, for a kind
+    /// none is given for). A socket that does not answer is logged and skipped.
+    pub async fn connect(sockets: &Sockets, wait: Duration) -> Metadata {
+        let mut runtimes = Vec::new();
+        for socket in or_defaults(&sockets.cri, cri::DEFAULT_SOCKETS) {
             match Cri::connect(&socket).await {
-                Ok(client) => cri.push(client),
-                Err(error) => tracing::warn!(
-                    socket = %socket.display(),
-                    error = %crate::logging::error_line(error.as_ref()),
-                    "no container metadata from this runtime"
-                ),
+                Ok(client) => runtimes.push(Runtime::Cri(client)),
+                Err(error) => unanswered(&socket, &error),
+            }
+        }
+        for socket in or_defaults(&sockets.docker, &[docker::DEFAULT_SOCKET]) {
+            match DockerEngine::connect(&socket).await {
+                Ok(client) => runtimes.push(Runtime::Docker(client)),
+                Err(error) => unanswered(&socket, &error),
             }
         }
         let (tx, results) = unbounded_channel();
         Metadata {
-            cri,
+            runtimes,
             wait,
             known: FxHashMap::default(),
             pending: FxHashMap::default(),
             held: Vec::new(),
+            gone: Vec::new(),
             tx,
             results,
         }
@@ -73,7 +96,7 @@ impl Metadata {
 
     /// Whether any runtime answers.
     pub fn is_connected(&self) -> bool {
-        !self.cri.is_empty()
+        !self.runtimes.is_empty()
     }
 
     /// The enriched version of `container` if known; a first sight starts its lookup.
@@ -81,12 +104,12 @@ impl Metadata {
         if let Some(known) = self.known.get(&container.id) {
             return known.clone();
         }
-        if self.cri.is_empty() || self.pending.contains_key(&container.id) {
+        if self.runtimes.is_empty() || self.pending.contains_key(&container.id) {
             return None;
         }
         self.pending
             .insert(container.id.clone(), Instant::now() + self.wait);
-        let (runtimes, tx, base) = (self.cri.clone(), self.tx.clone(), container.clone());
+        let (runtimes, tx, base) = (self.runtimes.clone(), self.tx.clone(), container.clone());
         tokio::spawn(async move {
             let found = lookup(&runtimes, &base).await;
             let _ = tx.send((base.id.clone(), found));
@@ -96,16 +119,24 @@ impl Metadata {
 
     /// Records a finished lookup.
     pub fn apply(&mut self, (id, found): LookupResult) {
-        if self.pending.remove(&id).is_none() {
-            return; // The container went away meanwhile.
+        if self.pending.remove(&id).is_some() {
+            self.known.insert(id, found.map(Arc::new));
         }
-        self.known.insert(id, found.map(Arc::new));
     }
 
-    /// Forgets a container that went away.
+    /// Forgets a container that went away, once nothing waits for its metadata.
     pub fn forget(&mut self, id: &str) {
-        self.known.remove(id);
-        self.pending.remove(id);
+        if self.pending.contains_key(id) || self.is_held(id) {
+            self.gone.push(id.to_owned());
+        } else {
+            self.known.remove(id);
+        }
+    }
+
+    fn is_held(&self, id: &str) -> bool {
+        self.held
+            .iter()
+            .any(|(_, f)| f.event.event.container.as_ref().is_some_and(|c| c.id == id))
     }
 
     /// Takes the findings whose container's lookup is in flight, to wait for it.
@@ -134,7 +165,7 @@ impl Metadata {
     /// Findings that waited long enough (their lookup ended, or its time is up), with
     /// the metadata known by now, in the order they were held.
     pub fn release(&mut self, now: Instant, out: &mut Vec<Finding>) {
-        if self.held.is_empty() {
+        if self.held.is_empty() && self.gone.is_empty() {
             return;
         }
         let (known, pending) = (&self.known, &self.pending);
@@ -155,6 +186,10 @@ impl Metadata {
             }
             waiting
         });
+        let gone = std::mem::take(&mut self.gone);
+        for id in gone {
+            self.forget(&id);
+        }
     }
 
     /// Findings waiting now.
@@ -170,11 +205,13 @@ impl Metadata {
 
 /// Asks each runtime in turn; the first that knows the container wins. What the cgroup
 /// path told (runtime, pod uid) is kept where the runtime says nothing.
-async fn lookup(runtimes: &[Cri], base: &Container) -> Option<Container> {
+async fn lookup(runtimes: &[Runtime], base: &Container) -> Option<Container> {
     for runtime in runtimes {
         match runtime.lookup(&base.id).await {
             Ok(Some(mut found)) => {
-                found.runtime = base.runtime;
+                if base.runtime != crate::events::ContainerRuntime::Unknown {
+                    found.runtime = base.runtime;
+                }
                 if let (Some(pod), Some(base_pod)) = (found.pod.as_mut(), base.pod.as_ref())
                     && pod.uid.is_empty()
                 {
@@ -191,4 +228,24 @@ async fn lookup(runtimes: &[Cri], base: &Container) -> Option<Container> {
         }
     }
     None
+}
+
+/// The sockets given, or those of `defaults` that exist.
+fn or_defaults(given: &[PathBuf], defaults: &[&str]) -> Vec<PathBuf> {
+    match given.is_empty() {
+        true => defaults
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.exists())
+            .collect(),
+        false => given.to_vec(),
+    }
+}
+
+fn unanswered(socket: &std::path::Path, error: &anyhow::Error) {
+    tracing::warn!(
+        socket = %socket.display(),
+        error = %crate::logging::error_line(error.as_ref()),
+        "no container metadata from this runtime"
+    );
 }

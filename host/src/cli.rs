@@ -51,7 +51,9 @@ pub enum Command {
     },
     /// Runs the node agent: attaches the eBPF probes, resolves containers, runs the rules
     /// on live kernel events and prints findings as JSON lines. Needs root (CAP_BPF,
-    /// CAP_PERFMON, CAP_SYS_ADMIN for cgroup attachment).
+    /// CAP_PERFMON, CAP_SYS_ADMIN for cgroup attachment). Every flag is also a key of
+    /// the --config file; a flag on the command line wins.
+    #[command(args_override_self = true)]
     Run {
         /// A rule component; repeat for several. Watched: a changed file is hot-reloaded.
         /// Default (with no --rule nor --rules): the built-in k8s_api_connection.

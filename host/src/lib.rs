@@ -10,6 +10,7 @@
 
 pub(crate) mod agent;
 pub mod cli;
+pub mod cli_config;
 pub mod config;
 pub mod containers;
 mod cpu_budget;

@@ -6,7 +6,17 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let cli = rulehost::cli::Cli::parse();
+    let args = match rulehost::cli_config::with_config_flags(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!(
+                "rulehost: error: {}",
+                rulehost::logging::error_line(error.as_ref())
+            );
+            std::process::exit(2);
+        }
+    };
+    let cli = rulehost::cli::Cli::parse_from(args);
     if let Err(error) = rulehost::logging::init(&cli.log_level, cli.log_format) {
         eprintln!(
             "rulehost: error: {}",

@@ -417,3 +417,64 @@ fn the_shipped_list_spares_known_clients_in_their_home_only() {
         .collect();
     assert_eq!(reported, vec!["pod-2"]);
 }
+
+#[test]
+fn every_run_flag_is_a_config_key_and_the_command_line_wins() {
+    let hoarder = fixture("hoarder");
+    // A private compile cache, so the rule is compiled (under the file's bound).
+    let cache =
+        std::env::temp_dir().join(format!("rulehost-run-flags-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let config = TempFile::new(
+        "run-flags.yaml",
+        &format!(
+            "rule: [{}]\ngrant: [\"FIXTURE-HOARDER=env:HOARD\"]\nno_state_dir: true\ncache_dir: {}\nrule_compile_memory_mib: 1\n",
+            hoarder.display(),
+            cache.display()
+        ),
+    );
+    let check = |extra: &[&str]| {
+        Command::new(rulehost_bin())
+            .args(["run", "--check", "--config", config.path()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // The file's keys apply: 1 MiB is too little to compile the rule it names.
+    let out = check(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("compiling needed more than the 1 MiB a rule compile may use"),
+        "{stderr}"
+    );
+    // A flag given on the command line replaces the file's value.
+    let out = check(&["--rule-compile-memory-mib", "1024"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("rule hoarder: FIXTURE-HOARDER v0.1.0 sha256 ")
+            && stdout.contains(" ok, granted env HOARD\n"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&cache);
+    let typo = TempFile::new("typo.yaml", "rule_memory_mb: 4\n");
+    let out = Command::new(rulehost_bin())
+        .args(["run", "--check", "--config", typo.path()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "config {}: line 1: unknown key `rule_memory_mb`",
+            typo.path()
+        )),
+        "{stderr}"
+    );
+}

@@ -15,7 +15,7 @@ use k8s_cri::v1::{
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 /// The image every pod here runs (its default entrypoint sleeps: the sandbox image too).
 pub const IMAGE: &str = "docker.io/library/rulehost-busybox:1";
@@ -238,18 +238,7 @@ impl Drop for Containerd {
 }
 
 async fn connect(socket: &Path) -> Option<RuntimeServiceClient<Channel>> {
-    let path = socket.to_path_buf();
-    let channel = Endpoint::try_from("http://[::]:50051")
-        .ok()?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
-        .await
-        .ok()?;
+    let channel = rulehost::metadata::cri::channel(socket).await.ok()?;
     let mut client = RuntimeServiceClient::new(channel);
     client.version(VersionRequest::default()).await.ok()?;
     Some(client)

@@ -38,10 +38,7 @@ fn replay(args: &[&str], env: &[(&str, &str)], events: &[Event]) -> Output {
 }
 
 fn findings(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON finding per line"))
-        .collect()
+    rulehost_tests::hostile::stdout_findings(out)
 }
 
 /// A temp file holding `text`, removed on drop.

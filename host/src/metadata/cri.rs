@@ -23,6 +23,23 @@ pub const DEFAULT_SOCKETS: &[&str] = &[
 /// How long one lookup (all its calls) may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A gRPC channel to a Unix socket (for the CRI clients here and in tests).
+pub async fn channel(socket: &Path) -> Result<Channel, tonic::transport::Error> {
+    let path = socket.to_path_buf();
+    // The URI is a placeholder: the connector dials the Unix socket.
+    Endpoint::from_static("http://[::]:50051")
+        .connect_timeout(CALL_TIMEOUT)
+        .timeout(CALL_TIMEOUT)
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+}
+
 /// A connected CRI runtime.
 #[derive(Clone)]
 pub struct Cri {
@@ -34,18 +51,7 @@ impl Cri {
     /// Connects to the runtime at `socket` and asks its version (so a dead socket is
     /// known at once).
     pub async fn connect(socket: &Path) -> Result<Cri> {
-        let path = socket.to_path_buf();
-        // The URI is a placeholder: the connector dials the Unix socket.
-        let channel = Endpoint::try_from("http://[::]:50051")?
-            .connect_timeout(CALL_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    let stream = tokio::net::UnixStream::connect(path).await?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                }
-            }))
+        let channel = channel(socket)
             .await
             .with_context(|| format!("connecting to CRI socket {}", socket.display()))?;
         let mut client = RuntimeServiceClient::new(channel);

@@ -107,7 +107,7 @@ pub enum Command {
         docker_sockets: Vec<PathBuf>,
         /// Longest a finding waits for its container's metadata lookup, in
         /// milliseconds; past it the finding is written with what is known.
-        #[arg(long, default_value_t = 500, value_name = "MS")]
+        #[arg(long, default_value_t = crate::metadata::FINDING_WAIT.as_millis() as u64, value_name = "MS")]
         metadata_wait_ms: u64,
         #[command(flatten)]
         sandbox: SandboxArgs,

@@ -94,11 +94,6 @@ impl Metadata {
         }
     }
 
-    /// Whether any runtime answers.
-    pub fn is_connected(&self) -> bool {
-        !self.runtimes.is_empty()
-    }
-
     /// The enriched version of `container` if known; a first sight starts its lookup.
     pub fn observe(&mut self, container: &Arc<Container>) -> Option<Arc<Container>> {
         if let Some(known) = self.known.get(&container.id) {
@@ -190,11 +185,6 @@ impl Metadata {
         for id in gone {
             self.forget(&id);
         }
-    }
-
-    /// Findings waiting now.
-    pub fn held(&self) -> usize {
-        self.held.len()
     }
 
     /// Longest a finding waits.

@@ -130,8 +130,9 @@ pub struct Container {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
     /// Its pod, for a Kubernetes container (the uid alone when only the cgroup path
-    /// told it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// told it). Kept here because every event of a container shares it; in JSON it is
+    /// the event's own `pod` object, beside `container`.
+    #[serde(skip)]
     pub pod: Option<Pod>,
 }
 
@@ -272,19 +273,80 @@ pub enum Body {
 
 /// One event, whatever its source. This is also rulehost's own JSON-lines event format
 /// (`run --record` writes it, `replay` reads it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// Nanoseconds since the Unix epoch.
     pub timestamp: u64,
     pub process: Process,
     /// Kernel cgroup id (cgroup v2 inode) of the process, 0 when unknown.
-    #[serde(default)]
     pub cgroup_id: u64,
     /// `None` for host processes. Shared: every event of a container points at one copy.
-    #[serde(default)]
     pub container: Option<Arc<Container>>,
-    #[serde(flatten)]
     pub body: Body,
+}
+
+/// An event as JSON writes it: the container's pod is lifted to a top-level `pod`
+/// object, where Tracee and Falco users look for it.
+#[derive(Serialize)]
+struct EventJsonRef<'a> {
+    timestamp: u64,
+    process: &'a Process,
+    cgroup_id: u64,
+    container: Option<&'a Container>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod: Option<&'a Pod>,
+    #[serde(flatten)]
+    body: &'a Body,
+}
+
+/// An event as JSON reads it; the inverse of [`EventJsonRef`].
+#[derive(Deserialize)]
+struct EventJson {
+    timestamp: u64,
+    process: Process,
+    #[serde(default)]
+    cgroup_id: u64,
+    #[serde(default)]
+    container: Option<Container>,
+    #[serde(default)]
+    pod: Option<Pod>,
+    #[serde(flatten)]
+    body: Body,
+}
+
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let container = self.container.as_deref();
+        EventJsonRef {
+            timestamp: self.timestamp,
+            process: &self.process,
+            cgroup_id: self.cgroup_id,
+            container,
+            pod: container.and_then(|c| c.pod.as_ref()),
+            body: &self.body,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Event, D::Error> {
+        let json = EventJson::deserialize(deserializer)?;
+        if json.pod.is_some() && json.container.is_none() {
+            return Err(serde::de::Error::custom("`pod` given without `container`"));
+        }
+        let container = json.container.map(|mut container| {
+            container.pod = json.pod;
+            Arc::new(container)
+        });
+        Ok(Event {
+            timestamp: json.timestamp,
+            process: json.process,
+            cgroup_id: json.cgroup_id,
+            container,
+            body: json.body,
+        })
+    }
 }
 
 impl Event {
@@ -343,5 +405,37 @@ mod tests {
         let json = serde_json::to_string(&Comm::new("sh")).unwrap();
         assert_eq!(json, "\"sh\"");
         assert_eq!(serde_json::from_str::<Comm>(&json).unwrap(), "sh");
+    }
+
+    #[test]
+    fn the_pod_is_written_beside_the_container_and_read_back_into_it() {
+        let container = Container {
+            pod: Some(Pod {
+                name: "api-client".into(),
+                namespace: "team-a".into(),
+                ..Pod::default()
+            }),
+            ..Container::new("ab".repeat(32), ContainerRuntime::Containerd)
+        };
+        let event = Event {
+            timestamp: 1,
+            process: Process::default(),
+            cgroup_id: 7,
+            container: Some(Arc::new(container)),
+            body: Body::SocketConnect {
+                address: SocketAddress::Unix,
+                socket_type: SocketType::Stream,
+            },
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["pod"]["namespace"], "team-a", "{json}");
+        assert!(json["container"].get("pod").is_none(), "{json}");
+        assert_eq!(serde_json::from_value::<Event>(json).unwrap(), event);
+
+        let orphan = serde_json::json!({"timestamp": 1, "process": {"pid": 1, "tid": 1,
+            "uid": 0, "comm": "sh"}, "pod": {"name": "p"}, "type": "socket_connect",
+            "address": {"family": "unix"}, "socket_type": "stream"});
+        let err = serde_json::from_value::<Event>(orphan).unwrap_err();
+        assert!(err.to_string().contains("without `container`"), "{err}");
     }
 }

@@ -101,7 +101,8 @@ fn the_finding_names_node_container_image_and_pod_from_tracee_input() {
                 .starts_with("sha256:4bfa3e2c")
         );
         assert_eq!(container["runtime"], "kubernetes");
-        let pod = &container["pod"];
+        let pod = &f["event"]["pod"];
+        assert!(container.get("pod").is_none(), "{container}");
         assert_eq!(pod["name"], "debug-curl");
         assert_eq!(pod["namespace"], "default");
         assert_eq!(pod["uid"], "4f1d2c3b-8a9e-4b7c-9d6e-1a2b3c4d5e6f");
@@ -241,12 +242,7 @@ fn exceptions_suppress_only_what_they_match_and_are_counted() {
     assert!(out.status.success(), "{}", brief(&logs));
     let reported: Vec<String> = findings(&out)
         .iter()
-        .map(|f| {
-            f["event"]["container"]["pod"]["name"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        .map(|f| f["event"]["pod"]["name"].as_str().unwrap().to_owned())
         .collect();
     let expected: Vec<String> = clients
         .iter()
@@ -405,12 +401,7 @@ fn the_shipped_list_spares_known_clients_in_their_home_only() {
     );
     let reported: Vec<String> = findings(&out)
         .iter()
-        .map(|f| {
-            f["event"]["container"]["pod"]["name"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        .map(|f| f["event"]["pod"]["name"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(reported, vec!["pod-2"]);
 }

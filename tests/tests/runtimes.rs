@@ -68,7 +68,7 @@ fn a_pod_finding_names_node_pod_namespace_container_and_image() {
             .is_some_and(|i| i.starts_with("sha256:")),
         "{container}"
     );
-    let pod = &container["pod"];
+    let pod = &finding["event"]["pod"];
     assert_eq!(pod["name"], "api-client", "{pod}");
     assert_eq!(pod["namespace"], "team-a", "{pod}");
     assert_eq!(pod["uid"], pod_uid.as_str(), "{pod}");
@@ -138,11 +138,7 @@ fn exceptions_by_namespace_and_pod_label_spare_only_those_pods() {
     let reported: Vec<String> = agent
         .findings()
         .iter()
-        .filter_map(|f| {
-            f["event"]["container"]["pod"]["name"]
-                .as_str()
-                .map(str::to_owned)
-        })
+        .filter_map(|f| f["event"]["pod"]["name"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(reported, vec!["curious"]);
     let logs = agent.log_records();

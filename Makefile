@@ -14,7 +14,11 @@ FIXTURES     := -p fixture-infinite-loop -p fixture-memory-bomb -p fixture-trap-
                 -p fixture-init-error -p fixture-stateful-panic -p fixture-hoarder \
                 -p fixture-big-minimum
 
-.PHONY: all setup ebpf guest build test lint bench fuzz run clean
+# The agent image: a static musl binary (profile `image`: release, stripped).
+MUSL         := x86_64-unknown-linux-musl
+VERSION      := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+
+.PHONY: all setup ebpf guest build image manifests test lint bench fuzz run clean
 
 all: build
 
@@ -26,7 +30,8 @@ ebpf: setup
 
 # The example rules and the hostile fixture rules, as core modules (what build.rs does).
 guest: setup
-	$(CARGO) build --release --target $(GUEST_TARGET) --target-dir target/guests $(RULES) $(FIXTURES)
+	CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo \
+	  $(CARGO) build --release --target $(GUEST_TARGET) --target-dir target/guests $(RULES) $(FIXTURES)
 
 # Leaves target/release/rulehost and the shippable rule target/rules/k8s_api_connection.wasm
 # (host/build.rs builds the eBPF object and the rules).
@@ -34,7 +39,17 @@ build: setup
 	$(CARGO) build --release -p rulehost
 	@echo "built target/release/rulehost and $(RULES_DIR)/k8s_api_connection.wasm"
 
-test: build
+# rulehost:<version> and rulehost:dev in the local Docker Engine (started if none
+# answers), saved to target/image/rulehost.tar.
+image: build
+	$(CARGO) build --profile image --target $(MUSL) -p rulehost
+	@bash scripts/image.sh $(VERSION) target/$(MUSL)/image/rulehost
+
+# deploy/kubernetes validated strictly and offline (kubernetes-validate from PyPI).
+manifests: build
+	@bash scripts/validate-manifests.sh
+
+test: build image manifests
 	$(CARGO) test --release --workspace --exclude guest-k8s-api-connection --exclude guest-cloud-metadata-access
 	$(CARGO) test --release $(RULES) --lib
 

@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 # docker.io and busybox-static: the runtime tests start a real containerd and Docker
 # Engine and build their one image.
 missing=()
-for package in protobuf-compiler containerd docker.io busybox-static; do
+# musl-tools: the image's static binary (its C parts, mimalloc, compile with musl-gcc).
+for package in protobuf-compiler containerd docker.io busybox-static musl-tools; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -31,6 +32,8 @@ if ! have_toolchain "$STABLE"; then
 fi
 rustup target list --toolchain "$STABLE" --installed | grep -q wasm32-unknown-unknown \
   || rustup target add --toolchain "$STABLE" wasm32-unknown-unknown
+rustup target list --toolchain "$STABLE" --installed | grep -q x86_64-unknown-linux-musl \
+  || rustup target add --toolchain "$STABLE" x86_64-unknown-linux-musl
 rustup component list --toolchain "$STABLE" --installed | grep -q '^clippy' \
   || rustup component add --toolchain "$STABLE" rustfmt clippy
 

@@ -6,6 +6,7 @@ use crate::output::JsonLines;
 use crate::pipeline::Pipeline;
 use crate::replay::{Line, parse_line};
 use crate::rules::{Limits, RuleEngine, WORLD_PACKAGE, WORLD_VERSION};
+pub use crate::run_args::RunArgs;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::io::BufRead;
@@ -54,64 +55,7 @@ pub enum Command {
     /// CAP_PERFMON, CAP_SYS_ADMIN for cgroup attachment). Every flag is also a key of
     /// the --config file; a flag on the command line wins.
     #[command(args_override_self = true)]
-    Run {
-        /// A rule component; repeat for several. Watched: a changed file is hot-reloaded.
-        /// Default (with no --rule nor --rules): the built-in k8s_api_connection.
-        #[arg(long = "rule", value_name = "FILE.wasm")]
-        rules: Vec<PathBuf>,
-        /// A directory of `*.wasm` rules (a ConfigMap volume works); files added, changed
-        /// or removed are loaded, reloaded or unloaded. Repeatable.
-        #[arg(long = "rules", value_name = "DIR")]
-        rule_dirs: Vec<PathBuf>,
-        /// Where compiled rules are cached, so restarts and reloads to a version seen
-        /// before skip compilation.
-        #[arg(long, value_name = "DIR", default_value = "/var/cache/rulehost")]
-        cache_dir: PathBuf,
-        /// Where per-container rule state is persisted (crash-safe), so a restart, even
-        /// after kill -9, forgets nothing about containers still running.
-        #[arg(long, value_name = "DIR", default_value = "/var/lib/rulehost")]
-        state_dir: PathBuf,
-        /// Keep rule state in memory only.
-        #[arg(long, conflicts_with = "state_dir")]
-        no_state_dir: bool,
-        /// Write findings to this file (appending) instead of stdout.
-        #[arg(long, value_name = "FILE")]
-        output: Option<PathBuf>,
-        /// Also write every decoded event to this file in rulehost's event format
-        /// (replayable with `rulehost replay`).
-        #[arg(long, value_name = "FILE")]
-        record: Option<PathBuf>,
-        /// Once the probes are attached, the start-up sweep is done and state is
-        /// restored, write a JSON summary to this file (atomically); removed on a clean
-        /// exit. For scripts, tests and exec readiness probes.
-        #[arg(long, value_name = "FILE")]
-        ready_file: Option<PathBuf>,
-        /// Validate the rules and the kernel's support, print what was checked, and exit
-        /// without attaching anything (for readiness probes and CI).
-        #[arg(long)]
-        check: bool,
-        /// Kernel ring buffer size in KiB (a power of two); larger absorbs longer bursts.
-        #[arg(long, value_name = "KIB")]
-        ring_buffer_kib: Option<u32>,
-        /// The node findings name (default: $NODE_NAME, as a DaemonSet's downward API
-        /// sets it, else the host name).
-        #[arg(long, value_name = "NAME")]
-        node_name: Option<String>,
-        /// A CRI runtime socket to ask for container and pod metadata; repeatable.
-        /// Default: whichever of containerd's, CRI-O's and k3s's usual sockets exist.
-        #[arg(long = "cri-socket", value_name = "PATH")]
-        cri_sockets: Vec<PathBuf>,
-        /// A Docker Engine socket to ask for container metadata; repeatable. Default:
-        /// /var/run/docker.sock if it exists.
-        #[arg(long = "docker-socket", value_name = "PATH")]
-        docker_sockets: Vec<PathBuf>,
-        /// Longest a finding waits for its container's metadata lookup, in
-        /// milliseconds; past it the finding is written with what is known.
-        #[arg(long, default_value_t = crate::metadata::FINDING_WAIT.as_millis() as u64, value_name = "MS")]
-        metadata_wait_ms: u64,
-        #[command(flatten)]
-        sandbox: SandboxArgs,
-    },
+    Run(Box<RunArgs>),
     /// Proves the live pipeline end to end on this node: a throwaway container-like
     /// cgroup, a process in it with KUBERNETES_SERVICE_HOST set to a local listener,
     /// a connect, and the finding it produces.
@@ -244,45 +188,7 @@ pub fn run(cli: Cli) -> Result<()> {
             cpu_secs,
             memory_bytes,
         }),
-        Command::Run {
-            rules,
-            rule_dirs,
-            cache_dir,
-            state_dir,
-            no_state_dir,
-            output,
-            record,
-            ready_file,
-            check,
-            ring_buffer_kib,
-            sandbox,
-            node_name,
-            cri_sockets,
-            docker_sockets,
-            metadata_wait_ms,
-        } => agent(crate::agent::RunOptions {
-            check,
-            ring_buffer_kib,
-            sources: crate::rules::reload::RuleSources {
-                files: rules,
-                dirs: rule_dirs,
-            },
-            cache_dir: Some(cache_dir),
-            state_dir: (!no_state_dir).then_some(state_dir),
-            output,
-            record,
-            ready_file,
-            limits: sandbox.limits(),
-            grants: sandbox.grants()?,
-            exceptions: sandbox.config()?.exceptions,
-            config: sandbox.config.clone(),
-            node: node_name_or_default(node_name),
-            sockets: crate::metadata::Sockets {
-                cri: cri_sockets,
-                docker: docker_sockets,
-            },
-            metadata_wait: std::time::Duration::from_millis(metadata_wait_ms),
-        }),
+        Command::Run(args) => agent(args.options()?),
         Command::Trigger {
             scenario,
             findings,
@@ -401,7 +307,7 @@ fn inspect(path: &std::path::Path, sandbox: &SandboxArgs) -> Result<()> {
 }
 
 /// The node to name in findings: the flag, else `$NODE_NAME`, else the host name.
-fn node_name_or_default(flag: Option<String>) -> Option<String> {
+pub(crate) fn node_name_or_default(flag: Option<String>) -> Option<String> {
     flag.or_else(|| std::env::var("NODE_NAME").ok())
         .filter(|name| !name.is_empty())
         .or_else(|| {

@@ -1,7 +1,7 @@
 //! Every `run` flag is also a key of the config file (`ring_buffer_kib: 16384` is
 //! `--ring-buffer-kib 16384`): the file's flag keys become arguments placed before the
-//! command line's, so a flag given on the command line wins (lists add up). `grants`
-//! and `exceptions` are the file's own keys. An unknown key is one line naming the
+//! command line's, so a flag given on the command line wins (lists add up). `grants`,
+//! `exceptions` and `webhooks` are the file's own keys. An unknown key is one line naming the
 //! file, line and key.
 
 use anyhow::{Result, anyhow, bail};
@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 /// Keys of the config file that are not flags.
-const OWN_KEYS: &[&str] = &["grants", "exceptions"];
+const OWN_KEYS: &[&str] = &["grants", "exceptions", "webhooks"];
 
 /// The command line with `run --config FILE`'s flag keys spliced in after `run`.
 pub fn with_config_flags(args: Vec<OsString>) -> Result<Vec<OsString>> {
@@ -180,17 +180,11 @@ mod tests {
         use clap::Parser;
         let line = spliced(config, "rulehost run --config CONFIG --ring-buffer-kib 64").unwrap();
         let cli = crate::cli::Cli::try_parse_from(line.split(' ')).unwrap();
-        let crate::cli::Command::Run {
-            ring_buffer_kib,
-            rules,
-            no_state_dir,
-            ..
-        } = cli.command
-        else {
+        let crate::cli::Command::Run(run) = cli.command else {
             panic!("not run");
         };
         assert_eq!(
-            (ring_buffer_kib, rules.len(), no_state_dir),
+            (run.ring_buffer_kib, run.rules.len(), run.no_state_dir),
             (Some(64), 2, true)
         );
         assert_eq!(

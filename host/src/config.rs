@@ -8,6 +8,11 @@
 //! exceptions:                   # findings not written (counted per rule)
 //!   - rule: TRC-1013
 //!     namespace: kube-system
+//! webhooks:                     # findings POSTed as JSON (beside --webhook URLs)
+//!   - url: http://falcosidekick.falco:2801/
+//!     format: falco
+//!     queue: 10000
+//!     timeout_ms: 5000
 //! ```
 
 use crate::exceptions::ExceptionSpec;
@@ -26,6 +31,9 @@ pub struct Config {
     /// Findings not to write: expected ones, such as legitimate API clients.
     #[serde(default)]
     pub exceptions: Vec<ExceptionSpec>,
+    /// Webhook sinks with their options (beside `--webhook` URLs).
+    #[serde(default)]
+    pub webhooks: Vec<crate::webhooks::WebhookSpec>,
     /// `run` flags, by key.
     #[serde(flatten)]
     pub flags: BTreeMap<String, serde_json::Value>,

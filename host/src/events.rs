@@ -376,6 +376,13 @@ impl EventKind {
     }
 }
 
+/// The wall clock in nanoseconds since the Unix epoch: events' timescale.
+pub(crate) fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// NUL-separated strings (argv, environ), lossily as UTF-8; a trailing NUL does not
 /// make an empty last element, empty ones inside are kept (`sh -c ""`).
 pub(crate) fn nul_separated(bytes: &[u8]) -> Vec<String> {

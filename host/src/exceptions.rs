@@ -114,8 +114,9 @@ impl Exceptions {
         self.list.is_empty()
     }
 
-    /// Removes the findings an exception matches, counting them.
-    pub fn filter(&mut self, findings: &mut Vec<Finding>) {
+    /// Removes the findings an exception matches, counting them; `suppressed` hears
+    /// the rule id of each.
+    pub fn filter(&mut self, findings: &mut Vec<Finding>, mut on_suppressed: impl FnMut(&str)) {
         if self.list.is_empty() {
             return;
         }
@@ -124,6 +125,7 @@ impl Exceptions {
             let matched = list.iter().any(|e| e.matches(finding));
             if matched {
                 *suppressed.entry(finding.signature.id.clone()).or_default() += 1;
+                on_suppressed(&finding.signature.id);
             }
             !matched
         });

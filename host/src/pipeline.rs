@@ -1,16 +1,19 @@
 //! The stages every event goes through after its source, shared by `run` (kernel
 //! events) and `replay` (recorded JSON): **record** (optional, rulehost's own event
 //! format), **dispatch** (the rules that selected it, one wasm call per batch),
-//! **enrich** (the node name), **filter** (the operator's exceptions) and **sink**
-//! (findings as JSON lines). `run` and `replay` differ only in their source, so
+//! **enrich** (the node name, runtime metadata), **filter** (the operator's
+//! exceptions) and **sink** (findings as JSON lines, and to webhooks). `run` and `replay` differ only in their source, so
 //! replay tests exercise exactly the code that runs live.
 
 use crate::dispatch::Dispatcher;
 use crate::events::Event;
 use crate::exceptions::Exceptions;
 use crate::metadata::Metadata;
+use crate::metrics::Metrics;
 use crate::output::{Finding, JsonLines};
+use crate::webhooks::Webhooks;
 use anyhow::Result;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A findings write taking longer than this is reported as a slow output.
@@ -28,6 +31,10 @@ pub(crate) struct Pipeline {
     /// Runtime metadata (`run` only): lookups, and findings waiting for them.
     pub metadata: Option<Metadata>,
     pub exceptions: Exceptions,
+    /// Counted as events and findings go through (`run --listen`).
+    metrics: Option<Arc<Metrics>>,
+    /// Findings also POSTed (`run --webhook`).
+    pub webhooks: Webhooks,
 }
 
 impl Pipeline {
@@ -45,7 +52,27 @@ impl Pipeline {
             node: None,
             metadata: None,
             exceptions: Exceptions::default(),
+            metrics: None,
+            webhooks: Webhooks::default(),
         }
+    }
+
+    /// Counts events and findings in `metrics`, the dispatcher's per rule too.
+    pub(crate) fn with_metrics(mut self, metrics: Option<Arc<Metrics>>) -> Pipeline {
+        self.dispatcher.metrics = metrics.clone();
+        self.metrics = metrics;
+        self
+    }
+
+    /// Where events and findings are counted, if anywhere.
+    pub(crate) fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_deref()
+    }
+
+    /// Also sends every finding written to `webhooks` (sink stage).
+    pub(crate) fn with_webhooks(mut self, webhooks: Webhooks) -> Pipeline {
+        self.webhooks = webhooks;
+        self
     }
 
     /// Looks containers up in their runtimes (enrich stage).
@@ -97,6 +124,9 @@ impl Pipeline {
             record.flush()?;
         }
         if !self.batch.is_empty() {
+            if let Some(metrics) = &self.metrics {
+                metrics.events(&self.batch);
+            }
             let batch = std::mem::take(&mut self.batch);
             self.batch = self.dispatcher.dispatch(batch, &mut self.findings);
             self.batch.clear();
@@ -116,12 +146,24 @@ impl Pipeline {
         if self.findings.is_empty() {
             return Ok(());
         }
-        self.exceptions.filter(&mut self.findings);
+        let metrics = self.metrics.as_deref();
+        self.exceptions.filter(&mut self.findings, |rule| {
+            if let Some(metrics) = metrics {
+                metrics.finding_suppressed(rule);
+            }
+        });
         let started = Instant::now();
-        for finding in self.findings.drain(..) {
-            self.output.write(&finding)?;
+        for finding in &self.findings {
+            self.output.write(finding)?;
         }
         self.output.flush()?;
+        let now = crate::events::now_ns();
+        for finding in self.findings.drain(..) {
+            if let Some(metrics) = metrics {
+                metrics.finding_written(&finding, now);
+            }
+            self.webhooks.send(&finding);
+        }
         let blocked = started.elapsed();
         if blocked > SLOW_OUTPUT {
             // While output blocks, kernel events wait in the bounded ring buffer (host

@@ -23,6 +23,10 @@ pub(crate) struct Ready {
     pub restored: Option<crate::persist::RestoreReport>,
     /// Loaded rules by id.
     pub rules: Vec<String>,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served (`--listen`; port 0
+    /// resolved).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// The ready file while the agent runs; removed when dropped (a clean exit), so a

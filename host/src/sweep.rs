@@ -23,9 +23,7 @@ pub(crate) fn running_containers(
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect();
     pids.sort_unstable();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let now = crate::events::now_ns();
     pids.into_iter()
         .filter_map(|pid| process_event(resolver, pid, env_vars, now))
         .collect()

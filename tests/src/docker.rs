@@ -10,6 +10,19 @@ use std::process::{Child, Command, Stdio};
 /// The image containers here run, as `docker import` names it.
 pub const IMAGE: &str = "rulehost-busybox:1";
 
+/// A stand-in API server on 127.0.0.1 that accepts and closes every connection (so a
+/// `nc` client exits at once); returns its port.
+pub fn api_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+        }
+    });
+    port.to_string()
+}
+
 /// A running dockerd, stopped (containers removed first) on drop.
 pub struct Dockerd {
     child: Child,
@@ -98,6 +111,11 @@ impl Dockerd {
         let id = self.docker(&all).expect("docker run");
         self.containers.push(id.clone());
         id
+    }
+
+    /// Removes container `id` (started by other means) with the daemon.
+    pub fn adopt(&mut self, id: &str) {
+        self.containers.push(id.to_owned());
     }
 
     /// Waits until container `id` has exited.

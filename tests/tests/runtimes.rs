@@ -5,22 +5,11 @@
 //! namespace, pod label and image suppress exactly those containers.
 
 use rulehost_tests::cri::{Containerd, IMAGE, PodSpec};
+use rulehost_tests::docker::api_server;
 use rulehost_tests::live::*;
 use rulehost_tests::*;
-use std::net::TcpListener;
 
 /// A listener that accepts and closes every connection, so each `nc` ends at once.
-fn api_server() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            drop(stream);
-        }
-    });
-    port.to_string()
-}
-
 const KSH: (&str, &str) = ("KUBERNETES_SERVICE_HOST", "127.0.0.1");
 
 fn uid(n: u8) -> String {

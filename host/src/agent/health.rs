@@ -25,6 +25,8 @@ pub(crate) struct Health {
 #[derive(Debug, Default)]
 pub(crate) struct DropReporter {
     seen: u64,
+    /// Per kind, as last reported: exec, connect, cgroup.
+    kinds: [u64; 3],
 }
 
 impl DropReporter {
@@ -42,6 +44,17 @@ impl DropReporter {
             "the kernel dropped events (ring buffer full)"
         );
         let counters = probes.counters();
+        let kinds = [counters.exec, counters.connect, counters.cgroup];
+        if let Some(metrics) = pipeline.metrics() {
+            for ((name, now), before) in ["exec", "connect", "cgroup"]
+                .into_iter()
+                .zip(kinds)
+                .zip(self.kinds)
+            {
+                metrics.kernel_drops(name, now.saturating_sub(before));
+            }
+        }
+        self.kinds = kinds;
         pipeline.write_now(&Health {
             kind: "health",
             reason: "kernel_drops",
@@ -49,9 +62,7 @@ impl DropReporter {
             dropped_exec: counters.exec,
             dropped_connect: counters.connect,
             dropped_cgroup: counters.cgroup,
-            timestamp: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64),
+            timestamp: crate::events::now_ns(),
         })
     }
 

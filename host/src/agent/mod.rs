@@ -67,6 +67,10 @@ struct Agent {
     /// Removed (a clean exit) when the agent is dropped.
     _ready_file: Option<ReadyFile>,
     raw: Vec<ProbeEvent>,
+    /// What `/healthz` and `/readyz` report.
+    status: std::sync::Arc<crate::listen::Status>,
+    /// Runs the listener and the webhook sinks; stopped last.
+    io: Option<crate::listen::IoThread>,
 }
 
 /// What woke the loop.
@@ -84,6 +88,7 @@ impl Agent {
     async fn run(&mut self, signals: &mut UnboundedReceiver<Signal>) -> Result<()> {
         loop {
             let wake = self.wait(signals).await;
+            self.status.turn();
             // Drain even when stopping, so nothing already in the ring buffer is lost.
             self.drain()?;
             self.pipeline.deliver()?;
@@ -207,6 +212,8 @@ impl Agent {
             "stopped"
         );
         report_suppressed(&self.pipeline.exceptions);
+        std::mem::take(&mut self.pipeline.webhooks).close();
+        drop(self.io.take());
         Ok(())
     }
 }

@@ -153,8 +153,17 @@ impl Reloads {
     }
 }
 
-/// Applies one change to the dispatcher, logging it in one line.
+/// Applies one change to the dispatcher, logging it in one line and counting it.
 pub(crate) fn apply(dispatcher: &mut Dispatcher, loaded: &mut Loaded, change: Change) {
+    let result = apply_one(dispatcher, loaded, change);
+    if let Some(metrics) = &dispatcher.metrics {
+        metrics.reload(result);
+        metrics.rules_loaded(dispatcher.rules());
+    }
+}
+
+/// Applies one change; says how it went: `loaded`, `replaced`, `removed` or `rejected`.
+fn apply_one(dispatcher: &mut Dispatcher, loaded: &mut Loaded, change: Change) -> &'static str {
     match change {
         Change::Add { path, rule } => {
             let key = path.display().to_string();
@@ -162,10 +171,12 @@ pub(crate) fn apply(dispatcher: &mut Dispatcher, loaded: &mut Loaded, change: Ch
                 Ok(()) => {
                     log_rule("rule loaded", &rule, &key, None);
                     loaded.record(&path, Some(&rule.sha256));
+                    "loaded"
                 }
                 Err(error) => {
                     log_rejected(dispatcher, &key, &error_line(error.as_ref()));
                     loaded.reject(&path, Some(&rule.sha256));
+                    "rejected"
                 }
             }
         }
@@ -175,10 +186,12 @@ pub(crate) fn apply(dispatcher: &mut Dispatcher, loaded: &mut Loaded, change: Ch
                 Ok(old) => {
                     log_rule("rule reloaded", &rule, &key, Some(&old));
                     loaded.record(&path, Some(&rule.sha256));
+                    "replaced"
                 }
                 Err(error) => {
                     log_rejected(dispatcher, &key, &error_line(error.as_ref()));
                     loaded.reject(&path, Some(&rule.sha256));
+                    "rejected"
                 }
             }
         }
@@ -188,6 +201,7 @@ pub(crate) fn apply(dispatcher: &mut Dispatcher, loaded: &mut Loaded, change: Ch
                 log_rule("rule unloaded", &old, &key, None);
             }
             loaded.record(&path, None);
+            "removed"
         }
         Change::Reject {
             path,
@@ -196,6 +210,7 @@ pub(crate) fn apply(dispatcher: &mut Dispatcher, loaded: &mut Loaded, change: Ch
         } => {
             log_rejected(dispatcher, &path.display().to_string(), &reason);
             loaded.reject(&path, sha256.as_deref());
+            "rejected"
         }
     }
 }

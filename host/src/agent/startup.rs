@@ -7,12 +7,15 @@ use super::health::DropReporter;
 use super::reloads::{Reloads, apply, log_rule};
 use crate::containers::ContainerResolver;
 use crate::dispatch::Dispatcher;
+use crate::listen::{IoThread, Status};
+use crate::metrics::Metrics;
 use crate::output::JsonLines;
 use crate::pipeline::Pipeline;
 use crate::ready::{Ready, ReadyFile};
 use crate::rules::reload::{Change, Loaded, RuleSources};
 use crate::rules::{Limits, Origin, RuleEngine};
 use crate::sensor::{ProbeConfig, Probes};
+use crate::webhooks::Webhooks;
 use anyhow::Result;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -48,6 +51,10 @@ pub(crate) struct RunOptions {
     pub sockets: crate::metadata::Sockets,
     /// Longest a finding waits for its container's metadata.
     pub metadata_wait: std::time::Duration,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Where findings are POSTed, beside the output.
+    pub webhooks: Vec<crate::webhooks::WebhookSpec>,
 }
 
 /// Starts the agent; `None` after a `--check`, which attaches nothing.
@@ -69,6 +76,25 @@ pub(super) fn start(
         check(&dispatcher)?;
         return Ok(None);
     }
+    let io = match options.listen.is_some() || !options.webhooks.is_empty() {
+        true => Some(IoThread::start()?),
+        false => None,
+    };
+    let status = Arc::new(Status::new());
+    let metrics = options.listen.map(|_| Arc::new(Metrics::new()));
+    let listen = match (options.listen, &io, &metrics) {
+        (Some(addr), Some(io), Some(metrics)) => Some(crate::listen::serve(
+            addr,
+            io.handle(),
+            status.clone(),
+            metrics.clone(),
+        )?),
+        _ => None,
+    };
+    let webhooks = match &io {
+        Some(io) => Webhooks::start(&options.webhooks, io.handle(), metrics.clone())?,
+        None => Webhooks::default(),
+    };
     let containers_only = only_containers_wanted(&dispatcher);
     let probes = Probes::start(&ProbeConfig {
         env_vars: dispatcher.env_vars(),
@@ -132,16 +158,23 @@ pub(super) fn start(
         swept_containers: running.len(),
         restored,
         rules: dispatcher.rules().map(|r| r.metadata.id.clone()).collect(),
+        listen,
     };
     let mut pipeline = Pipeline::new(dispatcher, output, record)
         .with_node(options.node.clone())
         .with_metadata(metadata)
-        .with_exceptions(crate::exceptions::Exceptions::new(&options.exceptions));
+        .with_exceptions(crate::exceptions::Exceptions::new(&options.exceptions))
+        .with_metrics(metrics)
+        .with_webhooks(webhooks);
+    if let Some(metrics) = pipeline.metrics() {
+        metrics.rules_loaded(pipeline.dispatcher.rules());
+    }
     for mut event in swept {
         pipeline.observe(&mut event);
         pipeline.push(event)?;
     }
     pipeline.deliver()?;
+    status.set_ready();
     let ready_file = options
         .ready_file
         .as_deref()
@@ -164,6 +197,8 @@ pub(super) fn start(
         containers_only,
         _ready_file: ready_file,
         raw: Vec::new(),
+        status,
+        io,
     }))
 }
 

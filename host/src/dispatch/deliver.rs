@@ -18,8 +18,20 @@ impl Dispatcher {
             );
         }
         for slot_index in 0..self.slots.len() {
+            let before = self.counters;
             events = self.deliver_to(slot_index, events, out);
-            report_refusals(&mut self.slots[slot_index]);
+            let slot = &mut self.slots[slot_index];
+            let refusals = report_refusals(slot);
+            if let Some(metrics) = &self.metrics {
+                let id = &slot.rule.metadata.id;
+                metrics.rule_delivery(
+                    id,
+                    self.counters.rule_faults - before.rule_faults,
+                    self.counters.findings_dropped - before.findings_dropped,
+                );
+                metrics.rule_refused(id, "log_lines", refusals.log_lines);
+                metrics.rule_refused(id, "context_calls", refusals.context_calls);
+            }
         }
         if self.persist.is_some() {
             self.flush_state();
@@ -157,10 +169,10 @@ impl Dispatcher {
     }
 }
 
-/// Logs, once per delivery, what a rule asked for over its bounds.
-fn report_refusals(slot: &mut Slot) {
+/// Logs, once per delivery, what a rule asked for over its bounds, and returns it.
+fn report_refusals(slot: &mut Slot) -> Refusals {
     let Some(instance) = slot.instance.as_mut() else {
-        return;
+        return Refusals::default();
     };
     let refusals = instance.take_refusals();
     if refusals != Refusals::default() {
@@ -172,4 +184,5 @@ fn report_refusals(slot: &mut Slot) {
             "rule went over its log or context bounds"
         );
     }
+    refusals
 }

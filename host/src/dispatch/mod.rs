@@ -75,6 +75,8 @@ pub struct Dispatcher {
     /// Where rule state is written after each batch, once [`Dispatcher::persist_to`] ran.
     persist: Option<Box<StateStore>>,
     pub counters: Counters,
+    /// Per-rule faults, drops and refusals are counted here too, when set.
+    pub(crate) metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Dispatcher {
@@ -88,6 +90,7 @@ impl Dispatcher {
             selected: Vec::new(),
             persist: None,
             counters: Counters::default(),
+            metrics: None,
         }
     }
 

@@ -198,7 +198,13 @@ fn die_with_parent(host: libc::pid_t) -> std::io::Result<()> {
     Ok(())
 }
 
-fn set_limit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> Result<()> {
+/// glibc types setrlimit's resource as its own enum; musl (the image's libc) as an int.
+#[cfg(target_env = "gnu")]
+type Resource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type Resource = libc::c_int;
+
+fn set_limit(resource: Resource, soft: u64, hard: u64) -> Result<()> {
     let limit = libc::rlimit {
         rlim_cur: soft,
         rlim_max: hard,

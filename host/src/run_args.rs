@@ -1,0 +1,118 @@
+//! `rulehost run`'s flags, and the agent options they make. Every flag is also a key
+//! of the `--config` file ([`crate::cli_config`]).
+
+use crate::cli::{SandboxArgs, node_name_or_default};
+use anyhow::Result;
+use std::path::PathBuf;
+
+/// The flags of `rulehost run` (its help text is on [`crate::cli::Command::Run`]).
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// A rule component; repeat for several. Watched: a changed file is hot-reloaded.
+    /// Default (with no --rule nor --rules): the built-in k8s_api_connection.
+    #[arg(long = "rule", value_name = "FILE.wasm")]
+    pub rules: Vec<PathBuf>,
+    /// A directory of `*.wasm` rules (a ConfigMap volume works); files added, changed
+    /// or removed are loaded, reloaded or unloaded. Repeatable.
+    #[arg(long = "rules", value_name = "DIR")]
+    pub rule_dirs: Vec<PathBuf>,
+    /// Where compiled rules are cached, so restarts and reloads to a version seen
+    /// before skip compilation.
+    #[arg(long, value_name = "DIR", default_value = "/var/cache/rulehost")]
+    pub cache_dir: PathBuf,
+    /// Where per-container rule state is persisted (crash-safe), so a restart, even
+    /// after kill -9, forgets nothing about containers still running.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/rulehost")]
+    pub state_dir: PathBuf,
+    /// Keep rule state in memory only.
+    #[arg(long, conflicts_with = "state_dir")]
+    pub no_state_dir: bool,
+    /// Write findings to this file (appending) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Also write every decoded event to this file in rulehost's event format
+    /// (replayable with `rulehost replay`).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Once the probes are attached, the start-up sweep is done and state is
+    /// restored, write a JSON summary to this file (atomically); removed on a clean
+    /// exit. For scripts, tests and exec readiness probes.
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
+    /// Validate the rules and the kernel's support, print what was checked, and exit
+    /// without attaching anything (for readiness probes and CI).
+    #[arg(long)]
+    pub check: bool,
+    /// Kernel ring buffer size in KiB (a power of two); larger absorbs longer bursts.
+    #[arg(long, value_name = "KIB")]
+    pub ring_buffer_kib: Option<u32>,
+    /// The node findings name (default: $NODE_NAME, as a DaemonSet's downward API
+    /// sets it, else the host name).
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// A CRI runtime socket to ask for container and pod metadata; repeatable.
+    /// Default: whichever of containerd's, CRI-O's and k3s's usual sockets exist.
+    #[arg(long = "cri-socket", value_name = "PATH")]
+    pub cri_sockets: Vec<PathBuf>,
+    /// A Docker Engine socket to ask for container metadata; repeatable. Default:
+    /// /var/run/docker.sock if it exists.
+    #[arg(long = "docker-socket", value_name = "PATH")]
+    pub docker_sockets: Vec<PathBuf>,
+    /// Longest a finding waits for its container's metadata lookup, in
+    /// milliseconds; past it the finding is written with what is known.
+    #[arg(long, default_value_t = crate::metadata::FINDING_WAIT.as_millis() as u64, value_name = "MS")]
+    pub metadata_wait_ms: u64,
+    /// Serve GET /healthz, /readyz and /metrics (Prometheus) on this address, such
+    /// as 0.0.0.0:9090. Off by default.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Also POST every finding as JSON to this http:// URL (bounded queue, retried
+    /// while the receiver is down). Repeatable; per-sink options in the config
+    /// file's `webhooks`.
+    #[arg(long = "webhook", value_name = "URL")]
+    pub webhooks: Vec<String>,
+    /// The JSON the --webhook sinks post: rulehost's finding, or Falco's event as
+    /// falcosidekick accepts it.
+    #[arg(long, value_enum, default_value = "rulehost")]
+    pub webhook_format: crate::webhooks::WebhookFormat,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+impl RunArgs {
+    /// The agent's options: these flags, with the config file's own keys.
+    pub(crate) fn options(self) -> Result<crate::agent::RunOptions> {
+        let config = self.sandbox.config()?;
+        let format = self.webhook_format;
+        Ok(crate::agent::RunOptions {
+            listen: self.listen,
+            webhooks: self
+                .webhooks
+                .into_iter()
+                .map(|url| crate::webhooks::WebhookSpec::new(url, format))
+                .chain(config.webhooks)
+                .collect(),
+            check: self.check,
+            ring_buffer_kib: self.ring_buffer_kib,
+            sources: crate::rules::reload::RuleSources {
+                files: self.rules,
+                dirs: self.rule_dirs,
+            },
+            cache_dir: Some(self.cache_dir),
+            state_dir: (!self.no_state_dir).then_some(self.state_dir),
+            output: self.output,
+            record: self.record,
+            ready_file: self.ready_file,
+            limits: self.sandbox.limits(),
+            grants: self.sandbox.grants()?,
+            exceptions: config.exceptions,
+            config: self.sandbox.config.clone(),
+            node: node_name_or_default(self.node_name),
+            sockets: crate::metadata::Sockets {
+                cri: self.cri_sockets,
+                docker: self.docker_sockets,
+            },
+            metadata_wait: std::time::Duration::from_millis(self.metadata_wait_ms),
+        })
+    }
+}

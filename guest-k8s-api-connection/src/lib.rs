@@ -9,7 +9,11 @@
 //!   real one;
 //! - addresses are compared as parsed IPs, so `::ffff:10.96.0.1` matches `10.96.0.1`
 //!   and IPv6 spellings compare canonically;
-//! - the state lives in the host, so a rule reload or crash forgets nothing.
+//! - the state lives in the host, so a rule reload or crash forgets nothing;
+//! - a connect to any API server endpoint the node knows (address and port, from the
+//!   world's `cluster` import: the agent's flags, its own pod environment, the
+//!   kubelet's kubeconfig) is a finding too, whatever the container's environment
+//!   declares or whether it declares anything.
 
 mod addresses;
 
@@ -17,7 +21,7 @@ pub use addresses::{AddressSet, MAX_ADDRESSES};
 
 use rulehost_sdk::{
     ContainerHandle, Event, EventBody, EventKind, Finding, LogLevel, Metadata, Rule, RuleMetadata,
-    Value, export_rule, field, from_std, log_line, socket_ip_port, state,
+    Value, cluster, export_rule, field, from_std, log_line, socket_ip_port, state, to_std,
 };
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -33,6 +37,9 @@ const STATE_KEY: &str = "k8s-api-addresses";
 const CACHE_CAPACITY: usize = 4096;
 
 thread_local! {
+    /// The node's known API server endpoints, with the host's generation they are from.
+    static ENDPOINTS: RefCell<Option<(u64, Vec<(IpAddr, u16)>)>> = const { RefCell::new(None) };
+
     /// Read-through cache of host state, so a connect costs no host call once its
     /// container was seen. The host's copy is authoritative (it outlives this instance);
     /// container handles are never reused, so a stale entry can never match.
@@ -83,14 +90,14 @@ impl Rule for K8sApiConnection {
     fn metadata() -> RuleMetadata {
         Metadata::new(
             "TRC-1013",
-            "0.1.0",
+            "0.2.0",
             "Kubernetes API server connection detected",
             "k8s_api_connection",
         )
         .description(
-            "A process inside a container connected to the Kubernetes API server address its \
-             environment declares. Adversaries use the API server to discover and control \
-             cluster resources.",
+            "A process inside a container connected to the Kubernetes API server: the address \
+             its environment declares, or an API server endpoint the node knows. Adversaries \
+             use the API server to discover and control cluster resources.",
         )
         .tags(&["container"])
         .severity(1)
@@ -122,11 +129,30 @@ fn handle(index: u32, event: &Event, findings: &mut Vec<Finding>) {
             let Some((ip, port)) = socket_ip_port(&connect.address) else {
                 return;
             };
-            if with_addresses(container, |set| set.contains(ip)) {
+            if with_addresses(container, |set| set.contains(ip)) || known_endpoint(ip, port) {
                 findings.push(finding(index, container, ip, port));
             }
         }
     }
+}
+
+/// Whether `ip:port` is an API server endpoint the node knows; the list is read from
+/// the host again only when its generation moved.
+fn known_endpoint(ip: IpAddr, port: u16) -> bool {
+    let generation = cluster::api_servers_generation();
+    ENDPOINTS.with_borrow_mut(|known| {
+        if known.as_ref().is_none_or(|(seen, _)| *seen != generation) {
+            let endpoints = cluster::api_servers()
+                .into_iter()
+                .map(|e| (addresses::canonical(to_std(e.address)), e.port))
+                .collect();
+            *known = Some((generation, endpoints));
+        }
+        let ip = addresses::canonical(ip);
+        known
+            .as_ref()
+            .is_some_and(|(_, endpoints)| endpoints.contains(&(ip, port)))
+    })
 }
 
 /// The API server address an env entry declares, if it is `KUBERNETES_SERVICE_HOST=...`.

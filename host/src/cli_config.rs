@@ -69,10 +69,13 @@ fn run_flag<'c>(
 ) -> Result<&'c clap::Arg> {
     let long = key.replace('_', "-");
     run.get_arguments()
-        .find(|a| a.get_long() == Some(long.as_str()) && long != "config")
+        .find(|a| {
+            let names = a.get_long_and_visible_aliases().unwrap_or_default();
+            names.contains(&long.as_str()) && long != "config"
+        })
         .ok_or_else(|| {
             anyhow!(
-                "config {}: line {}: unknown key `{key}` (neither a `run` flag nor grants or exceptions)",
+                "config {}: line {}: unknown key `{key}` (neither a `run` flag nor grants, exceptions or webhooks)",
                 path.display(),
                 line_of(text, key)
             )
@@ -201,7 +204,7 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(error.ends_with(": line 2: unknown key `ring_bufer_kib` (neither a `run` flag nor grants or exceptions)"), "{error}");
+        assert!(error.ends_with(": line 2: unknown key `ring_bufer_kib` (neither a `run` flag nor grants, exceptions or webhooks)"), "{error}");
         let error = spliced("check: maybe\n", "rulehost run --config CONFIG")
             .unwrap_err()
             .to_string();

@@ -9,6 +9,7 @@
 #![warn(unreachable_pub)]
 
 pub(crate) mod agent;
+pub mod api_servers;
 pub mod cli;
 pub mod cli_config;
 pub mod config;

@@ -75,6 +75,24 @@ pub struct RunArgs {
     /// falcosidekick accepts it.
     #[arg(long, value_enum, default_value = "rulehost")]
     pub webhook_format: crate::webhooks::WebhookFormat,
+    /// An API server endpoint (ADDR:PORT) connects to which are TRC-1013 findings,
+    /// whatever the container's environment declares. Repeatable (config key
+    /// `api_servers`); merged with the agent's own pod environment and the kubelet's
+    /// kubeconfig.
+    #[arg(
+        long = "api-server",
+        visible_alias = "api-servers",
+        value_name = "ADDR:PORT"
+    )]
+    pub api_servers: Vec<std::net::SocketAddr>,
+    /// The kubelet's kubeconfig, whose cluster server URL names an API server
+    /// endpoint (ignored when the file does not exist).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/kubernetes/kubelet.conf"
+    )]
+    pub kubelet_kubeconfig: PathBuf,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
 }
@@ -85,6 +103,10 @@ impl RunArgs {
         let config = self.sandbox.config()?;
         let format = self.webhook_format;
         Ok(crate::agent::RunOptions {
+            api_servers: crate::api_servers::Sources {
+                flags: self.api_servers,
+                kubeconfig: self.kubelet_kubeconfig,
+            },
             listen: self.listen,
             webhooks: self
                 .webhooks

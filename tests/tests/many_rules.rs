@@ -140,7 +140,7 @@ fn replay_runs_several_rule_files() {
 fn retargeted(version: &str) -> PathBuf {
     assert_eq!(version.len(), "0.1.0".len());
     let bytes = std::fs::read(k8s_rule_file()).unwrap();
-    let needle = b"@0.1.0";
+    let needle = b"@0.1.1";
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -178,7 +178,7 @@ fn a_rule_for_a_compatible_world_version_loads_and_runs() {
         .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["world"], "rulehost:rule@0.1.9");
-    assert_eq!(report["host_world"], "rulehost:rule@0.1.0");
+    assert_eq!(report["host_world"], "rulehost:rule@0.1.1");
     std::fs::remove_file(path).unwrap();
 }
 
@@ -195,7 +195,7 @@ fn a_rule_for_an_incompatible_world_version_gives_a_clear_error() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains(
-            "targets rulehost:rule@0.2.0, incompatible with this host's rulehost:rule@0.1.0"
+            "targets rulehost:rule@0.2.0, incompatible with this host's rulehost:rule@0.1.1"
         ),
         "{stderr}"
     );

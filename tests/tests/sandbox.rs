@@ -360,7 +360,7 @@ fn a_component_of_another_world_is_refused_at_load() {
     let error = load_error("wrong-world");
     assert!(
         error.contains(
-            "does not export `rulehost:rule/detector`: not a rule of the rulehost:rule@0.1.0 world"
+            "does not export `rulehost:rule/detector`: not a rule of the rulehost:rule@0.1.1 world"
         ),
         "{error}"
     );

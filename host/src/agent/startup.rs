@@ -55,6 +55,8 @@ pub(crate) struct RunOptions {
     pub listen: Option<std::net::SocketAddr>,
     /// Where findings are POSTed, beside the output.
     pub webhooks: Vec<crate::webhooks::WebhookSpec>,
+    /// Where the API server endpoints rules see come from.
+    pub api_servers: crate::api_servers::Sources,
 }
 
 /// Starts the agent; `None` after a `--check`, which attaches nothing.
@@ -71,6 +73,7 @@ pub(super) fn start(
         options.grants.clone(),
         options.cache_dir.as_deref(),
     )?);
+    runtime.set_api_servers(options.api_servers.collect());
     let (mut dispatcher, loaded) = load_rules(&runtime, &options.sources)?;
     if options.check {
         check(&dispatcher)?;

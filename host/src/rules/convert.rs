@@ -21,9 +21,8 @@ pub fn to_wit(event: &Event, container: Option<u64>, metadata: &Metadata) -> wit
         } => wit::EventBody::SocketConnect(wit::SocketConnect {
             address: match *address {
                 SocketAddress::Ipv4 { ip, port } => {
-                    let [a, b, c, d] = ip.octets();
                     wit::SocketAddress::Ipv4(wit::Ipv4SocketAddress {
-                        address: (a, b, c, d),
+                        address: ipv4(ip),
                         port,
                     })
                 }
@@ -32,15 +31,12 @@ pub fn to_wit(event: &Event, container: Option<u64>, metadata: &Metadata) -> wit
                     port,
                     flow_info,
                     scope_id,
-                } => {
-                    let [a, b, c, d, e, f, g, h] = ip.segments();
-                    wit::SocketAddress::Ipv6(wit::Ipv6SocketAddress {
-                        address: (a, b, c, d, e, f, g, h),
-                        port,
-                        flow_info,
-                        scope_id,
-                    })
-                }
+                } => wit::SocketAddress::Ipv6(wit::Ipv6SocketAddress {
+                    address: ipv6(ip),
+                    port,
+                    flow_info,
+                    scope_id,
+                }),
                 SocketAddress::Unix => wit::SocketAddress::Unix,
                 SocketAddress::Other { af } => wit::SocketAddress::Other(af),
             },
@@ -63,6 +59,24 @@ pub fn to_wit(event: &Event, container: Option<u64>, metadata: &Metadata) -> wit
         },
         container,
         body,
+    }
+}
+
+fn ipv4(ip: std::net::Ipv4Addr) -> wit::Ipv4Address {
+    let [a, b, c, d] = ip.octets();
+    (a, b, c, d)
+}
+
+fn ipv6(ip: std::net::Ipv6Addr) -> wit::Ipv6Address {
+    let [a, b, c, d, e, f, g, h] = ip.segments();
+    (a, b, c, d, e, f, g, h)
+}
+
+/// An IP address as the world carries it.
+pub(super) fn ip_to_wit(ip: std::net::IpAddr) -> wit::IpAddress {
+    match ip {
+        std::net::IpAddr::V4(v4) => wit::IpAddress::Ipv4(ipv4(v4)),
+        std::net::IpAddr::V6(v6) => wit::IpAddress::Ipv6(ipv6(v6)),
     }
 }
 

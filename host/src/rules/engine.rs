@@ -71,6 +71,8 @@ pub struct RuleEngine {
     /// What each rule id may use; a rule asking for more is refused at load.
     grants: Grants,
     pub(super) ticker_stop: Arc<AtomicBool>,
+    /// What the `cluster` import answers, for every instance.
+    pub(super) cluster: ClusterFacts,
 }
 
 /// The engine settings, shared by the host and its compile children (whose artifacts
@@ -155,7 +157,15 @@ impl RuleEngine {
             compiler,
             grants,
             ticker_stop,
+            cluster: ClusterFacts::default(),
         })
+    }
+
+    /// The API server endpoints rules see from now on (their next call); logs a change.
+    pub fn set_api_servers(&self, endpoints: Vec<std::net::SocketAddr>) {
+        if cluster::set_api_servers(&self.cluster, &endpoints) {
+            tracing::debug!(endpoints = ?endpoints, "API server endpoints given to the rules");
+        }
     }
 
     pub fn limits(&self) -> &Limits {

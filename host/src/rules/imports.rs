@@ -67,6 +67,8 @@ pub struct InstanceState {
     pub(super) context_left: u64,
     /// `context` calls refused over that bound since last taken.
     pub(super) context_refused: u64,
+    /// What the `cluster` import answers.
+    pub(super) cluster: ClusterFacts,
 }
 
 /// The events of one delivery, kept host side for the lazy `context` accessors.
@@ -124,7 +126,7 @@ impl bindings::rulehost::rule::state::Host for InstanceState {
 
 impl InstanceState {
     /// Charges one `context` call; false once the call in flight has used its bound.
-    fn charge_context_call(&mut self) -> bool {
+    pub(super) fn charge_context_call(&mut self) -> bool {
         if self.context_left == 0 {
             self.context_refused += 1;
             return false;

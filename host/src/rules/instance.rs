@@ -56,6 +56,7 @@ impl RuleInstance {
             call: CallBudget::start(Duration::from_secs(1)),
             context_left: limits.context_calls(1),
             context_refused: 0,
+            cluster: runtime.cluster.clone(),
         };
         let mut store = Store::new(&runtime.engine, data);
         store.limiter(|data| &mut data.limits);

@@ -6,6 +6,7 @@
 //! and CPU deadline. Per-container state is held in [`RuleState`] outside the instance,
 //! so replacing or recreating an instance never loses it.
 
+mod cluster;
 mod compiler;
 mod convert;
 mod engine;
@@ -20,6 +21,7 @@ pub mod reload;
 mod validate;
 mod world;
 
+pub use cluster::{ApiServers, ClusterFacts};
 use compiler::Compiler;
 pub use compiler::{CompileLimits, compile_rule_child};
 pub use convert::*;
@@ -65,6 +67,6 @@ use bindings::rulehost::rule::types as wit;
 /// The WIT package this host implements.
 pub const WORLD_PACKAGE: &str = "rulehost:rule";
 /// Its version; rules built for a semver-compatible version load.
-pub const WORLD_VERSION: &str = "0.1.0";
+pub const WORLD_VERSION: &str = "0.1.1";
 /// Interfaces a rule may import; anything else is refused at load.
-const ALLOWED_IMPORTS: &[&str] = &["types", "state", "context", "log"];
+const ALLOWED_IMPORTS: &[&str] = &["types", "state", "context", "log", "cluster"];

@@ -1,0 +1,150 @@
+//! Known API server endpoints (issue: detection an attacker cannot step around): the
+//! k8s rule reads them through the world's `cluster` import (0.1.1), so a connect to an
+//! endpoint is a finding with or without an env declaration; the same address on
+//! another port is not; a rule built for world 0.1.0 still loads and runs. In-process
+//! with the real wasm rule, then live with the agent's `--api-server` and a kubeconfig.
+
+use rulehost::dispatch::Dispatcher;
+use rulehost::rules::{Limits, RuleEngine};
+use rulehost_tests::live::{LiveAgent, TestCgroup};
+use rulehost_tests::*;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+const CLUSTER_IP: &str = "KUBERNETES_SERVICE_HOST=10.96.0.1";
+
+/// The shipped k8s rule on a host that knows `endpoints`; the engine, to change them.
+fn host_knowing(endpoints: &[&str], rule: PathBuf) -> (Dispatcher, Arc<RuleEngine>) {
+    let runtime = Arc::new(RuleEngine::new(Limits::default()).expect("runtime"));
+    runtime.set_api_servers(endpoints.iter().map(|e| e.parse().unwrap()).collect());
+    let mut host = Dispatcher::new(runtime.clone());
+    for rule in rulehost::rules::load_all(&runtime, &[rule]).expect("rule loads") {
+        host.add(rule).expect("add rule");
+    }
+    (host, runtime)
+}
+
+fn ports(findings: &[rulehost::output::Finding]) -> Vec<u64> {
+    findings
+        .iter()
+        .map(|f| f.data["port"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_known_endpoint_is_detected_with_or_without_an_env_declaration() {
+    let (mut host, runtime) = host_knowing(&["192.0.2.10:6443"], k8s_rule_file());
+    let (quiet, declared) = (container(80), container(81));
+    let findings = run(
+        &mut host,
+        vec![
+            // No env declaration at all.
+            connect(quiet.clone(), "192.0.2.10", 6443),
+            // The kubelet on the same address: not the API server.
+            connect(quiet.clone(), "192.0.2.10", 10250),
+            // Declares only the ClusterIP, connects straight to the endpoint.
+            exec(declared.clone(), &[CLUSTER_IP]),
+            connect(declared.clone(), "192.0.2.10", 6443),
+            // The declared ClusterIP still matches, on any port (as Tracee's).
+            connect(declared.clone(), "10.96.0.1", 443),
+            // A host process is out of scope.
+            connect(None, "192.0.2.10", 6443),
+        ],
+    );
+    assert_eq!(
+        ports(&findings),
+        vec![6443, 6443, 443],
+        "{}",
+        brief(&findings)
+    );
+
+    // The endpoints change while the rule runs: the next batch sees the new set.
+    runtime.set_api_servers(vec!["192.0.2.11:6443".parse::<SocketAddr>().unwrap()]);
+    let findings = run(
+        &mut host,
+        vec![
+            connect(quiet.clone(), "192.0.2.10", 6443),
+            connect(quiet, "192.0.2.11", 6443),
+        ],
+    );
+    assert_eq!(findings.len(), 1, "{}", brief(&findings));
+    assert_eq!(findings[0].data["ip"], "192.0.2.11");
+}
+
+#[test]
+fn a_rule_built_for_world_0_1_0_loads_and_runs_unchanged() {
+    // Committed as built by rulehost 0.1.0 (before the `cluster` interface existed).
+    let old = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/world-0.1.0/k8s_api_connection.wasm");
+    let (mut host, _) = host_knowing(&["192.0.2.10:6443"], old.clone());
+    let rule = host.rules().next().unwrap().clone();
+    assert!(
+        rule.imports.iter().all(|i| i.ends_with("@0.1.0")),
+        "{:?}",
+        rule.imports
+    );
+    let c = container(82);
+    let findings = run(
+        &mut host,
+        vec![
+            exec(c.clone(), &[CLUSTER_IP]),
+            connect(c.clone(), "10.96.0.1", 443),
+            // It cannot know endpoints: no finding, and no failure either.
+            connect(c, "192.0.2.10", 6443),
+        ],
+    );
+    assert_eq!(ports(&findings), vec![443], "{}", brief(&findings));
+    assert_eq!(host.counters.rule_faults, 0);
+}
+
+#[test]
+fn live_endpoints_from_a_flag_and_the_kubelet_kubeconfig_are_detected() {
+    let flagged = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let flagged_port = flagged.local_addr().unwrap().port();
+    let from_kubeconfig = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
+    let kube_port = from_kubeconfig.local_addr().unwrap().port();
+    let kubelet = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let kubelet_port = kubelet.local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("rulehost-endpoints-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubelet.conf");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: default\n  cluster:\n    server: https://127.0.0.3:{kube_port}\n"
+        ),
+    )
+    .unwrap();
+    let agent = LiveAgent::start(
+        "endpoints",
+        &[
+            "--api-server",
+            &format!("127.0.0.1:{flagged_port}"),
+            "--kubelet-kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+    );
+    let id = trigger_id(83);
+    let cgroup = TestCgroup::new(&format!("cri-containerd-{id}.scope"));
+    // The kubelet's port on the same address first: it must give nothing.
+    cgroup.run(&[], &["tcp", &format!("127.0.0.1:{kubelet_port}")]);
+    // No env declaration, straight to the flagged endpoint.
+    cgroup.run(&[], &["tcp", &format!("127.0.0.1:{flagged_port}")]);
+    // Declares only a ClusterIP, connects to the kubeconfig's endpoint.
+    cgroup.run(
+        &[("KUBERNETES_SERVICE_HOST", "10.96.0.1")],
+        &["tcp", &format!("127.0.0.3:{kube_port}")],
+    );
+    agent.wait_for("the kubeconfig endpoint's finding", |f| {
+        f["data"]["container_id"] == id.as_str() && f["data"]["port"] == u64::from(kube_port)
+    });
+    let seen: Vec<u64> = agent
+        .findings_for(&id)
+        .iter()
+        .map(|f| f["data"]["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seen, vec![u64::from(flagged_port), u64::from(kube_port)]);
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -36,9 +36,11 @@ const STATE_KEY: &str = "k8s-api-addresses";
 /// Most containers a read cache holds before it starts over.
 const CACHE_CAPACITY: usize = 4096;
 
+/// The node's known API server endpoints, with the host's generation they are from.
+type KnownEndpoints = Option<(u64, Vec<(IpAddr, u16)>)>;
+
 thread_local! {
-    /// The node's known API server endpoints, with the host's generation they are from.
-    static ENDPOINTS: RefCell<Option<(u64, Vec<(IpAddr, u16)>)>> = const { RefCell::new(None) };
+    static ENDPOINTS: RefCell<KnownEndpoints> = const { RefCell::new(None) };
 
     /// Read-through cache of host state, so a connect costs no host call once its
     /// container was seen. The host's copy is authoritative (it outlives this instance);
@@ -107,6 +109,10 @@ impl Rule for K8sApiConnection {
         .build()
     }
 
+    fn before_batch() {
+        refresh_endpoints();
+    }
+
     fn on_event(index: u32, event: &Event, findings: &mut Vec<Finding>) {
         handle(index, event, findings);
     }
@@ -136,9 +142,8 @@ fn handle(index: u32, event: &Event, findings: &mut Vec<Finding>) {
     }
 }
 
-/// Whether `ip:port` is an API server endpoint the node knows; the list is read from
-/// the host again only when its generation moved.
-fn known_endpoint(ip: IpAddr, port: u16) -> bool {
+/// Reads the node's known API server endpoints again if the host's generation moved.
+fn refresh_endpoints() {
     let generation = cluster::api_servers_generation();
     ENDPOINTS.with_borrow_mut(|known| {
         if known.as_ref().is_none_or(|(seen, _)| *seen != generation) {
@@ -148,7 +153,13 @@ fn known_endpoint(ip: IpAddr, port: u16) -> bool {
                 .collect();
             *known = Some((generation, endpoints));
         }
-        let ip = addresses::canonical(ip);
+    });
+}
+
+/// Whether `ip:port` is an API server endpoint the node knows (as of this batch).
+fn known_endpoint(ip: IpAddr, port: u16) -> bool {
+    let ip = addresses::canonical(ip);
+    ENDPOINTS.with_borrow(|known| {
         known
             .as_ref()
             .is_some_and(|(_, endpoints)| endpoints.contains(&(ip, port)))

@@ -82,6 +82,8 @@ fn connect(ip: Ipv4Addr, port: u16) -> Body {
 #[derive(Default)]
 struct NativeRule {
     addresses: HashMap<String, Vec<IpAddr>>,
+    /// The node's known API server endpoints (none in this stream, as for the wasm rule).
+    endpoints: Vec<(IpAddr, u16)>,
 }
 
 impl NativeRule {
@@ -112,6 +114,7 @@ impl NativeRule {
                     .addresses
                     .get(&container.id)
                     .is_some_and(|set| set.contains(&ip))
+                    || self.endpoints.contains(&(ip, port))
                 {
                     findings.push((
                         ip.to_string(),

@@ -51,6 +51,11 @@ pub trait Rule {
         Ok(())
     }
 
+    /// Called once per delivered batch, before its first event: the place to refresh
+    /// what the host may have changed between calls (such as `cluster` facts), once
+    /// instead of per event.
+    fn before_batch() {}
+
     /// Handles the `index`-th event of the delivered batch, appending what it found
     /// (each finding's `event` should be `index`).
     fn on_event(index: u32, event: &Event, findings: &mut Vec<Finding>);
@@ -58,6 +63,7 @@ pub trait Rule {
 
 /// Delivers a batch to a [`Rule`] one event at a time, as the world's `on-events` export.
 pub fn on_events<R: Rule>(events: &[Event]) -> Vec<Finding> {
+    R::before_batch();
     let mut findings = Vec::new();
     for (index, event) in events.iter().enumerate() {
         R::on_event(index as u32, event, &mut findings);

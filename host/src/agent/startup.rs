@@ -73,12 +73,13 @@ pub(super) fn start(
         options.grants.clone(),
         options.cache_dir.as_deref(),
     )?);
-    runtime.set_api_servers(options.api_servers.collect());
     let (mut dispatcher, loaded) = load_rules(&runtime, &options.sources)?;
     if options.check {
         check(&dispatcher)?;
         return Ok(None);
     }
+    // Before the first event (the start-up sweep's) reaches a rule.
+    runtime.set_api_servers(options.api_servers.collect());
     let io = match options.listen.is_some() || !options.webhooks.is_empty() {
         true => Some(IoThread::start()?),
         false => None,

@@ -149,8 +149,15 @@ fn health_readiness_and_metrics_move_with_real_traffic() {
     assert!(sample(&after, "rulehost_rule_faults_total{rule=\"FIXTURE-TRAP\"}") >= 1.0);
 
     // A rule added and a broken file: counted by result, the info follows.
-    std::fs::copy(cloud_rule_file(), rules.join("cloud.wasm")).unwrap();
-    std::fs::write(rules.join("broken.wasm"), b"not wasm").unwrap();
+    // Written beside and renamed in, as a ConfigMap update is: the watcher never sees
+    // half a file, so each file is exactly one reload.
+    let put = |name: &str, bytes: &[u8]| {
+        let staged = dir.join(name);
+        std::fs::write(&staged, bytes).unwrap();
+        std::fs::rename(&staged, rules.join(name)).unwrap();
+    };
+    put("cloud.wasm", &std::fs::read(cloud_rule_file()).unwrap());
+    put("broken.wasm", b"not wasm");
     let reloaded = scrape_until(&agent, "one loaded and one rejected reload", |s| {
         sample(s, "rulehost_reloads_total{result=\"loaded\"}") >= 1.0
             && sample(s, "rulehost_reloads_total{result=\"rejected\"}") >= 1.0

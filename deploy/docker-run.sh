@@ -7,9 +7,10 @@
 # - the host's pid namespace and cgroup namespace (processes and cgroup paths as the
 #   node sees them), the cgroup tree and tracefs read-only;
 # - capabilities: all dropped, then SYS_ADMIN (bpf() and perf_event_open here: this
-#   Docker does not know the CAP_BPF/CAP_PERFMON names; on Docker >= 20.10.? with a
-#   kernel >= 5.8 use BPF and PERFMON instead) and SYS_PTRACE (reading other
-#   processes' /proc environ and cgroup at the start-up sweep);
+#   Docker does not know the CAP_BPF/CAP_PERFMON names; where Docker knows them and
+#   the kernel is 5.8 or later, BPF, PERFMON and NET_ADMIN replace it, as in the
+#   DaemonSet) and SYS_PTRACE (reading other processes' /proc environ and cgroup at
+#   the start-up sweep);
 # - the container runtimes' sockets that exist (metadata lookups), read-only where the
 #   API allows;
 # - a state directory (rule state and the compile cache) at $RULEHOST_STATE_DIR

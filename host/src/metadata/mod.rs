@@ -158,12 +158,15 @@ impl Metadata {
     }
 
     /// Findings that waited long enough (their lookup ended, or its time is up), with
-    /// the metadata known by now, in the order they were held.
+    /// the metadata known by now, in the order they were held, put before the findings
+    /// already in `out`: those came from later events (a container's findings keep
+    /// their events' order even when its lookup ends between two batches).
     pub fn release(&mut self, now: Instant, out: &mut Vec<Finding>) {
         if self.held.is_empty() && self.gone.is_empty() {
             return;
         }
         let (known, pending) = (&self.known, &self.pending);
+        let mut released = Vec::new();
         self.held.retain(|(deadline, finding)| {
             let id = finding
                 .event
@@ -177,10 +180,11 @@ impl Metadata {
                 if let Some(Some(enriched)) = id.and_then(|id| known.get(id)) {
                     finding.event.event.container = Some(enriched.clone());
                 }
-                out.push(finding);
+                released.push(finding);
             }
             waiting
         });
+        out.splice(0..0, released);
         let gone = std::mem::take(&mut self.gone);
         for id in gone {
             self.forget(&id);
@@ -238,4 +242,62 @@ fn unanswered(socket: &std::path::Path, error: &anyhow::Error) {
         error = %crate::logging::error_line(error.as_ref()),
         "no container metadata from this runtime"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Body, ContainerRuntime, Event, Process, SocketAddress, SocketType};
+    use crate::output::{EventRecord, FindingData, RuleRef};
+
+    fn finding(container: &Arc<Container>, timestamp: u64) -> Finding {
+        Finding {
+            node: None,
+            signature: Arc::default(),
+            data: FindingData::default(),
+            rule: RuleRef {
+                name: "r".into(),
+                sha256: "s".into(),
+            },
+            timestamp,
+            event: EventRecord {
+                name: "security_socket_connect",
+                event: Event {
+                    timestamp,
+                    process: Process::default(),
+                    cgroup_id: 0,
+                    container: Some(container.clone()),
+                    body: Body::SocketConnect {
+                        address: SocketAddress::Unix,
+                        socket_type: SocketType::Stream,
+                    },
+                },
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_finding_held_for_a_lookup_stays_before_the_containers_later_ones() {
+        let none = Sockets {
+            cri: vec!["/nonexistent/cri.sock".into()],
+            docker: vec!["/nonexistent/docker.sock".into()],
+        };
+        let mut metadata = Metadata::connect(&none, Duration::from_secs(30)).await;
+        let container = Arc::new(Container::new("c1", ContainerRuntime::Docker));
+        metadata
+            .pending
+            .insert("c1".into(), Instant::now() + Duration::from_secs(30));
+        // Batch 1: the first finding waits for the lookup.
+        let mut out = vec![finding(&container, 1)];
+        metadata.hold(&mut out);
+        metadata.release(Instant::now(), &mut out);
+        assert!(out.is_empty());
+        // The lookup ends; batch 2's finding is not held, and the first goes first.
+        metadata.apply(("c1".into(), None));
+        let mut out = vec![finding(&container, 2)];
+        metadata.hold(&mut out);
+        metadata.release(Instant::now(), &mut out);
+        let order: Vec<u64> = out.iter().map(|f| f.timestamp).collect();
+        assert_eq!(order, vec![1, 2]);
+    }
 }

@@ -121,26 +121,7 @@ fn exceptions_by_namespace_and_pod_label_spare_only_those_pods() {
     agent.wait_for("the unexcepted pod's finding", |f| {
         f["data"]["container_id"] == ids[2].as_str()
     });
-    // Stopping writes every finding still waiting for metadata, and counts.
-    let status = agent.stop();
-    assert!(status.success(), "{status}");
-    let reported: Vec<String> = agent
-        .findings()
-        .iter()
-        .filter_map(|f| f["event"]["pod"]["name"].as_str().map(str::to_owned))
-        .collect();
-    assert_eq!(reported, vec!["curious"]);
-    let logs = agent.log_records();
-    let counted: Vec<_> = logs
-        .iter()
-        .filter(|r| {
-            r.is(
-                "findings suppressed by exceptions",
-                &[("id", "TRC-1013"), ("suppressed", "2")],
-            )
-        })
-        .collect();
-    assert_eq!(counted.len(), 1, "{}", brief(&logs));
+    stop_expecting(&mut agent, "/event/pod/name", &["curious"], "2");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -217,24 +198,31 @@ fn a_docker_container_finding_names_its_name_and_image_and_an_image_exception_wo
             .is_some_and(|i| i.starts_with("sha256:")),
         "{container}"
     );
+    stop_expecting(&mut agent, "/event/container/name", &["api-client"], "1");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Stops the agent (which writes every finding still waiting for metadata) and checks
+/// what was written, by the value at `pointer`, and that the stop summary counted
+/// `suppressed` TRC-1013 findings.
+fn stop_expecting(agent: &mut LiveAgent, pointer: &str, written: &[&str], suppressed: &str) {
     let status = agent.stop();
     assert!(status.success(), "{status}");
-    let names: Vec<String> = agent
+    let reported: Vec<String> = agent
         .findings()
         .iter()
-        .filter_map(|f| f["event"]["container"]["name"].as_str().map(str::to_owned))
+        .filter_map(|f| f.pointer(pointer)?.as_str().map(str::to_owned))
         .collect();
-    assert_eq!(names, vec!["api-client"]);
+    assert_eq!(reported, written);
     let logs = agent.log_records();
-    let counted: Vec<_> = logs
+    let counted = logs
         .iter()
         .filter(|r| {
             r.is(
                 "findings suppressed by exceptions",
-                &[("id", "TRC-1013"), ("suppressed", "1")],
+                &[("id", "TRC-1013"), ("suppressed", suppressed)],
             )
         })
-        .collect();
-    assert_eq!(counted.len(), 1, "{}", brief(&logs));
-    let _ = std::fs::remove_dir_all(&dir);
+        .count();
+    assert_eq!(counted, 1, "{}", brief(&logs));
 }

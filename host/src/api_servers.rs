@@ -73,9 +73,7 @@ fn kubeconfig_servers(path: &Path) -> anyhow::Result<Vec<SocketAddr>> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(error) => return Err(error.into()),
     };
-    let config: KubeConfig = serde_saphyr::from_str(&text).map_err(|e| {
-        anyhow::anyhow!("{}", e.to_string().lines().next().unwrap_or("invalid YAML"))
-    })?;
+    let config: KubeConfig = crate::config::parse_yaml(&text)?;
     let mut found = Vec::new();
     for named in config.clusters {
         let url = reqwest::Url::parse(&named.cluster.server)

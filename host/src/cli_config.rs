@@ -84,14 +84,11 @@ fn run_flag<'c>(
 
 /// The arguments the file's flag keys stand for.
 fn flags_of(path: &Path, text: &str) -> Result<Vec<OsString>> {
-    let document: serde_json::Map<String, serde_json::Value> = match serde_saphyr::from_str(text) {
+    let document: serde_json::Map<String, serde_json::Value> = match crate::config::parse_yaml(text)
+    {
         Ok(Some(map)) => map,
         Ok(None) => return Ok(Vec::new()),
-        Err(error) => bail!(
-            "config {}: {}",
-            path.display(),
-            first_line(&error.to_string())
-        ),
+        Err(error) => bail!("config {}: {error}", path.display()),
     };
     let command = crate::cli::Cli::command();
     let run = command
@@ -135,11 +132,6 @@ fn line_of(text: &str, key: &str) -> usize {
     text.lines()
         .position(|line| line.starts_with(&format!("{key}:")))
         .map_or(0, |n| n + 1)
-}
-
-fn first_line(error: &str) -> String {
-    let first = error.lines().next().unwrap_or("invalid YAML");
-    first.strip_prefix("error: ").unwrap_or(first).to_owned()
 }
 
 #[cfg(test)]

@@ -52,11 +52,7 @@ impl Config {
 
     /// Parses YAML text; the error is the parser's first line (where and what).
     pub fn parse(text: &str) -> Result<Config> {
-        serde_saphyr::from_str(text).map_err(|error| {
-            let error = error.to_string();
-            let first = error.lines().next().unwrap_or("invalid YAML");
-            anyhow!("{}", first.strip_prefix("error: ").unwrap_or(first))
-        })
+        parse_yaml(text)
     }
 
     /// The shipped defaults plus this file's grants plus `extra` (from `--grant`).
@@ -67,6 +63,16 @@ impl Config {
         }
         grants
     }
+}
+
+/// Any YAML document (the config file, a kubeconfig) into `T`; an error is the
+/// parser's first line, which says where and what.
+pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    serde_saphyr::from_str(text).map_err(|error| {
+        let error = error.to_string();
+        let first = error.lines().next().unwrap_or("invalid YAML");
+        anyhow!("{}", first.strip_prefix("error: ").unwrap_or(first))
+    })
 }
 
 #[cfg(test)]

@@ -157,14 +157,16 @@ impl Pipeline {
             self.output.write(finding)?;
         }
         self.output.flush()?;
-        let now = crate::events::now_ns();
-        for finding in self.findings.drain(..) {
-            if let Some(metrics) = metrics {
-                metrics.finding_written(&finding, now);
+        let blocked = started.elapsed();
+        if let Some(metrics) = metrics {
+            let now = crate::events::now_ns();
+            for finding in &self.findings {
+                metrics.finding_written(finding, now);
             }
+        }
+        for finding in self.findings.drain(..) {
             self.webhooks.send(&finding);
         }
-        let blocked = started.elapsed();
         if blocked > SLOW_OUTPUT {
             // While output blocks, kernel events wait in the bounded ring buffer (host
             // memory does not grow); if it fills, drops are counted and reported.

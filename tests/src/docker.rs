@@ -90,14 +90,30 @@ impl Dockerd {
         dockerd
     }
 
-    /// Runs `docker ARGS` against this daemon; its stdout, trimmed.
-    pub fn docker(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("docker")
+    /// `docker ARGS` against this daemon, as run.
+    fn output(&self, args: &[&str]) -> Result<std::process::Output, String> {
+        Command::new("docker")
             .arg("-H")
             .arg(format!("unix://{}", self.socket.display()))
             .args(args)
             .output()
-            .map_err(|e| format!("docker: {e}"))?;
+            .map_err(|e| format!("docker: {e}"))
+    }
+
+    /// A container's stdout and stderr so far.
+    pub fn logs(&self, id: &str) -> (String, String) {
+        match self.output(&["logs", id]) {
+            Ok(out) => (
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ),
+            Err(error) => (String::new(), error),
+        }
+    }
+
+    /// Runs `docker ARGS` against this daemon; its stdout, trimmed.
+    pub fn docker(&self, args: &[&str]) -> Result<String, String> {
+        let out = self.output(args)?;
         match out.status.success() {
             true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()),
             false => Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),

@@ -13,25 +13,17 @@ use std::process::Command;
 /// The findings (JSON lines) the agent container printed on stdout so far.
 fn findings(dockerd: &Dockerd, agent: &str) -> Vec<Value> {
     dockerd
-        .docker(&["logs", agent])
-        .unwrap_or_default()
+        .logs(agent)
+        .0
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|value| value.get("signature").is_some())
         .collect()
 }
 
+/// The agent container's log lines (its stderr) so far.
 fn agent_log(dockerd: &Dockerd, agent: &str) -> Vec<String> {
-    let out = Command::new("docker")
-        .arg("-H")
-        .arg(format!("unix://{}", dockerd.socket.display()))
-        .args(["logs", agent])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    dockerd.logs(agent).1.lines().map(str::to_owned).collect()
 }
 
 #[test]

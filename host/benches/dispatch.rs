@@ -62,6 +62,7 @@ fn stream() -> Vec<Event> {
                     ppid: 1,
                     uid: 0,
                     comm: "curl".into(),
+                    ..Process::default()
                 },
                 cgroup_id: 0,
                 container,

@@ -70,6 +70,7 @@ fn event(container: &Arc<Container>, body: Body) -> Event {
             ppid: 0,
             uid: 0,
             comm: "curl".into(),
+            ..Process::default()
         },
         cgroup_id: 0,
         container: Some(container.clone()),

@@ -159,6 +159,11 @@ pub struct Process {
     pub uid: u32,
     /// Command name (at most 15 bytes in the kernel).
     pub comm: Comm,
+    /// The process, or an ancestor, left its container's cgroup, and the event is
+    /// attributed to the container its lineage started in: a strong signal by itself
+    /// (only a privileged container can do it). Omitted from JSON when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub left_container_cgroup: bool,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -14,6 +14,8 @@ pub(crate) struct Ready {
     pub exec_hook: &'static str,
     pub connect_hook: &'static str,
     pub cgroup_hook: &'static str,
+    /// The fork/exit hooks that keep attribution after a process leaves its cgroup.
+    pub lineage_hook: &'static str,
     /// The env names the kernel captures for the loaded rules.
     pub env_vars: Vec<String>,
     /// Processes and containers found running by the start-up sweep.

@@ -89,6 +89,7 @@ fn tracee(value: &Value) -> Result<Line> {
             ppid: u32_field(value, "hostParentProcessId").unwrap_or(0),
             uid: u32_field(value, "userId").unwrap_or(0),
             comm: str_field(value, "processName").unwrap_or("").into(),
+            ..Process::default()
         },
         cgroup_id: value.get("cgroupId").and_then(Value::as_u64).unwrap_or(0),
         container,

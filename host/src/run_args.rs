@@ -93,6 +93,11 @@ pub struct RunArgs {
         default_value = "/etc/kubernetes/kubelet.conf"
     )]
     pub kubelet_kubeconfig: PathBuf,
+    /// Credentials for watching the API server's `default/kubernetes`
+    /// EndpointSlices, whose endpoints are added to the known ones as they change.
+    /// Default: the pod's service account when the agent runs in a cluster.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
 }
@@ -106,6 +111,7 @@ impl RunArgs {
             api_servers: crate::api_servers::Sources {
                 flags: self.api_servers,
                 kubeconfig: self.kubelet_kubeconfig,
+                cluster: self.kubeconfig,
             },
             listen: self.listen,
             webhooks: self

@@ -63,6 +63,7 @@ fn process_event(
             ppid: field("PPid:")?,
             uid: field("Uid:")?,
             comm: comm.trim_end_matches('\n').into(),
+            ..Process::default()
         },
         cgroup_id,
         container: Some(container),

@@ -38,6 +38,10 @@
 //! functions measure the same thing as the "off" ones: the ratios then show the
 //! machine's noise floor for this off-then-on sequence.
 //!
+//! # `idle`
+//!
+//! See `live/idle.rs`: the agent's CPU share and wake-ups per second with no traffic.
+//!
 //! # `e2e`
 //!
 //! A fresh agent. One process (`connector none`) runs in a container cgroup with
@@ -66,6 +70,9 @@
 //! - Cross-check, when every finding arrived: the i-th finding is the i-th connect (one
 //!   thread, one ring buffer, order kept), so the same latency is also given from the
 //!   user-space send times, and the burst's connect rate from their span.
+
+#[path = "live/idle.rs"]
+mod idle;
 
 use criterion::{Criterion, SamplingMode};
 use rulehost_tests::live::{LiveAgent, TestCgroup, cgroup_root, connector_bin};
@@ -144,6 +151,9 @@ fn main() {
             E2E_CONNECTS_TEST
         };
         e2e(connects);
+    }
+    if !listing && selected("idle") {
+        idle::idle(benchmarking);
     }
     criterion.final_summary();
 }

@@ -341,9 +341,10 @@ fn oci_image(dir: &Path) -> PathBuf {
 pub fn busybox_layer(dir: &Path) -> PathBuf {
     let rootfs = dir.join("rootfs");
     std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::create_dir_all(rootfs.join("tmp")).unwrap();
     std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
         .expect("/bin/busybox (Debian package `busybox-static`)");
-    for applet in ["sh", "sleep", "nc"] {
+    for applet in ["sh", "sleep", "nc", "mkfifo"] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
     let layer = dir.join("layer.tar");

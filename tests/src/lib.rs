@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end tests: event builders, a host with real rules, and
 //! (in `live`) a real agent on the real kernel.
 
+pub mod apiserver;
 pub mod cri;
 pub mod docker;
 pub mod hostile;
@@ -35,6 +36,7 @@ fn process(pid: u32, comm: &str) -> Process {
         ppid: 1,
         uid: 0,
         comm: comm.into(),
+        ..Process::default()
     }
 }
 

@@ -2,11 +2,13 @@
 //! k8s rule reads them through the world's `cluster` import (0.1.1), so a connect to an
 //! endpoint is a finding with or without an env declaration; the same address on
 //! another port is not; a rule built for world 0.1.0 still loads and runs. In-process
-//! with the real wasm rule, then live with the agent's `--api-server` and a kubeconfig.
+//! with the real wasm rule, then live with the agent's `--api-server`, a kubeconfig,
+//! and an EndpointSlices watch that changes while the agent runs.
 
 use rulehost::dispatch::Dispatcher;
 use rulehost::rules::{Limits, RuleEngine};
-use rulehost_tests::live::{LiveAgent, TestCgroup};
+use rulehost_tests::apiserver::FakeApiServer;
+use rulehost_tests::live::{LiveAgent, TestCgroup, wait_until};
 use rulehost_tests::*;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -145,6 +147,56 @@ fn live_endpoints_from_a_flag_and_the_kubelet_kubeconfig_are_detected() {
         .map(|f| f["data"]["port"].as_u64().unwrap())
         .collect();
     assert_eq!(seen, vec![u64::from(flagged_port), u64::from(kube_port)]);
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_endpointslice_change_applies_without_a_restart() {
+    // No cluster runs here: a local server speaks the API server's wire format (see
+    // rulehost_tests::apiserver); the agent watches it through kube-rs as in a cluster.
+    let old = std::net::TcpListener::bind("127.0.0.4:0").unwrap();
+    let old_port = old.local_addr().unwrap().port();
+    let new = std::net::TcpListener::bind("127.0.0.5:0").unwrap();
+    let new_port = new.local_addr().unwrap().port();
+    let server = FakeApiServer::start(&[("127.0.0.4", old_port)]);
+    let dir = std::env::temp_dir().join(format!("rulehost-slices-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
+    let agent = LiveAgent::start("slices", &["--kubeconfig", kubeconfig.to_str().unwrap()]);
+    let listed = |port: u16| {
+        move |r: &LogRecord| {
+            r.message() == "API server endpoints changed"
+                && r.field("endpointslices").contains(&format!(":{port}"))
+        }
+    };
+    agent.wait_for_log("the listed slice", listed(old_port));
+    let id = trigger_id(84);
+    let cgroup = TestCgroup::new(&format!("cri-containerd-{id}.scope"));
+    cgroup.run(&[], &["tcp", &format!("127.0.0.4:{old_port}")]);
+    agent.wait_for("the listed endpoint's finding", |f| {
+        f["data"]["container_id"] == id.as_str()
+    });
+
+    // The control plane moves: one MODIFIED event on the open watch.
+    wait_until(
+        || server.watchers() > 0,
+        || "the agent never opened a watch".to_owned(),
+    );
+    server.set_endpoints(&[("127.0.0.5", new_port)]);
+    agent.wait_for_log("the changed slice", listed(new_port));
+    cgroup.run(&[], &["tcp", &format!("127.0.0.4:{old_port}")]);
+    cgroup.run(&[], &["tcp", &format!("127.0.0.5:{new_port}")]);
+    agent.wait_for("the new endpoint's finding", |f| {
+        f["data"]["container_id"] == id.as_str() && f["data"]["port"] == u64::from(new_port)
+    });
+    let seen: Vec<u64> = agent
+        .findings_for(&id)
+        .iter()
+        .map(|f| f["data"]["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seen, vec![u64::from(old_port), u64::from(new_port)]);
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }

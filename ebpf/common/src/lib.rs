@@ -22,7 +22,7 @@ pub const KIND_CGROUP_RMDIR: u16 = 3;
 pub const KIND_CGROUP_MKDIR: u16 = 4;
 
 /// Layout version written in every header; user space rejects other versions.
-pub const RECORD_VERSION: u16 = 1;
+pub const RECORD_VERSION: u16 = 2;
 
 /// Leads every ring-buffer record.
 #[repr(C)]
@@ -76,6 +76,9 @@ pub struct ExecEvent {
     pub timestamp_ns: u64,
     /// cgroup v2 id of the process (`bpf_get_current_cgroup_id`).
     pub cgroup_id: u64,
+    /// The cgroup the process's lineage started in, when it is not `cgroup_id` (the
+    /// process, or an ancestor, left it); 0 otherwise. See `LINEAGE`.
+    pub origin_cgroup_id: u64,
     pub pid: u32,
     pub tid: u32,
     pub ppid: u32,
@@ -109,6 +112,8 @@ pub struct ConnectEvent {
     pub header: RecordHeader,
     pub timestamp_ns: u64,
     pub cgroup_id: u64,
+    /// As [`ExecEvent::origin_cgroup_id`].
+    pub origin_cgroup_id: u64,
     pub pid: u32,
     pub tid: u32,
     pub uid: u32,
@@ -157,8 +162,20 @@ pub const MAP_OFFSETS: &str = "OFFSETS";
 /// `HashMap<EnvName, u8>`: env names to capture at exec, each mapped to its index
 /// (0..ENV_NAMES_MAX); captured entries come out in index order.
 pub const MAP_ENV_NAMES: &str = "ENV_NAMES";
-/// `LruHashMap<u64, u8>`: cgroup ids user space classified as host (not a container).
+/// `LruHashMap<u64, u8>`: cgroup ids user space classified as host (not a container):
+/// the filter for `Config::containers_only`, and where an exec does not re-anchor
+/// its process's lineage.
 pub const MAP_HOST_CGROUPS: &str = "HOST_CGROUPS";
+
+/// `LruHashMap<u32, u64>`: process (tgid) -> the cgroup its lineage started in. Set at
+/// exec to the current cgroup unless that is a host one, inherited at fork, removed at
+/// exit; user space seeds the processes running when it starts. Consulted by the exec
+/// and connect programs, so a process that left its container's cgroup (or whose
+/// parent did) is still reported with the container it came from.
+pub const MAP_LINEAGE: &str = "LINEAGE";
+/// Capacity of `LINEAGE` (LRU: only a node with more live processes loses the oldest
+/// entries, i.e. their attribution after leaving a cgroup; never a false one).
+pub const LINEAGE_MAX: u32 = 65536;
 
 /// Default size of the ring buffer (bytes).
 pub const EVENTS_BYTES: u32 = 8 << 20;
@@ -206,7 +223,8 @@ pub struct Config {
     /// Non-zero: exec/connect events from cgroups in `HOST_CGROUPS` are not sent.
     pub containers_only: u32,
     /// Records are submitted without waking user space until this many bytes are
-    /// waiting in the ring buffer (user space polls on a short timer besides).
+    /// waiting in the ring buffer (user space polls on a short timer besides, except
+    /// while `idle`).
     pub wakeup_bytes: u32,
     /// Cgroup hierarchy id whose removals are reported (0: cgroup v2).
     pub cgroup_hierarchy: u32,
@@ -214,6 +232,12 @@ pub struct Config {
     pub env_names: u32,
     /// Distinct lengths of the names in `ENV_NAMES` (0: unused slot).
     pub env_name_lens: [u8; ENV_NAMES_MAX],
+    /// Non-zero once the exit hook is attached: only then may exec and fork write
+    /// `LINEAGE` (an entry no exit removes could outlive its pid).
+    pub lineage: u32,
+    /// Non-zero while user space sleeps on the ring buffer with no short timer: the
+    /// next record wakes it at once, whatever `wakeup_bytes` says, and clears this.
+    pub idle: u32,
 }
 
 /// `KernelOffsets::flags`: the task/mm offsets are valid.
@@ -264,11 +288,11 @@ mod tests {
     #[test]
     fn layouts_are_padded_and_aligned() {
         assert_eq!(size_of::<RecordHeader>(), 8);
-        assert_eq!(size_of::<ExecEvent>(), 72);
-        assert_eq!(size_of::<ConnectEvent>(), 88);
+        assert_eq!(size_of::<ExecEvent>(), 80);
+        assert_eq!(size_of::<ConnectEvent>(), 96);
         assert_eq!(size_of::<CgroupRmdirEvent>(), 32);
         assert_eq!(size_of::<DropCounters>(), 32);
-        assert_eq!(size_of::<Config>(), 24);
+        assert_eq!(size_of::<Config>(), 32);
         assert_eq!(size_of::<KernelOffsets>(), 56);
         assert_eq!(align_of::<ExecEvent>(), 8);
         const { assert!(EXEC_RECORD_MAX < 4096) };

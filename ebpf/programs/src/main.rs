@@ -10,7 +10,10 @@
 //! - connect: `connect_lsm` (lsm/socket_connect), else `connect_fentry`
 //!   (fentry/security_socket_connect), else `connect4` + `connect6`
 //!   (cgroup/connect4, cgroup/connect6 on the cgroup v2 root);
-//! - cgroup creation and removal: `cgroup_mkdir` / `cgroup_rmdir` (tracepoints).
+//! - cgroup creation and removal: `cgroup_mkdir` / `cgroup_rmdir` (tracepoints);
+//! - process lineage: `fork_btf` (tp_btf/sched_process_fork) and `process_exit`
+//!   (tracepoint/sched/sched_process_exit) keep `LINEAGE`, so a process that leaves its
+//!   container's cgroup (or is forked by one that did) is still attributed to it.
 
 #![no_std]
 #![no_main]
@@ -18,7 +21,7 @@
 use core::{
     ffi::c_void,
     mem::size_of,
-    ptr::{addr_of_mut, read_volatile},
+    ptr::{addr_of_mut, read_volatile, write_volatile},
 };
 
 use aya_ebpf::{
@@ -43,8 +46,8 @@ use rulehost_ebpf_common::{
     ENV_NAME_MAX, ENV_NAMES_MAX, EVENTS_BYTES, EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED,
     EXEC_ENV_ENTRY_MAX, EXEC_ENV_INCOMPLETE, EXEC_ENV_MAX, EXEC_ENV_SCAN_MAX, EXEC_ENV_TRUNCATED,
     EXEC_FILENAME_MAX, EXEC_FILENAME_TRUNCATED, EXEC_NO_MM, EnvName, ExecEvent, HOST_CGROUPS_MAX,
-    KIND_CGROUP_MKDIR, KIND_CGROUP_RMDIR, KIND_CONNECT, KIND_EXEC, KernelOffsets, OFFSETS_BPRM, OFFSETS_SOCKET,
-    OFFSETS_TASK, RECORD_VERSION, RecordHeader,
+    KIND_CGROUP_MKDIR, KIND_CGROUP_RMDIR, KIND_CONNECT, KIND_EXEC, KernelOffsets, LINEAGE_MAX,
+    OFFSETS_BPRM, OFFSETS_SOCKET, OFFSETS_TASK, RECORD_VERSION, RecordHeader,
 };
 
 // ---- maps ---------------------------------------------------------------------------
@@ -66,6 +69,9 @@ static ENV_NAMES: HashMap<EnvName, u8> = HashMap::with_max_entries(ENV_NAMES_MAX
 
 #[map]
 static HOST_CGROUPS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(HOST_CGROUPS_MAX, 0);
+
+#[map]
+static LINEAGE: LruHashMap<u32, u64> = LruHashMap::with_max_entries(LINEAGE_MAX, 0);
 
 /// Per-CPU staging areas for variable-length records: 0 for exec, 1 for cgroup
 /// removal.
@@ -97,19 +103,38 @@ fn offsets() -> Option<&'static KernelOffsets> {
 }
 
 /// Whether events of this cgroup are suppressed: only when every rule wants
-/// container events and user space classified the cgroup as a host one. Unknown
-/// cgroups are always sent.
+/// container events, user space classified the cgroup as a host one, and the process
+/// did not come from another cgroup (`origin`). Unknown cgroups are always sent.
 #[inline(always)]
-fn suppressed(cgroup_id: u64) -> bool {
+fn suppressed(cgroup_id: u64, origin: u64) -> bool {
     let Some(cfg) = config() else { return false };
-    if unsafe { read_volatile(&cfg.containers_only) } == 0 {
+    if unsafe { read_volatile(&cfg.containers_only) } == 0 || origin != 0 {
         return false;
     }
-    if HOST_CGROUPS.get_ptr(&cgroup_id).is_some() {
+    if is_host(cgroup_id) {
         count(|d| unsafe { addr_of_mut!((*d).filtered) });
         return true;
     }
     false
+}
+
+#[inline(always)]
+fn is_host(cgroup_id: u64) -> bool {
+    HOST_CGROUPS.get_ptr(&cgroup_id).is_some()
+}
+
+#[inline(always)]
+fn lineage_on() -> bool {
+    config().is_some_and(|c| unsafe { read_volatile(&c.lineage) } != 0)
+}
+
+/// The cgroup process `tgid`'s lineage started in, if it is not `cgroup_id`; else 0.
+#[inline(always)]
+fn origin_of(tgid: u32, cgroup_id: u64) -> u64 {
+    match unsafe { LINEAGE.get(&tgid) } {
+        Some(&origin) if origin != cgroup_id => origin,
+        _ => 0,
+    }
 }
 
 #[inline(always)]
@@ -119,9 +144,17 @@ fn count(field: impl FnOnce(*mut DropCounters) -> *mut u64) {
     }
 }
 
-/// Flags for submitting a record: wake user space only once enough is waiting.
+/// Flags for submitting a record: wake user space only once enough is waiting, or at
+/// once when it sleeps without a timer (`Config::idle`).
 #[inline(always)]
 fn wake_flags() -> u64 {
+    if let Some(cfg) = CONFIG.get_ptr_mut(0)
+        && unsafe { read_volatile(&(*cfg).idle) } != 0
+    {
+        // User space sleeps without a timer: this record ends the sleep.
+        unsafe { write_volatile(&mut (*cfg).idle, 0) };
+        return BPF_RB_FORCE_WAKEUP as u64;
+    }
     let threshold = match config() {
         Some(cfg) => (unsafe { read_volatile(&cfg.wakeup_bytes) }) as u64,
         None => 0,
@@ -235,7 +268,11 @@ fn tp_filename(ctx: &TracePointContext) -> Filename {
 #[inline(always)]
 fn handle_exec<const ENV: bool>(filename: Filename) {
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    if suppressed(cgroup_id) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let origin = origin_of(tgid, cgroup_id);
+    anchor_lineage(tgid, cgroup_id);
+    if suppressed(cgroup_id, origin) {
         return;
     }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
@@ -243,7 +280,6 @@ fn handle_exec<const ENV: bool>(filename: Filename) {
     };
     let buf = unsafe { addr_of_mut!((*scratch).buf) } as *mut u8;
     let ev = buf as *mut ExecEvent;
-    let pid_tgid = bpf_get_current_pid_tgid();
     let mut flags = 0u32;
 
     // Filename, right after the fixed part.
@@ -309,7 +345,8 @@ fn handle_exec<const ENV: bool>(filename: Filename) {
             header: header(KIND_EXEC, off),
             timestamp_ns: bpf_ktime_get_ns(),
             cgroup_id,
-            pid: (pid_tgid >> 32) as u32,
+            origin_cgroup_id: origin,
+            pid: tgid,
             tid: pid_tgid as u32,
             ppid,
             uid: bpf_get_current_uid_gid() as u32,
@@ -323,6 +360,16 @@ fn handle_exec<const ENV: bool>(filename: Filename) {
     }
     if !output(buf, off) {
         count(|d| unsafe { addr_of_mut!((*d).exec) });
+    }
+}
+
+/// An exec outside the host cgroups starts a new lineage there (a container's first
+/// process was forked on the host, then joined its cgroup); one in a host cgroup keeps
+/// what the process inherited, so leaving a container and exec'ing does not clear it.
+#[inline(always)]
+fn anchor_lineage(tgid: u32, cgroup_id: u64) {
+    if lineage_on() && !is_host(cgroup_id) {
+        let _ = LINEAGE.insert(&tgid, &cgroup_id, 0);
     }
 }
 
@@ -635,19 +682,22 @@ fn emit_connect(
     scope_id: u32,
 ) {
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    if suppressed(cgroup_id) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let origin = origin_of(tgid, cgroup_id);
+    if suppressed(cgroup_id, origin) {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
         count(|d| unsafe { addr_of_mut!((*d).connect) });
         return;
     };
-    let pid_tgid = bpf_get_current_pid_tgid();
     entry.write(ConnectEvent {
         header: header(KIND_CONNECT, size_of::<ConnectEvent>()),
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
         cgroup_id,
-        pid: (pid_tgid >> 32) as u32,
+        origin_cgroup_id: origin,
+        pid: tgid,
         tid: pid_tgid as u32,
         uid: bpf_get_current_uid_gid() as u32,
         sock_type,
@@ -660,6 +710,51 @@ fn emit_connect(
         comm: comm(),
     });
     entry.submit(wake_flags());
+}
+
+// ---- process lineage ----------------------------------------------------------------------
+
+/// A new process (not a thread) inherits its parent's lineage; a parent without one
+/// outside the host cgroups starts it. Runs in the parent.
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn fork_btf(ctx: BtfTracePointContext) -> i32 {
+    // sched_process_fork(struct task_struct *parent, struct task_struct *child)
+    let Some(o) = offsets().filter(|o| o.flags & OFFSETS_TASK != 0) else {
+        return 0;
+    };
+    if !lineage_on() {
+        return 0;
+    }
+    let child: u64 = ctx.arg(1);
+    if child == 0 {
+        return 0;
+    }
+    let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let child_tgid: u32 = unsafe { read_kernel(child + o.task_tgid as u64) };
+    if child_tgid == 0 || child_tgid == parent_tgid {
+        return 0;
+    }
+    let origin = match unsafe { LINEAGE.get(&parent_tgid) } {
+        Some(&origin) => origin,
+        None => {
+            let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+            if is_host(cgroup_id) {
+                return 0;
+            }
+            cgroup_id
+        }
+    };
+    let _ = LINEAGE.insert(&child_tgid, &origin, 0);
+    0
+}
+
+/// A task exits: its entry goes (only a process's leader has one, keyed by its pid,
+/// which no live thread shares), so a reused pid never inherits a stale lineage.
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn process_exit(_ctx: TracePointContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let _ = LINEAGE.remove(&tid);
+    0
 }
 
 // ---- cgroup removal -------------------------------------------------------------------

@@ -13,6 +13,7 @@ pub(crate) use config_watch::report_suppressed;
 pub(crate) use startup::RunOptions;
 
 use crate::containers::{ContainerResolver, Resolution, parse_cgroup_path};
+use crate::events::Event;
 use crate::logging::error_line;
 use crate::pipeline::Pipeline;
 use crate::ready::ReadyFile;
@@ -27,6 +28,11 @@ use tokio::sync::mpsc::UnboundedReceiver;
 /// How long the agent waits for the ring buffer before looking anyway: the kernel only
 /// wakes user space past a fill threshold, so this bounds detection latency.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How long an idle agent sleeps: the kernel wakes it at the next record (see
+/// [`Probes::arm_idle_wakeup`]), so this only paces health reports and the drop
+/// counters; well inside the health check's 10 s.
+const IDLE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs the agent until SIGINT or SIGTERM (or, with `--check`, validates and returns).
 pub(crate) async fn run(options: RunOptions) -> Result<()> {
@@ -71,6 +77,8 @@ struct Agent {
     status: std::sync::Arc<crate::listen::Status>,
     /// Runs the listener and the webhook sinks; stopped last.
     io: Option<crate::listen::IoThread>,
+    /// The EndpointSlices watch, in a cluster.
+    _slices: Option<crate::api_servers::SliceWatch>,
 }
 
 /// What woke the loop.
@@ -113,9 +121,13 @@ impl Agent {
     /// Waits for the ring buffer (or the poll interval), a rule change, a signal or a
     /// finished rescan or compile.
     async fn wait(&mut self, signals: &mut UnboundedReceiver<Signal>) -> Wake {
+        let timeout = match self.probes.idle_armed() {
+            true => IDLE_INTERVAL,
+            false => POLL_INTERVAL,
+        };
         let reloads = &mut self.reloads;
         tokio::select! {
-            _ = self.probes.readable(POLL_INTERVAL) => Wake::default(),
+            _ = self.probes.readable(timeout) => Wake::default(),
             Some(()) = reloads.changed.recv() => {
                 reloads.request();
                 Wake::default()
@@ -136,30 +148,33 @@ impl Agent {
     /// Source and resolve stages: every record in the ring buffer, decoded, its
     /// container resolved, into the pipeline; cgroup events update the resolver.
     fn drain(&mut self) -> Result<()> {
-        self.probes.drain(&mut self.raw);
+        let drained = self.probes.drain(&mut self.raw);
+        let holding = self
+            .pipeline
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.is_holding());
+        if drained == 0
+            && !holding
+            && !self.probes.idle_armed()
+            && self.probes.arm_idle_wakeup().is_ok()
+        {
+            // Nothing came and nothing waits on a timer: sleep until the next record.
+            self.probes.drain(&mut self.raw);
+        }
         let mut raw = std::mem::take(&mut self.raw);
         for probe_event in raw.drain(..) {
             match probe_event {
-                ProbeEvent::Event(mut event) => {
-                    match self
-                        .resolver
-                        .resolve_event(event.cgroup_id, event.process.pid)
-                    {
-                        Resolution::Container(container) => {
-                            event.container = Some(container);
-                            self.pipeline.observe(&mut event);
-                        }
-                        Resolution::Host if self.containers_only => {
-                            // Teach the kernel filter: this cgroup is not a container.
-                            let _ = self.probes.mark_host_cgroup(event.cgroup_id);
-                        }
-                        Resolution::Host | Resolution::Unknown => {}
-                    }
-                    self.pipeline.push(event)?;
-                }
+                ProbeEvent::Event(event) => self.resolve(event, None)?,
+                ProbeEvent::Escaped {
+                    event,
+                    origin_cgroup_id,
+                } => self.resolve(event, Some(origin_cgroup_id))?,
                 ProbeEvent::CgroupCreated { cgroup_id, path } => {
                     // Known before any process in it can run: no walk, no race.
-                    self.resolver.insert(cgroup_id, &path);
+                    if self.resolver.insert(cgroup_id, &path).is_none() {
+                        let _ = self.probes.mark_host_cgroup(cgroup_id);
+                    }
                 }
                 ProbeEvent::CgroupRemoved { cgroup_id, path } => {
                     // Events before the removal still belong to the container.
@@ -179,6 +194,33 @@ impl Agent {
         }
         self.raw = raw;
         Ok(())
+    }
+
+    /// Resolve stage for one exec or connect: its cgroup's container, else (for a
+    /// process that left a container's cgroup) the container its lineage started in,
+    /// marked; then into the pipeline.
+    fn resolve(&mut self, mut event: Event, origin: Option<u64>) -> Result<()> {
+        match self
+            .resolver
+            .resolve_event(event.cgroup_id, event.process.pid)
+        {
+            Resolution::Container(container) => {
+                event.container = Some(container);
+                self.pipeline.observe(&mut event);
+            }
+            resolution => {
+                if resolution == Resolution::Host {
+                    // Teach the kernel: this cgroup is not a container.
+                    let _ = self.probes.mark_host_cgroup(event.cgroup_id);
+                }
+                if let Some(container) = origin.and_then(|id| self.resolver.resolve(id)) {
+                    event.container = Some(container);
+                    event.process.left_container_cgroup = true;
+                    self.pipeline.observe(&mut event);
+                }
+            }
+        }
+        self.pipeline.push(event)
     }
 
     /// Applies a finished rescan or compile between two batches, then tells the kernel

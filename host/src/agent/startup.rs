@@ -8,6 +8,7 @@ use super::reloads::{Reloads, apply, log_rule};
 use crate::containers::ContainerResolver;
 use crate::dispatch::Dispatcher;
 use crate::listen::{IoThread, Status};
+use crate::logging::error_line;
 use crate::metrics::Metrics;
 use crate::output::JsonLines;
 use crate::pipeline::Pipeline;
@@ -79,7 +80,7 @@ pub(super) fn start(
         return Ok(None);
     }
     // Before the first event (the start-up sweep's) reaches a rule.
-    runtime.set_api_servers(options.api_servers.collect());
+    let slices = crate::api_servers::publish(&options.api_servers, runtime.clone())?;
     let io = match options.listen.is_some() || !options.webhooks.is_empty() {
         true => Some(IoThread::start()?),
         false => None,
@@ -100,7 +101,7 @@ pub(super) fn start(
         None => Webhooks::default(),
     };
     let containers_only = only_containers_wanted(&dispatcher);
-    let probes = Probes::start(&ProbeConfig {
+    let mut probes = Probes::start(&ProbeConfig {
         env_vars: dispatcher.env_vars(),
         containers_only,
         ring_bytes: options.ring_buffer_kib.map(|kib| kib.saturating_mul(1024)),
@@ -110,6 +111,10 @@ pub(super) fn start(
         tracing::info!(reason = %fallback, "probe fallback");
     }
     let mut resolver = ContainerResolver::detect()?;
+    // Every host cgroup, so an exec there (after leaving a container) keeps its lineage.
+    for cgroup_id in resolver.host_cgroups() {
+        let _ = probes.mark_host_cgroup(cgroup_id);
+    }
     let output = match &options.output {
         Some(path) => JsonLines::file(path)?,
         None => JsonLines::stdout(),
@@ -125,6 +130,11 @@ pub(super) fn start(
     // Containers already running (which may never exec again) are seen through /proc;
     // the probes are attached first, so nothing starting meanwhile slips through.
     let swept = crate::sweep::running_containers(&mut resolver, &dispatcher.env_vars());
+    for event in &swept {
+        if let Err(error) = probes.seed_lineage(event.process.pid, event.cgroup_id) {
+            tracing::debug!(error = %error_line(error.as_ref()), "lineage not seeded");
+        }
+    }
     let running: BTreeSet<String> = swept
         .iter()
         .filter_map(|e| e.container.as_ref().map(|c| c.id.clone()))
@@ -157,6 +167,7 @@ pub(super) fn start(
         exec_hook: probes.exec_hook(),
         connect_hook: probes.connect_hook(),
         cgroup_hook: probes.cgroup_hook(),
+        lineage_hook: probes.lineage_hook(),
         env_vars: dispatcher.env_vars(),
         swept_processes: swept.len(),
         swept_containers: running.len(),
@@ -188,6 +199,7 @@ pub(super) fn start(
         exec_hook = ready.exec_hook,
         connect_hook = ready.connect_hook,
         cgroup_hook = ready.cgroup_hook,
+        lineage_hook = ready.lineage_hook,
         env = ?ready.env_vars,
         "ready"
     );
@@ -203,6 +215,7 @@ pub(super) fn start(
         raw: Vec::new(),
         status,
         io,
+        _slices: slices,
     }))
 }
 

@@ -152,6 +152,16 @@ impl ContainerResolver {
         container
     }
 
+    /// Ids of every host (non-container) cgroup in the tree now, the root included, for
+    /// the kernel's host set; nothing is cached.
+    pub fn host_cgroups(&self) -> Vec<u64> {
+        scan_tree(&self.root)
+            .into_iter()
+            .filter(|(_, path)| super::parse_cgroup_path(path).is_none())
+            .map(|(id, _)| id)
+            .collect()
+    }
+
     /// Drops `cgroup_id` from the cache, when its cgroup is removed.
     pub fn forget(&mut self, cgroup_id: u64) {
         self.entries.remove(&cgroup_id);

@@ -191,6 +191,11 @@ impl Metadata {
         }
     }
 
+    /// Whether findings wait for a lookup (released on a later turn of the loop).
+    pub fn is_holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
     /// Longest a finding waits.
     pub fn wait(&self) -> Duration {
         self.wait

@@ -70,7 +70,8 @@ pub struct RuleEngine {
     compiler: Option<Compiler>,
     /// What each rule id may use; a rule asking for more is refused at load.
     grants: Grants,
-    pub(super) ticker_stop: Arc<AtomicBool>,
+    /// Drives the CPU deadlines of rule calls (ticking only while one runs).
+    pub(super) ticker: Arc<Ticker>,
     /// What the `cluster` import answers, for every instance.
     pub(super) cluster: ClusterFacts,
 }
@@ -86,7 +87,7 @@ pub(super) fn engine_config() -> Config {
 
 impl Drop for RuleEngine {
     fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
+        self.ticker.stop();
     }
 }
 
@@ -134,20 +135,7 @@ impl RuleEngine {
         let mut linker = Linker::new(&engine);
         bindings::Rule::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
 
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        let (ticker_engine, stop) = (engine.weak(), ticker_stop.clone());
-        std::thread::Builder::new()
-            .name("rulehost-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    match ticker_engine.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
-                    }
-                }
-            })
-            .context("starting the CPU deadline thread")?;
+        let ticker = Ticker::start(&engine)?;
 
         Ok(RuleEngine {
             engine,
@@ -156,7 +144,7 @@ impl RuleEngine {
             compiled: Mutex::new(HashMap::new()),
             compiler,
             grants,
-            ticker_stop,
+            ticker,
             cluster: ClusterFacts::default(),
         })
     }

@@ -69,6 +69,8 @@ pub struct InstanceState {
     pub(super) context_refused: u64,
     /// What the `cluster` import answers.
     pub(super) cluster: ClusterFacts,
+    /// Woken for each call, for its CPU deadline.
+    pub(super) ticker: Arc<Ticker>,
 }
 
 /// The events of one delivery, kept host side for the lazy `context` accessors.

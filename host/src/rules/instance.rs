@@ -57,6 +57,7 @@ impl RuleInstance {
             context_left: limits.context_calls(1),
             context_refused: 0,
             cluster: runtime.cluster.clone(),
+            ticker: runtime.ticker.clone(),
         };
         let mut store = Store::new(&runtime.engine, data);
         store.limiter(|data| &mut data.limits);
@@ -66,7 +67,10 @@ impl RuleInstance {
         });
         let ticks = store.data().call.ticks();
         store.set_epoch_deadline(ticks);
-        match Self::start(&mut store, rule) {
+        let flight = runtime.ticker.flight();
+        let started = Self::start(&mut store, rule);
+        drop(flight);
+        match started {
             Ok((bindings, metadata)) => Ok(RuleInstance {
                 store,
                 bindings,
@@ -114,6 +118,7 @@ impl RuleInstance {
         data.call = call;
         data.context_left = context_calls;
         self.store.set_epoch_deadline(call.ticks());
+        let _flight = self.store.data().ticker.flight();
         let detector = self.bindings.rulehost_rule_detector();
         let result = match events {
             [single] => detector.call_on_event(&mut self.store, single),

@@ -18,6 +18,7 @@ mod limiter;
 mod log_budget;
 mod metadata;
 pub mod reload;
+mod ticker;
 mod validate;
 mod world;
 
@@ -37,7 +38,7 @@ pub use metadata::{Metadata, Mitre, Origin, Rule};
 pub use validate::validate_metadata;
 use world::*;
 
-use crate::cpu_budget::{CallBudget, EPOCH_TICK};
+use crate::cpu_budget::CallBudget;
 use crate::events::{Container, Event, EventKind};
 use crate::logging::{error_line, one_line};
 use crate::state::{RuleState, StateLimits, StateRefusal};
@@ -48,9 +49,9 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use ticker::Ticker;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store};
 

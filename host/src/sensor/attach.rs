@@ -160,6 +160,36 @@ pub(super) fn attach_cgroup_rmdir(
     }
 }
 
+/// The lineage hooks: the exit hook first, and the fork hook only once it is in (an
+/// entry nothing removes could outlive its pid and misattribute a reused one). On
+/// success the caller turns `Config::lineage` on.
+pub(super) fn attach_lineage(
+    ebpf: &mut Ebpf,
+    btf: Option<&Btf>,
+    offsets: &abi::KernelOffsets,
+    fallbacks: &mut Vec<String>,
+) -> &'static str {
+    let result = (|| -> Result<()> {
+        let btf = btf
+            .filter(|_| offsets.flags & abi::OFFSETS_TASK != 0)
+            .ok_or_else(|| anyhow!("fork_btf: no kernel BTF"))?;
+        let exit: &mut TracePoint = program_mut(ebpf, "process_exit")?;
+        exit.load().map_err(|e| program_error(e, "process_exit"))?;
+        exit.attach("sched", "sched_process_exit")
+            .map_err(|e| program_error(e, "process_exit"))?;
+        try_btf_tracepoint(ebpf, "fork_btf", "sched_process_fork", btf)
+    })();
+    match result {
+        Ok(()) => "tp_btf/sched_process_fork+tracepoint/sched/sched_process_exit",
+        Err(e) => {
+            fallbacks.push(format!(
+                "lineage (attribution after leaving a cgroup) is off: {e:#}"
+            ));
+            "none"
+        }
+    }
+}
+
 pub(super) fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,

@@ -60,6 +60,9 @@ pub(super) fn build_config(cfg: &ProbeConfig, ring_bytes: u32) -> Result<abi::Co
         cgroup_hierarchy: 0,
         env_names: names.len() as u32,
         env_name_lens: [0; abi::ENV_NAMES_MAX],
+        // On once the exit hook is attached (`attach_lineage`).
+        lineage: 0,
+        idle: 0,
     };
     config.env_name_lens[..lens.len()].copy_from_slice(&lens);
     Ok(config)

@@ -60,31 +60,35 @@ pub fn decode_with_clock(record: &[u8], epoch_offset_ns: i64) -> Result<ProbeEve
             let (filename, rest) = payload.split_at(f);
             let (argv, rest) = rest.split_at(a);
             let env = &rest[..e];
-            Ok(ProbeEvent::Event(Event {
-                timestamp: timestamp(ev.timestamp_ns),
-                process: Process {
-                    pid: ev.pid,
-                    tid: ev.tid,
-                    ppid: ev.ppid,
-                    uid: ev.uid,
-                    comm: c_string(&ev.comm).into(),
-                },
-                cgroup_id: ev.cgroup_id,
-                container: None,
-                body: Body::ProcessExec {
-                    filename: c_string(filename),
-                    argv: crate::events::nul_separated(argv),
-                    env: crate::events::nul_separated(env),
-                    synthetic: false,
-                    truncated: Truncation {
-                        filename: ev.flags & abi::EXEC_FILENAME_TRUNCATED != 0,
-                        argv: ev.flags & abi::EXEC_ARGV_TRUNCATED != 0,
-                        env: ev.flags & abi::EXEC_ENV_TRUNCATED != 0,
-                        env_incomplete: ev.flags & (abi::EXEC_ENV_INCOMPLETE | abi::EXEC_NO_MM)
-                            != 0,
+            Ok(with_origin(
+                Event {
+                    timestamp: timestamp(ev.timestamp_ns),
+                    process: Process {
+                        pid: ev.pid,
+                        tid: ev.tid,
+                        ppid: ev.ppid,
+                        uid: ev.uid,
+                        comm: c_string(&ev.comm).into(),
+                        left_container_cgroup: false,
+                    },
+                    cgroup_id: ev.cgroup_id,
+                    container: None,
+                    body: Body::ProcessExec {
+                        filename: c_string(filename),
+                        argv: crate::events::nul_separated(argv),
+                        env: crate::events::nul_separated(env),
+                        synthetic: false,
+                        truncated: Truncation {
+                            filename: ev.flags & abi::EXEC_FILENAME_TRUNCATED != 0,
+                            argv: ev.flags & abi::EXEC_ARGV_TRUNCATED != 0,
+                            env: ev.flags & abi::EXEC_ENV_TRUNCATED != 0,
+                            env_incomplete: ev.flags & (abi::EXEC_ENV_INCOMPLETE | abi::EXEC_NO_MM)
+                                != 0,
+                        },
                     },
                 },
-            }))
+                ev.origin_cgroup_id,
+            ))
         }
         abi::KIND_CONNECT => {
             let ev: abi::ConnectEvent = read_pod(record).context("connect record too short")?;
@@ -102,22 +106,26 @@ pub fn decode_with_clock(record: &[u8], epoch_offset_ns: i64) -> Result<ProbeEve
                 abi::AF_UNIX => SocketAddress::Unix,
                 af => SocketAddress::Other { af },
             };
-            Ok(ProbeEvent::Event(Event {
-                timestamp: timestamp(ev.timestamp_ns),
-                process: Process {
-                    pid: ev.pid,
-                    tid: ev.tid,
-                    ppid: 0,
-                    uid: ev.uid,
-                    comm: c_string(&ev.comm).into(),
+            Ok(with_origin(
+                Event {
+                    timestamp: timestamp(ev.timestamp_ns),
+                    process: Process {
+                        pid: ev.pid,
+                        tid: ev.tid,
+                        ppid: 0,
+                        uid: ev.uid,
+                        comm: c_string(&ev.comm).into(),
+                        left_container_cgroup: false,
+                    },
+                    cgroup_id: ev.cgroup_id,
+                    container: None,
+                    body: Body::SocketConnect {
+                        address,
+                        socket_type: SocketType::from_raw(ev.sock_type),
+                    },
                 },
-                cgroup_id: ev.cgroup_id,
-                container: None,
-                body: Body::SocketConnect {
-                    address,
-                    socket_type: SocketType::from_raw(ev.sock_type),
-                },
-            }))
+                ev.origin_cgroup_id,
+            ))
         }
         abi::KIND_CGROUP_RMDIR | abi::KIND_CGROUP_MKDIR => {
             let ev: abi::CgroupRmdirEvent = read_pod(record).context("cgroup record too short")?;
@@ -133,6 +141,17 @@ pub fn decode_with_clock(record: &[u8], epoch_offset_ns: i64) -> Result<ProbeEve
             })
         }
         kind => bail!("unknown record kind {kind}"),
+    }
+}
+
+/// An event whose process came from another cgroup is told apart, for the resolver.
+fn with_origin(event: Event, origin_cgroup_id: u64) -> ProbeEvent {
+    match origin_cgroup_id {
+        0 => ProbeEvent::Event(event),
+        origin_cgroup_id => ProbeEvent::Escaped {
+            event,
+            origin_cgroup_id,
+        },
     }
 }
 

@@ -77,6 +77,10 @@ pub enum ProbeEvent {
     /// An exec or a connect, with `container: None` (resolved from `cgroup_id` by the
     /// caller) and, for connects, `ppid: 0`.
     Event(Event),
+    /// An exec or a connect by a process whose lineage started in another cgroup,
+    /// `origin_cgroup_id` (it, or an ancestor, moved out of it): the caller attributes
+    /// it there when its current cgroup is not a container's.
+    Escaped { event: Event, origin_cgroup_id: u64 },
     /// A cgroup v2 directory was removed; `path` is relative to the cgroup v2 root.
     CgroupRemoved { cgroup_id: u64, path: String },
     /// A cgroup v2 directory was created; `path` is relative to the cgroup v2 root.
@@ -93,9 +97,12 @@ pub struct Probes {
     exec_hook: &'static str,
     connect_hook: &'static str,
     cgroup_hook: &'static str,
+    lineage_hook: &'static str,
     fallbacks: Vec<String>,
     config: abi::Config,
     decode_errors: u64,
+    /// Cgroups already in `HOST_CGROUPS`, so each costs one map update.
+    host_marked: rustc_hash::FxHashSet<u64>,
 }
 
 // ---- aya::Pod wrappers (the shared crate stays dependency-free) --------------------------
@@ -184,6 +191,12 @@ impl Probes {
         )?;
         let connect_hook = attach_connect(&mut ebpf, aya_btf.as_ref(), &offsets, &mut fallbacks)?;
         let cgroup_hook = attach_cgroup_rmdir(&mut ebpf, &offsets, &mut fallbacks);
+        let lineage_hook = attach_lineage(&mut ebpf, aya_btf.as_ref(), &offsets, &mut fallbacks);
+        let mut config = config;
+        if lineage_hook != "none" {
+            config.lineage = 1;
+            write_config(&mut ebpf, &config)?;
+        }
 
         let ring = RingBuf::try_from(
             ebpf.take_map(abi::MAP_EVENTS)
@@ -196,9 +209,11 @@ impl Probes {
             exec_hook,
             connect_hook,
             cgroup_hook,
+            lineage_hook,
             fallbacks,
             config,
             decode_errors: 0,
+            host_marked: Default::default(),
         })
     }
 
@@ -219,6 +234,24 @@ impl Probes {
     /// when it could not be attached (no removal events then).
     pub fn cgroup_hook(&self) -> &'static str {
         self.cgroup_hook
+    }
+
+    /// The process-lineage hooks in use, or `none` (then a process that leaves its
+    /// container's cgroup is no longer attributed to it).
+    pub fn lineage_hook(&self) -> &'static str {
+        self.lineage_hook
+    }
+
+    /// Records that process `pid` (running before the probes started) belongs to the
+    /// lineage of `cgroup_id`, as the exec hook would have.
+    pub fn seed_lineage(&mut self, pid: u32, cgroup_id: u64) -> Result<()> {
+        if self.config.lineage == 0 {
+            return Ok(());
+        }
+        let mut map: HashMap<_, u32, u64> =
+            HashMap::try_from(map_mut(&mut self.ebpf, abi::MAP_LINEAGE)?)?;
+        map.insert(&pid, &cgroup_id, 0)
+            .with_context(|| format!("seeding the lineage of process {pid}"))
     }
 
     /// Why better hooks were passed over (one line each), for the start-up log.
@@ -249,7 +282,29 @@ impl Probes {
         for id in removed {
             let _ = self.forget_cgroup(id);
         }
-        out.len() - start
+        let drained = out.len() - start;
+        if drained > 0 {
+            // A record was sent: the kernel cleared `idle` (or it was never set).
+            self.config.idle = 0;
+        }
+        drained
+    }
+
+    /// Before sleeping without a short timer: from now on the next record wakes the
+    /// caller at once. Drain once more after this (a record sent just before woke no
+    /// one); any record drained disarms it.
+    pub fn arm_idle_wakeup(&mut self) -> Result<()> {
+        if self.config.idle == 0 {
+            self.config.idle = 1;
+            let config = self.config;
+            write_config(&mut self.ebpf, &config)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the next record wakes the caller at once ([`Probes::arm_idle_wakeup`]).
+    pub fn idle_armed(&self) -> bool {
+        self.config.idle != 0
     }
 
     /// Waits until the kernel signals data (it does so once [`WAKEUP_BYTES`] are
@@ -313,10 +368,18 @@ impl Probes {
         self.decode_errors
     }
 
-    /// Marks a cgroup as a host (non-container) one: with `containers_only`, its
-    /// exec/connect events are no longer sent. The set is an LRU of 16384 ids; an
+    /// Marks a cgroup as a host (non-container) one: an exec there keeps its process's
+    /// lineage, and with `containers_only` its exec/connect events are no longer sent
+    /// (unless the process came from elsewhere). The set is an LRU of 16384 ids; an
     /// evicted id is simply reported again.
     pub fn mark_host_cgroup(&mut self, cgroup_id: u64) -> Result<()> {
+        if self.host_marked.len() >= abi::HOST_CGROUPS_MAX as usize {
+            // The kernel's LRU may have dropped some: mark again from scratch.
+            self.host_marked.clear();
+        }
+        if !self.host_marked.insert(cgroup_id) {
+            return Ok(());
+        }
         let mut map: HashMap<_, u64, u8> =
             HashMap::try_from(map_mut(&mut self.ebpf, abi::MAP_HOST_CGROUPS)?)?;
         map.insert(&cgroup_id, &1, 0)
@@ -325,6 +388,7 @@ impl Probes {
 
     /// Removes a cgroup from the host set (done automatically when it is removed).
     pub fn forget_cgroup(&mut self, cgroup_id: u64) -> Result<()> {
+        self.host_marked.remove(&cgroup_id);
         let mut map: HashMap<_, u64, u8> =
             HashMap::try_from(map_mut(&mut self.ebpf, abi::MAP_HOST_CGROUPS)?)?;
         match map.remove(&cgroup_id) {
@@ -367,6 +431,8 @@ impl Probes {
         };
         let mut config = build_config(&wanted, abi::EVENTS_BYTES)?;
         config.wakeup_bytes = self.config.wakeup_bytes;
+        config.lineage = self.config.lineage;
+        config.idle = self.config.idle;
         write_env_names(&mut self.ebpf, env_vars)?;
         write_config(&mut self.ebpf, &config)?;
         self.config = config;

@@ -27,6 +27,7 @@ fn exec_record() -> Vec<u8> {
         },
         timestamp_ns: 5_000,
         cgroup_id: 4242,
+        origin_cgroup_id: 0,
         pid: 100,
         tid: 100,
         ppid: 1,
@@ -46,6 +47,10 @@ fn exec_record() -> Vec<u8> {
 }
 
 fn connect_record(family: u16, addr: [u8; 16], port: u16) -> Vec<u8> {
+    connect_record_from(0, family, addr, port)
+}
+
+fn connect_record_from(origin: u64, family: u16, addr: [u8; 16], port: u16) -> Vec<u8> {
     bytes_of(&abi::ConnectEvent {
         header: abi::RecordHeader {
             kind: abi::KIND_CONNECT,
@@ -54,6 +59,7 @@ fn connect_record(family: u16, addr: [u8; 16], port: u16) -> Vec<u8> {
         },
         timestamp_ns: 7,
         cgroup_id: 9,
+        origin_cgroup_id: origin,
         pid: 10,
         tid: 11,
         uid: 12,
@@ -66,6 +72,29 @@ fn connect_record(family: u16, addr: [u8; 16], port: u16) -> Vec<u8> {
         addr,
         comm: comm("curl"),
     })
+}
+
+#[test]
+fn a_connect_from_a_process_that_left_its_cgroup_names_where_it_came_from() {
+    let record = connect_record_from(
+        77,
+        abi::AF_INET,
+        [10, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        443,
+    );
+    match decode_with_clock(&record, 0).unwrap() {
+        ProbeEvent::Escaped {
+            event,
+            origin_cgroup_id,
+        } => {
+            assert_eq!((origin_cgroup_id, event.cgroup_id), (77, 9));
+            assert!(
+                !event.process.left_container_cgroup,
+                "set only once resolved"
+            );
+        }
+        other => panic!("not an escaped event: {other:?}"),
+    }
 }
 
 #[test]
@@ -84,7 +113,8 @@ fn decodes_an_exec_record() {
             tid: 100,
             ppid: 1,
             uid: 1000,
-            comm: "curl".into()
+            comm: "curl".into(),
+            ..Process::default()
         }
     );
     assert_eq!(

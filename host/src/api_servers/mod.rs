@@ -1,13 +1,19 @@
 //! Where the node's Kubernetes API server answers, from every source the host can read
 //! without trusting a container: `--api-server` flags (and the config file), the agent's
-//! own pod environment, and the server URL in the kubelet's kubeconfig. Rules read the
+//! own pod environment, the server URL in the kubelet's kubeconfig and, in a cluster,
+//! the `default/kubernetes` EndpointSlices (watched, `slices`). Rules read the
 //! merged set through the world's `cluster` import, so a container that connects
 //! straight to an endpoint (not through the ClusterIP its environment names, or with
 //! no such environment at all) is still seen.
 
+mod slices;
+
+pub(crate) use slices::SliceWatch;
+
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The sources `run` was given.
 #[derive(Debug, Clone, Default)]
@@ -16,6 +22,9 @@ pub struct Sources {
     pub flags: Vec<SocketAddr>,
     /// The kubelet's kubeconfig (default `/etc/kubernetes/kubelet.conf`).
     pub kubeconfig: PathBuf,
+    /// Credentials for watching the EndpointSlices (`--kubeconfig`); `None`: the pod's
+    /// service account, if the agent runs in a cluster.
+    pub cluster: Option<PathBuf>,
 }
 
 impl Sources {
@@ -42,6 +51,23 @@ impl Sources {
         );
         all
     }
+}
+
+/// Gives the rules the static endpoints now, and, where the cluster can be reached,
+/// those and the EndpointSlices' each time the slices change (logged).
+pub(crate) fn publish(
+    sources: &Sources,
+    engine: Arc<crate::rules::RuleEngine>,
+) -> anyhow::Result<Option<SliceWatch>> {
+    let statics = sources.collect();
+    engine.set_api_servers(statics.clone());
+    slices::watch(sources.cluster.as_deref(), move |from_slices| {
+        let mut all: BTreeSet<SocketAddr> = statics.iter().copied().collect();
+        all.extend(from_slices.iter().copied());
+        let all: Vec<SocketAddr> = all.into_iter().collect();
+        tracing::info!(endpoints = ?all, endpointslices = ?from_slices, "API server endpoints changed");
+        engine.set_api_servers(all);
+    })
 }
 
 /// `KUBERNETES_SERVICE_HOST`/`_PORT` as a pod (the agent's own) sees them.

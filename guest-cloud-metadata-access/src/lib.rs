@@ -7,20 +7,21 @@
 
 use rulehost_sdk::{
     Event, EventBody, EventKind, Finding, Metadata, Rule, RuleMetadata, Value, export_rule, field,
-    from_std, socket_ip_port,
+    from_std, interest, socket_ip_port,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Metadata service addresses: AWS/GCP/Azure/OpenStack (169.254.169.254), AWS over
 /// IPv6 (fd00:ec2::254), Alibaba Cloud (100.100.100.200). An IPv4-mapped IPv6 address
 /// (`::ffff:169.254.169.254`) reaches the IPv4 service.
+const SERVICES: [IpAddr; 3] = [
+    IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)),
+    IpAddr::V4(Ipv4Addr::new(100, 100, 100, 200)),
+    IpAddr::V6(Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254)),
+];
+
 fn is_metadata_service(ip: IpAddr) -> bool {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            v4 == Ipv4Addr::new(169, 254, 169, 254) || v4 == Ipv4Addr::new(100, 100, 100, 200)
-        }
-        IpAddr::V6(v6) => v6 == Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254),
-    }
+    SERVICES.contains(&ip.to_canonical())
 }
 
 struct CloudMetadataAccess;
@@ -46,6 +47,15 @@ impl Rule for CloudMetadataAccess {
         )
         .selects(&[EventKind::SocketConnect])
         .build()
+    }
+
+    /// Only connects to the services matter: the host drops the rest in the kernel.
+    fn init(_config: &str) -> Result<(), String> {
+        interest::only_watched_connects();
+        for service in SERVICES {
+            interest::watch_address(from_std(service));
+        }
+        Ok(())
     }
 
     fn on_event(index: u32, event: &Event, findings: &mut Vec<Finding>) {

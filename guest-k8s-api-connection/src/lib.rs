@@ -12,8 +12,11 @@
 //! - the state lives in the host, so a rule reload or crash forgets nothing;
 //! - a connect to any API server endpoint the node knows (address and port, from the
 //!   world's `cluster` import: the agent's flags, its own pod environment, the
-//!   kubelet's kubeconfig) is a finding too, whatever the container's environment
-//!   declares or whether it declares anything.
+//!   kubelet's kubeconfig, the cluster's EndpointSlices) is a finding too, whatever
+//!   the container's environment declares or whether it declares anything;
+//! - it tells the host what it watches (the world's `interest`, 0.1.2): the declared
+//!   addresses and the known endpoints, so connects anywhere else are dropped in the
+//!   kernel and cost nothing.
 
 mod addresses;
 
@@ -21,7 +24,8 @@ pub use addresses::{AddressSet, MAX_ADDRESSES};
 
 use rulehost_sdk::{
     ContainerHandle, Event, EventBody, EventKind, Finding, LogLevel, Metadata, Rule, RuleMetadata,
-    Value, cluster, export_rule, field, from_std, log_line, socket_ip_port, state, to_std,
+    Value, cluster, export_rule, field, from_std, interest, log_line, socket_ip_port, state,
+    to_std,
 };
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -92,7 +96,7 @@ impl Rule for K8sApiConnection {
     fn metadata() -> RuleMetadata {
         Metadata::new(
             "TRC-1013",
-            "0.2.0",
+            "0.3.0",
             "Kubernetes API server connection detected",
             "k8s_api_connection",
         )
@@ -107,6 +111,12 @@ impl Rule for K8sApiConnection {
         .selects(&[EventKind::ProcessExec, EventKind::SocketConnect])
         .env_vars(&[ENV_NAME])
         .build()
+    }
+
+    fn init(_config: &str) -> Result<(), String> {
+        interest::only_watched_connects();
+        interest::watch_api_servers();
+        Ok(())
     }
 
     fn before_batch() {
@@ -129,6 +139,9 @@ fn handle(index: u32, event: &Event, findings: &mut Vec<Finding>) {
         EventBody::ProcessExec(exec) => {
             for value in exec.env.iter().filter_map(|entry| declared_address(entry)) {
                 remember(container, value);
+                // Every time, not only when new: after an agent restart the state is
+                // restored but the host's watch set starts empty (the host dedups).
+                interest::watch_address(from_std(value));
             }
         }
         EventBody::SocketConnect(connect) => {

@@ -28,6 +28,7 @@ pub(crate) struct Metrics {
     suppressed: Family<Label, Counter>,
     findings_dropped: Family<Label, Counter>,
     kernel_drops: Family<Label, Counter>,
+    kernel_filtered: Family<Label, Counter>,
     rule_faults: Family<Label, Counter>,
     rule_refusals: Family<Labels2, Counter>,
     rule_info: Family<RuleInfo, Gauge>,
@@ -54,6 +55,7 @@ impl Metrics {
             suppressed: Family::default(),
             findings_dropped: Family::default(),
             kernel_drops: Family::default(),
+            kernel_filtered: Family::default(),
             rule_faults: Family::default(),
             rule_refusals: Family::default(),
             rule_info: Family::default(),
@@ -81,6 +83,10 @@ impl Metrics {
             (
                 "rulehost_kernel_drops",
                 "Events the kernel could not queue (ring buffer full), by kind.",
+            ),
+            (
+                "rulehost_kernel_filtered",
+                "Events the kernel did not send on purpose, by reason: host_cgroup (no rule wants host events), unwatched (a connect to a destination no rule watches).",
             ),
             (
                 "rulehost_rule_faults",
@@ -120,6 +126,7 @@ impl Metrics {
             &metrics.suppressed,
             &metrics.findings_dropped,
             &metrics.kernel_drops,
+            &metrics.kernel_filtered,
             &metrics.rule_faults,
         ] {
             let (name, text) = next();
@@ -202,6 +209,14 @@ impl Metrics {
     }
 
     /// Kernel drops of one kind (`exec`, `connect`, `cgroup`) since the last call.
+    pub(crate) fn kernel_filtered(&self, reason: &'static str, count: u64) {
+        if count > 0 {
+            self.kernel_filtered
+                .get_or_create(&[("reason", reason.to_owned())])
+                .inc_by(count);
+        }
+    }
+
     pub(crate) fn kernel_drops(&self, kind: &'static str, count: u64) {
         if count > 0 {
             self.kernel_drops

@@ -38,7 +38,7 @@ wit_bindgen::generate!({
 
 pub use exports::rulehost::rule::detector::Guest;
 pub use rulehost::rule::types::*;
-pub use rulehost::rule::{cluster, context, log, state};
+pub use rulehost::rule::{cluster, context, interest, log, state};
 
 /// A rule's logic. [`export_rule!`] turns an implementation into the component's export,
 /// with the batched `on-events` derived from [`Rule::on_event`].

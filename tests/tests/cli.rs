@@ -181,7 +181,10 @@ fn inspect_shows_metadata_world_imports_size_and_sha256() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let bytes = std::fs::read(&rule).unwrap();
     assert_eq!(report["size"], bytes.len());
-    assert_eq!(report["world"], "rulehost:rule@0.1.1");
+    assert_eq!(
+        report["world"],
+        format!("rulehost:rule@{}", rulehost::rules::WORLD_VERSION)
+    );
     assert_eq!(report["metadata"]["id"], "TRC-1013");
     assert_eq!(report["env_vars"][0], "KUBERNETES_SERVICE_HOST");
     let imports: Vec<&str> = report["imports"]

@@ -52,7 +52,7 @@ fn tracee_detector_case() {
         json!({"ip": "10.96.0.1", "port": 443, "container_id": container_id(2), "comm": "curl"})
     );
     assert_eq!(f.signature.id, "TRC-1013");
-    assert_eq!(f.signature.version, "0.2.0");
+    assert_eq!(f.signature.version, "0.3.0");
     assert_eq!(
         f.signature.name,
         "Kubernetes API server connection detected"

@@ -95,7 +95,7 @@ fn check_validates_without_attaching() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("rule k8s_api_connection: TRC-1013 v0.2.0"),
+        stdout.contains("rule k8s_api_connection: TRC-1013 v0.3.0"),
         "{stdout}"
     );
     assert!(

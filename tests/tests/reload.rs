@@ -184,7 +184,7 @@ fn live_reload_by_atomic_rename_and_in_place_write_keeps_detecting() {
         ("rule", "k8s"),
         ("id", "TRC-1013"),
         ("event", "k8s_api_connection"),
-        ("version", "0.2.0"),
+        ("version", "0.3.0"),
         ("previous_sha256", &sha256_hex(&v1)),
     ] {
         assert_eq!(reloaded.field(field), value, "{reloaded:?}");
@@ -214,7 +214,7 @@ fn live_reload_by_atomic_rename_and_in_place_write_keeps_detecting() {
         rejected.field("reason").contains("not a WebAssembly file"),
         "{rejected:?}"
     );
-    assert_eq!(rejected.field("kept_version"), "0.2.0");
+    assert_eq!(rejected.field("kept_version"), "0.3.0");
     assert_eq!(rejected.field("kept_sha256"), sha256_hex(&v3));
     assert_eq!(scene.connect_expect_finding(4, false), sha256_hex(&v3));
 

@@ -359,9 +359,10 @@ fn a_filesystem_import_is_refused_at_load() {
 fn a_component_of_another_world_is_refused_at_load() {
     let error = load_error("wrong-world");
     assert!(
-        error.contains(
-            "does not export `rulehost:rule/detector`: not a rule of the rulehost:rule@0.1.1 world"
-        ),
+        error.contains(&format!(
+            "does not export `rulehost:rule/detector`: not a rule of the rulehost:rule@{} world",
+            rulehost::rules::WORLD_VERSION
+        )),
         "{error}"
     );
     let file = fixture("wrong-world");

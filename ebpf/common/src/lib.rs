@@ -63,6 +63,9 @@ pub const EXEC_ENV_TRUNCATED: u32 = 1 << 2;
 pub const EXEC_ENV_INCOMPLETE: u32 = 1 << 3;
 /// No `mm` (or no kernel offsets): ppid, argv and env are missing.
 pub const EXEC_NO_MM: u32 = 1 << 4;
+/// This exec captured env entries while the connect filter was on, so it counted in
+/// `ISSUED` for its cgroup: user space counts it in `PROCESSED` once rules saw it.
+pub const EXEC_DISARMED: u32 = 1 << 5;
 
 /// Fixed part of an exec record. Followed by `filename_len` bytes of filename
 /// (NUL-terminated unless truncated), `argv_len` bytes of NUL-separated argv, and
@@ -177,6 +180,22 @@ pub const MAP_LINEAGE: &str = "LINEAGE";
 /// entries, i.e. their attribution after leaving a cgroup; never a false one).
 pub const LINEAGE_MAX: u32 = 65536;
 
+/// `HashMap<[u8; 16], u8>`: the destinations some rule watches (IPv4 as IPv4-mapped
+/// IPv6). With `Config::filter_connects`, a connect elsewhere is not sent, unless its
+/// cgroup has execs user space has not processed yet (`ISSUED` != `PROCESSED`).
+pub const MAP_WATCHED: &str = "WATCHED";
+/// Capacity of `WATCHED`.
+pub const WATCHED_MAX: u32 = 16384;
+/// `HashMap<u64, u64>`: per cgroup, execs that captured env entries while the
+/// connect filter was on (written by the kernel only).
+pub const MAP_ISSUED: &str = "ISSUED";
+/// `HashMap<u64, u64>`: per cgroup, how many of those user space has processed
+/// (written by user space only).
+pub const MAP_PROCESSED: &str = "PROCESSED";
+/// Capacity of `ISSUED` and `PROCESSED` (cgroups; a full `ISSUED` turns the filter
+/// off in the kernel, never silently misses).
+pub const PENDING_MAX: u32 = 65536;
+
 /// Default size of the ring buffer (bytes).
 pub const EVENTS_BYTES: u32 = 8 << 20;
 /// Capacity of `HOST_CGROUPS` (LRU: an evicted host cgroup just gets reported).
@@ -194,6 +213,8 @@ pub struct DropCounters {
     pub cgroup: u64,
     /// Events deliberately suppressed by the host-cgroup filter (not a loss).
     pub filtered: u64,
+    /// Connects to destinations no rule watches, deliberately not sent (not a loss).
+    pub unwatched: u64,
 }
 
 /// How many env names can be captured, and their longest name (bytes, no NUL).
@@ -238,6 +259,10 @@ pub struct Config {
     /// Non-zero while user space sleeps on the ring buffer with no short timer: the
     /// next record wakes it at once, whatever `wakeup_bytes` says, and clears this.
     pub idle: u32,
+    /// Non-zero: connects to destinations not in `WATCHED` are not sent (every rule
+    /// that selects connects asked for only watched ones).
+    pub filter_connects: u32,
+    pub _pad: u32,
 }
 
 /// `KernelOffsets::flags`: the task/mm offsets are valid.
@@ -291,8 +316,8 @@ mod tests {
         assert_eq!(size_of::<ExecEvent>(), 80);
         assert_eq!(size_of::<ConnectEvent>(), 96);
         assert_eq!(size_of::<CgroupRmdirEvent>(), 32);
-        assert_eq!(size_of::<DropCounters>(), 32);
-        assert_eq!(size_of::<Config>(), 32);
+        assert_eq!(size_of::<DropCounters>(), 40);
+        assert_eq!(size_of::<Config>(), 40);
         assert_eq!(size_of::<KernelOffsets>(), 56);
         assert_eq!(align_of::<ExecEvent>(), 8);
         const { assert!(EXEC_RECORD_MAX < 4096) };

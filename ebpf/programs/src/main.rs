@@ -17,6 +17,10 @@
 
 #![no_std]
 #![no_main]
+// An atomic add on a map value (`BPF_ATOMIC`): core's AtomicU64::fetch_add is not
+// offered on the BPF target (no compare-and-swap), the intrinsic is.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 use core::{
     ffi::c_void,
@@ -26,7 +30,7 @@ use core::{
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
         generated::{
@@ -45,7 +49,8 @@ use rulehost_ebpf_common::{
     AF_INET, AF_INET6, CGROUP_PATH_MAX, CgroupRmdirEvent, Config, ConnectEvent, DropCounters,
     ENV_NAME_MAX, ENV_NAMES_MAX, EVENTS_BYTES, EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED,
     EXEC_ENV_ENTRY_MAX, EXEC_ENV_INCOMPLETE, EXEC_ENV_MAX, EXEC_ENV_SCAN_MAX, EXEC_ENV_TRUNCATED,
-    EXEC_FILENAME_MAX, EXEC_FILENAME_TRUNCATED, EXEC_NO_MM, EnvName, ExecEvent, HOST_CGROUPS_MAX,
+    EXEC_DISARMED, EXEC_FILENAME_MAX, EXEC_FILENAME_TRUNCATED, EXEC_NO_MM, EnvName, ExecEvent,
+    HOST_CGROUPS_MAX, PENDING_MAX, WATCHED_MAX,
     KIND_CGROUP_MKDIR, KIND_CGROUP_RMDIR, KIND_CONNECT, KIND_EXEC, KernelOffsets, LINEAGE_MAX,
     OFFSETS_BPRM, OFFSETS_SOCKET, OFFSETS_TASK, RECORD_VERSION, RecordHeader,
 };
@@ -72,6 +77,15 @@ static HOST_CGROUPS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(HOST_CGR
 
 #[map]
 static LINEAGE: LruHashMap<u32, u64> = LruHashMap::with_max_entries(LINEAGE_MAX, 0);
+
+#[map]
+static WATCHED: HashMap<[u8; 16], u8> = HashMap::with_max_entries(WATCHED_MAX, 0);
+
+#[map]
+static ISSUED: HashMap<u64, u64> = HashMap::with_max_entries(PENDING_MAX, 0);
+
+#[map]
+static PROCESSED: HashMap<u64, u64> = HashMap::with_max_entries(PENDING_MAX, 0);
 
 /// Per-CPU staging areas for variable-length records: 0 for exec, 1 for cgroup
 /// removal.
@@ -121,6 +135,69 @@ fn suppressed(cgroup_id: u64, origin: u64) -> bool {
 #[inline(always)]
 fn is_host(cgroup_id: u64) -> bool {
     HOST_CGROUPS.get_ptr(&cgroup_id).is_some()
+}
+
+#[inline(always)]
+fn filter_on() -> bool {
+    config().is_some_and(|c| unsafe { read_volatile(&c.filter_connects) } != 0)
+}
+
+/// Counts an exec that may have declared a destination: until user space has
+/// processed it, the connects of its cgroup are all sent. Returns whether it counted.
+#[inline(always)]
+fn disarm(cgroup_id: u64) -> bool {
+    if let Some(issued) = ISSUED.get_ptr_mut(&cgroup_id) {
+        add_one(issued);
+        return true;
+    }
+    if ISSUED.insert(&cgroup_id, &1, BPF_NOEXIST as u64).is_ok() {
+        return true;
+    }
+    if let Some(issued) = ISSUED.get_ptr_mut(&cgroup_id) {
+        // Another CPU inserted it meanwhile.
+        add_one(issued);
+        return true;
+    }
+    // The map is full: no connect may be filtered any more (user space notices).
+    if let Some(cfg) = CONFIG.get_ptr_mut(0) {
+        unsafe { write_volatile(&mut (*cfg).filter_connects, 0) };
+    }
+    false
+}
+
+#[inline(always)]
+fn add_one(counter: *mut u64) {
+    use core::intrinsics::{AtomicOrdering, atomic_xadd};
+    // SAFETY: a live, 8-byte aligned map value.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, 1) };
+}
+
+/// Whether a connect to `family`/`addr` from `cgroup_id` is one no rule wants: the
+/// filter is on, the destination is not watched, and every exec of the cgroup that
+/// may have declared a new one was processed.
+#[inline(always)]
+fn unwatched(cgroup_id: u64, family: u16, addr: &[u8; 16]) -> bool {
+    if !filter_on() {
+        return false;
+    }
+    let key = match family {
+        AF_INET => {
+            let mut mapped = [0u8; 16];
+            mapped[10] = 0xff;
+            mapped[11] = 0xff;
+            mapped[12..].copy_from_slice(&addr[..4]);
+            mapped
+        }
+        AF_INET6 => *addr,
+        // No IP destination: no rule that filters can want it.
+        _ => [0u8; 16],
+    };
+    if (family == AF_INET || family == AF_INET6) && WATCHED.get_ptr(&key).is_some() {
+        return false;
+    }
+    let issued = unsafe { ISSUED.get(&cgroup_id) }.copied().unwrap_or(0);
+    let processed = unsafe { PROCESSED.get(&cgroup_id) }.copied().unwrap_or(0);
+    issued == processed
 }
 
 #[inline(always)]
@@ -338,6 +415,10 @@ fn handle_exec<const ENV: bool>(filename: Filename) {
             }
         }
         _ => flags |= EXEC_NO_MM,
+    }
+
+    if env_len > 0 && filter_on() && disarm(cgroup_id) {
+        flags |= EXEC_DISARMED;
     }
 
     unsafe {
@@ -686,6 +767,10 @@ fn emit_connect(
     let tgid = (pid_tgid >> 32) as u32;
     let origin = origin_of(tgid, cgroup_id);
     if suppressed(cgroup_id, origin) {
+        return;
+    }
+    if unwatched(cgroup_id, family, &addr) {
+        count(|d| unsafe { addr_of_mut!((*d).unwatched) });
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {

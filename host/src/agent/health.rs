@@ -27,12 +27,28 @@ pub(crate) struct DropReporter {
     seen: u64,
     /// Per kind, as last reported: exec, connect, cgroup.
     kinds: [u64; 3],
+    /// Events the kernel filtered on purpose, as last counted: host cgroups, unwatched
+    /// destinations.
+    filtered: [u64; 2],
 }
 
 impl DropReporter {
-    /// Reports drops counted since the last call, if any.
+    /// Reports drops counted since the last call, if any; counts what the kernel
+    /// filtered on purpose in the metrics.
     pub(crate) fn report(&mut self, probes: &Probes, pipeline: &mut Pipeline) -> Result<()> {
-        let total = probes.drops();
+        let counters = probes.counters();
+        let filtered = [counters.filtered, counters.unwatched];
+        if let Some(metrics) = pipeline.metrics() {
+            for ((reason, now), before) in ["host_cgroup", "unwatched"]
+                .into_iter()
+                .zip(filtered)
+                .zip(self.filtered)
+            {
+                metrics.kernel_filtered(reason, now.saturating_sub(before));
+            }
+        }
+        self.filtered = filtered;
+        let total = counters.exec + counters.connect + counters.cgroup;
         if total <= self.seen {
             return Ok(());
         }
@@ -43,7 +59,6 @@ impl DropReporter {
             total,
             "the kernel dropped events (ring buffer full)"
         );
-        let counters = probes.counters();
         let kinds = [counters.exec, counters.connect, counters.cgroup];
         if let Some(metrics) = pipeline.metrics() {
             for ((name, now), before) in ["exec", "connect", "cgroup"]
@@ -69,5 +84,10 @@ impl DropReporter {
     /// Drops reported in all.
     pub(crate) fn total(&self) -> u64 {
         self.seen
+    }
+
+    /// Connects the kernel did not send because no rule watches their destination.
+    pub(crate) fn unwatched(&self) -> u64 {
+        self.filtered[1]
     }
 }

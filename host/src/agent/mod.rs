@@ -22,6 +22,7 @@ use anyhow::Result;
 use health::DropReporter;
 use reloads::{Reloads, Update};
 use signals::Signal;
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -60,6 +61,16 @@ async fn lookups(
     }
 }
 
+/// The next EndpointSlices change; never, without a watch.
+async fn slice_updates(
+    slices: &mut Option<crate::api_servers::SliceUpdates>,
+) -> Option<(Vec<SocketAddr>, Vec<SocketAddr>)> {
+    match slices {
+        Some(slices) => slices.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A running agent: probes attached, rules loaded, outputs open.
 struct Agent {
     probes: Probes,
@@ -78,7 +89,9 @@ struct Agent {
     /// Runs the listener and the webhook sinks; stopped last.
     io: Option<crate::listen::IoThread>,
     /// The EndpointSlices watch, in a cluster.
-    _slices: Option<crate::api_servers::SliceWatch>,
+    slices: Option<crate::api_servers::SliceUpdates>,
+    /// The rules' interest generation the kernel's connect filter was last set from.
+    interest_seen: Option<u64>,
 }
 
 /// What woke the loop.
@@ -90,6 +103,8 @@ struct Wake {
     config: bool,
     /// A container metadata lookup finished.
     metadata: Option<crate::metadata::LookupResult>,
+    /// The API server endpoints changed: all of them, and the EndpointSlices' own.
+    api_servers: Option<(Vec<SocketAddr>, Vec<SocketAddr>)>,
 }
 
 impl Agent {
@@ -102,6 +117,14 @@ impl Agent {
             self.pipeline.deliver()?;
             if let Some(update) = wake.update {
                 self.apply_update(update);
+            }
+            if let Some((all, _)) = &wake.api_servers {
+                self.pipeline.dispatcher.set_api_servers(all.clone());
+            }
+            self.sync_connect_filter();
+            if let Some((all, from_slices)) = wake.api_servers {
+                // Announced once rules and the kernel filter both have it.
+                tracing::info!(endpoints = ?all, endpointslices = ?from_slices, "API server endpoints changed");
             }
             if let (Some(result), Some(metadata)) = (wake.metadata, &mut self.pipeline.metadata) {
                 metadata.apply(result);
@@ -142,6 +165,7 @@ impl Agent {
             Some(update) = reloads.updates.recv() => Wake { update: Some(update), ..Wake::default() },
             () = config_watch::ConfigWatch::changed(&mut self.config) => Wake { config: true, ..Wake::default() },
             Some(result) = lookups(&mut self.pipeline.metadata) => Wake { metadata: Some(result), ..Wake::default() },
+            Some(change) = slice_updates(&mut self.slices) => Wake { api_servers: Some(change), ..Wake::default() },
         }
     }
 
@@ -236,8 +260,42 @@ impl Agent {
             tracing::warn!(error = %error_line(error.as_ref()), "cannot update the captured env names");
         }
         self.containers_only = startup::only_containers_wanted(dispatcher);
+        // Rules came or went: the connect filter is computed again.
+        self.interest_seen = None;
         if let Err(error) = self.probes.set_containers_only(self.containers_only) {
             tracing::warn!(error = %error_line(error.as_ref()), "cannot update the kernel filter");
+        }
+    }
+
+    /// Filter stage, kernel side: after the rules saw the drained events, tells the
+    /// kernel what they watch now (when that may have changed), then counts the
+    /// drained execs as processed, which arms the filter again for their cgroups.
+    fn sync_connect_filter(&mut self) {
+        let generation = self.pipeline.dispatcher.interest_generation();
+        if self.interest_seen != Some(generation) {
+            self.interest_seen = Some(generation);
+            let watched = self.pipeline.dispatcher.connect_filter();
+            match self.probes.set_connect_filter(watched.as_ref()) {
+                Ok(()) => tracing::debug!(
+                    destinations = watched.as_ref().map(|w| w.len()),
+                    "connect filter set"
+                ),
+                Err(error) => {
+                    tracing::warn!(error = %error_line(error.as_ref()), "cannot set the connect filter; every connect is sent");
+                    let _ = self.probes.set_connect_filter(None);
+                }
+            }
+        }
+        match self.probes.settle() {
+            Ok(true) if self.probes.connect_filter_lost() => {
+                tracing::warn!("the kernel's pending-exec map is full: the connect filter is off");
+                let _ = self.probes.set_connect_filter(None);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(error = %error_line(error.as_ref()), "cannot settle processed execs; turning the connect filter off");
+                let _ = self.probes.set_connect_filter(None);
+            }
         }
     }
 
@@ -250,6 +308,7 @@ impl Agent {
             findings = c.findings,
             rule_faults = c.rule_faults,
             kernel_drops = self.drops.total(),
+            kernel_unwatched = self.drops.unwatched(),
             suppressed = self.pipeline.exceptions.suppressed().values().sum::<u64>(),
             "stopped"
         );

@@ -80,7 +80,7 @@ pub(super) fn start(
         return Ok(None);
     }
     // Before the first event (the start-up sweep's) reaches a rule.
-    let slices = crate::api_servers::publish(&options.api_servers, runtime.clone())?;
+    let slices = crate::api_servers::publish(&options.api_servers, &runtime)?;
     let io = match options.listen.is_some() || !options.webhooks.is_empty() {
         true => Some(IoThread::start()?),
         false => None,
@@ -215,7 +215,8 @@ pub(super) fn start(
         raw: Vec::new(),
         status,
         io,
-        _slices: slices,
+        slices,
+        interest_seen: None,
     }))
 }
 

@@ -8,7 +8,7 @@
 
 mod slices;
 
-pub(crate) use slices::SliceWatch;
+use slices::SliceWatch;
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -53,21 +53,42 @@ impl Sources {
     }
 }
 
-/// Gives the rules the static endpoints now, and, where the cluster can be reached,
-/// those and the EndpointSlices' each time the slices change (logged).
+/// Changes of the EndpointSlices, for the agent's loop to apply between two batches
+/// (so the kernel's connect filter follows before the change is announced).
+pub(crate) struct SliceUpdates {
+    statics: Vec<SocketAddr>,
+    updates: tokio::sync::mpsc::UnboundedReceiver<Vec<SocketAddr>>,
+    _watch: SliceWatch,
+}
+
+impl SliceUpdates {
+    /// The next change: every known endpoint (static sources and slices, merged) and
+    /// the slices' own.
+    pub(crate) async fn next(&mut self) -> Option<(Vec<SocketAddr>, Vec<SocketAddr>)> {
+        let from_slices = self.updates.recv().await?;
+        let mut all: BTreeSet<SocketAddr> = self.statics.iter().copied().collect();
+        all.extend(from_slices.iter().copied());
+        Some((all.into_iter().collect(), from_slices))
+    }
+}
+
+/// Gives the rules the static endpoints now; where the cluster can be reached, the
+/// EndpointSlices' changes come through the returned [`SliceUpdates`].
 pub(crate) fn publish(
     sources: &Sources,
-    engine: Arc<crate::rules::RuleEngine>,
-) -> anyhow::Result<Option<SliceWatch>> {
+    engine: &Arc<crate::rules::RuleEngine>,
+) -> anyhow::Result<Option<SliceUpdates>> {
     let statics = sources.collect();
     engine.set_api_servers(statics.clone());
-    slices::watch(sources.cluster.as_deref(), move |from_slices| {
-        let mut all: BTreeSet<SocketAddr> = statics.iter().copied().collect();
-        all.extend(from_slices.iter().copied());
-        let all: Vec<SocketAddr> = all.into_iter().collect();
-        tracing::info!(endpoints = ?all, endpointslices = ?from_slices, "API server endpoints changed");
-        engine.set_api_servers(all);
-    })
+    let (sender, updates) = tokio::sync::mpsc::unbounded_channel();
+    let watch = slices::watch(sources.cluster.as_deref(), move |from_slices| {
+        let _ = sender.send(from_slices);
+    })?;
+    Ok(watch.map(|watch| SliceUpdates {
+        statics,
+        updates,
+        _watch: watch,
+    }))
 }
 
 /// `KUBERNETES_SERVICE_HOST`/`_PORT` as a pod (the agent's own) sees them.

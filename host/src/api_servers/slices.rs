@@ -33,10 +33,10 @@ pub(crate) fn watch(
     on_change: impl FnMut(Vec<SocketAddr>) + Send + 'static,
 ) -> Result<Option<SliceWatch>> {
     let credentials = match kubeconfig {
-        Some(path) => Credentials::File(
+        Some(path) => Credentials::File(Box::new(
             Kubeconfig::read_from(path)
                 .with_context(|| format!("reading the kubeconfig {}", path.display()))?,
-        ),
+        )),
         None => match Config::incluster() {
             Ok(config) => Credentials::InCluster(Box::new(config)),
             Err(why) => {
@@ -49,7 +49,7 @@ pub(crate) fn watch(
 }
 
 enum Credentials {
-    File(Kubeconfig),
+    File(Box<Kubeconfig>),
     InCluster(Box<Config>),
 }
 
@@ -82,7 +82,7 @@ async fn run(credentials: Credentials, mut on_change: impl FnMut(Vec<SocketAddr>
 async fn client(credentials: Credentials) -> Result<kube::Client> {
     let config = match credentials {
         Credentials::File(kubeconfig) => {
-            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
+            Config::from_custom_kubeconfig(*kubeconfig, &KubeConfigOptions::default()).await?
         }
         Credentials::InCluster(config) => *config,
     };

@@ -52,13 +52,22 @@ impl Dispatcher {
         let metadata = &slot.rule.metadata;
         self.selected.clear();
         self.wit_events.clear();
+        let interest = slot.interest.lock().expect("interest lock");
+        let api_servers = self.runtime.api_servers();
+        // Cgroups with an exec earlier in this batch that captured env entries: the rule
+        // may watch new destinations when it sees it, so their later connects go to it
+        // (as the kernel lets them through until that exec is processed).
+        let mut open: Vec<u64> = Vec::new();
         for (index, event) in events.iter().enumerate() {
-            if metadata.wants(event.kind(), event.container.is_some()) {
+            if metadata.wants(event.kind(), event.container.is_some())
+                && admitted(&interest, &api_servers, event, &mut open)
+            {
                 self.selected.push(index as u32);
                 self.wit_events
                     .push(to_wit(event, self.handles[index], metadata));
             }
         }
+        drop((interest, api_servers));
         if self.selected.is_empty() {
             return events;
         }
@@ -185,4 +194,27 @@ fn report_refusals(slot: &mut Slot) -> Refusals {
         );
     }
     refusals
+}
+
+/// Whether a rule's interest lets an event through: every exec; a connect only to a
+/// destination it watches (once it asked for only those), or from a cgroup in `open`.
+/// An exec with env entries opens its cgroup for the rest of the batch.
+fn admitted(
+    interest: &Interest,
+    api_servers: &ApiServers,
+    event: &Event,
+    open: &mut Vec<u64>,
+) -> bool {
+    match &event.body {
+        crate::events::Body::SocketConnect { address, .. } => {
+            interest.admits(address.ip_port().map(|(ip, _)| ip), api_servers)
+                || open.contains(&event.cgroup_id)
+        }
+        crate::events::Body::ProcessExec { env, .. } => {
+            if interest.filters() && !env.is_empty() && !open.contains(&event.cgroup_id) {
+                open.push(event.cgroup_id);
+            }
+            true
+        }
+    }
 }

@@ -16,9 +16,10 @@ pub(super) fn recreate_instance(
     rule: &Rule,
     mut state: RuleState,
     containers: Containers,
+    interest: SharedInterest,
 ) -> Result<RuleInstance, (anyhow::Error, RuleState)> {
     let changes = state.take_changes();
-    match RuleInstance::recreate(runtime, rule, state, containers) {
+    match RuleInstance::recreate(runtime, rule, state, containers, interest) {
         Ok(mut instance) => {
             instance.store.data_mut().state.resume_changes(changes);
             Ok(instance)
@@ -96,7 +97,13 @@ pub(super) fn recreate(slot: &mut Slot, runtime: &RuleEngine, containers: &Conta
         Some(mut instance) => instance.take_state(),
         None => std::mem::take(&mut slot.parked_state),
     };
-    match recreate_instance(runtime, &slot.rule, state, containers.clone()) {
+    match recreate_instance(
+        runtime,
+        &slot.rule,
+        state,
+        containers.clone(),
+        slot.interest.clone(),
+    ) {
         Ok(instance) => {
             slot.instance = Some(instance);
             tracing::info!(

@@ -2,13 +2,13 @@
 //! containing rules that misbehave. This file holds the rule set; delivery,
 //! findings and the fault policy are their own modules.
 
-use crate::events::Event;
+use crate::events::{Event, EventKind};
 use crate::logging::error_line;
 use crate::output::{EventRecord, FieldValue, Finding, FindingData, RuleRef};
 use crate::persist::{RestoreReport, StateStore};
 use crate::rules::{
-    Containers, Refusals, Rule, RuleEngine, RuleInstance, WitEvent, WitField, WitFinding,
-    WitIpAddress, WitValue, to_wit,
+    ApiServers, Containers, DestinationKey, Interest, Refusals, Rule, RuleEngine, RuleInstance,
+    SharedInterest, WitEvent, WitField, WitFinding, WitIpAddress, WitValue, to_wit,
 };
 use crate::state::RuleState;
 use anyhow::{Result, bail};
@@ -62,6 +62,8 @@ struct Slot {
     disabled: bool,
     /// Events this rule was given (only those its metadata selected).
     delivered: u64,
+    /// What it watches; kept across its versions and faults.
+    interest: SharedInterest,
 }
 
 /// Routes event batches to rules.
@@ -121,6 +123,7 @@ impl Dispatcher {
         };
         let mut read = 0;
         for slot in &mut self.slots {
+            Self::restore_interest(&mut store, &slot.rule.metadata.id, &slot.interest);
             let (rule_id, state) = slot_state(slot);
             // What is held already is not on disk yet; restored entries are.
             state.mark_all_changed();
@@ -146,6 +149,35 @@ impl Dispatcher {
         Ok(report)
     }
 
+    /// The API server endpoints rules see from their next call.
+    pub fn set_api_servers(&self, endpoints: Vec<std::net::SocketAddr>) {
+        self.runtime.set_api_servers(endpoints);
+    }
+
+    /// Moves whenever what some rule watches may have changed.
+    pub fn interest_generation(&self) -> u64 {
+        self.runtime.interest_generation()
+    }
+
+    /// The destinations the kernel should keep connects to, when every enabled rule
+    /// that selects connects asked for only watched ones; `None`: keep every connect.
+    pub fn connect_filter(&self) -> Option<rustc_hash::FxHashSet<DestinationKey>> {
+        let api_servers = self.runtime.api_servers();
+        let mut keys = rustc_hash::FxHashSet::default();
+        for slot in self.slots.iter().filter(|s| !s.disabled) {
+            let metadata = &slot.rule.metadata;
+            if !metadata.selects.contains(&EventKind::SocketConnect) {
+                continue;
+            }
+            let interest = slot.interest.lock().expect("interest lock");
+            if !interest.filters() {
+                return None;
+            }
+            keys.extend(interest.destinations(&api_servers));
+        }
+        Some(keys)
+    }
+
     /// The file rule state is persisted to, if any.
     pub fn state_file(&self) -> Option<&Path> {
         self.persist.as_deref().map(StateStore::path)
@@ -158,6 +190,24 @@ impl Dispatcher {
         if let Some(store) = self.persist.as_deref_mut() {
             let table = self.containers.read().expect("container lock");
             store.flush(self.slots.iter_mut().map(slot_state), &table);
+            for slot in &self.slots {
+                let mut interest = slot.interest.lock().expect("interest lock");
+                if let Some(keys) = interest.take_unsaved()
+                    && !store.save_interest(&slot.rule.metadata.id, &keys)
+                {
+                    interest.mark_unsaved();
+                }
+            }
+        }
+    }
+
+    /// Puts back what rule `rule_id` watched before a restart.
+    fn restore_interest(store: &mut StateStore, rule_id: &str, interest: &SharedInterest) {
+        match store.load_interest(rule_id) {
+            Ok(keys) => interest.lock().expect("interest lock").restore(keys),
+            Err(error) => {
+                tracing::warn!(id = %rule_id, error = %error_line(error.as_ref()), "cannot restore what the rule watches")
+            }
         }
     }
 
@@ -171,7 +221,9 @@ impl Dispatcher {
     pub fn add_from(&mut self, key: &str, rule: Arc<Rule>) -> Result<()> {
         self.check_id_free(&rule, None)?;
         let mut state = RuleState::default();
+        let interest = SharedInterest::default();
         if let Some(store) = self.persist.as_deref_mut() {
+            Self::restore_interest(store, &rule.metadata.id, &interest);
             // What an earlier run (or an earlier rule with this id) left on disk.
             state = RuleState::new(self.runtime.limits().state);
             let table = self.containers.read().expect("container lock");
@@ -179,7 +231,13 @@ impl Dispatcher {
                 tracing::warn!(rule = %rule.name, error = %error_line(error.as_ref()), "cannot restore rule state");
             }
         }
-        let mut instance = RuleInstance::new(&self.runtime, &rule, state, self.containers.clone())?;
+        let mut instance = RuleInstance::new(
+            &self.runtime,
+            &rule,
+            state,
+            self.containers.clone(),
+            interest.clone(),
+        )?;
         if self.persist.is_some() {
             instance.store.data_mut().state.record_changes();
         }
@@ -196,6 +254,7 @@ impl Dispatcher {
             faults: VecDeque::new(),
             disabled: false,
             delivered: 0,
+            interest,
         });
         Ok(())
     }
@@ -215,17 +274,24 @@ impl Dispatcher {
             Some(instance) => instance.take_state(),
             None => std::mem::take(&mut slot.parked_state),
         };
-        let mut instance =
-            match recreate_instance(&self.runtime, &rule, state, self.containers.clone()) {
-                Ok(instance) => instance,
-                Err((error, state)) => {
-                    match slot.instance.as_mut() {
-                        Some(instance) => instance.store.data_mut().state = state,
-                        None => slot.parked_state = state,
-                    }
-                    return Err(error);
+        let said = slot.interest.lock().expect("interest lock").restart();
+        let mut instance = match recreate_instance(
+            &self.runtime,
+            &rule,
+            state,
+            self.containers.clone(),
+            slot.interest.clone(),
+        ) {
+            Ok(instance) => instance,
+            Err((error, state)) => {
+                slot.interest.lock().expect("interest lock").resume(said);
+                match slot.instance.as_mut() {
+                    Some(instance) => instance.store.data_mut().state = state,
+                    None => slot.parked_state = state,
                 }
-            };
+                return Err(error);
+            }
+        };
         slot.signature = Arc::new(rule.metadata.clone());
         slot.rule_ref = RuleRef {
             name: rule.name.as_str().into(),

@@ -11,6 +11,13 @@ pub struct ApiServers {
     generation: u64,
 }
 
+impl ApiServers {
+    /// The endpoints' addresses as the connect filter keys them.
+    pub fn keys(&self) -> impl Iterator<Item = DestinationKey> + '_ {
+        self.endpoints.iter().map(|e| destination_key(e.ip()))
+    }
+}
+
 /// Shared by the engine (which the agent updates) and every instance (which reads).
 pub type ClusterFacts = Arc<RwLock<ApiServers>>;
 

@@ -72,6 +72,16 @@ fn ipv6(ip: std::net::Ipv6Addr) -> wit::Ipv6Address {
     (a, b, c, d, e, f, g, h)
 }
 
+/// An IP address the world carries, as std's.
+pub(super) fn ip_from_wit(ip: wit::IpAddress) -> std::net::IpAddr {
+    match ip {
+        wit::IpAddress::Ipv4((a, b, c, d)) => std::net::Ipv4Addr::new(a, b, c, d).into(),
+        wit::IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => {
+            std::net::Ipv6Addr::new(a, b, c, d, e, f, g, h).into()
+        }
+    }
+}
+
 /// An IP address as the world carries it.
 pub(super) fn ip_to_wit(ip: std::net::IpAddr) -> wit::IpAddress {
     match ip {

@@ -74,6 +74,8 @@ pub struct RuleEngine {
     pub(super) ticker: Arc<Ticker>,
     /// What the `cluster` import answers, for every instance.
     pub(super) cluster: ClusterFacts,
+    /// Moves whenever some rule's interest (or the API servers it may watch) changes.
+    pub(super) interest_changes: Arc<AtomicU64>,
 }
 
 /// The engine settings, shared by the host and its compile children (whose artifacts
@@ -146,14 +148,27 @@ impl RuleEngine {
             grants,
             ticker,
             cluster: ClusterFacts::default(),
+            interest_changes: Arc::default(),
         })
     }
 
     /// The API server endpoints rules see from now on (their next call); logs a change.
     pub fn set_api_servers(&self, endpoints: Vec<std::net::SocketAddr>) {
         if cluster::set_api_servers(&self.cluster, &endpoints) {
+            self.interest_changes.fetch_add(1, Ordering::Release);
             tracing::debug!(endpoints = ?endpoints, "API server endpoints given to the rules");
         }
+    }
+
+    /// A number that moves whenever what some rule watches may have changed, so the
+    /// caller recomputes the connect filter only then.
+    pub fn interest_generation(&self) -> u64 {
+        self.interest_changes.load(Ordering::Acquire)
+    }
+
+    /// The API server endpoints the rules see now.
+    pub fn api_servers(&self) -> std::sync::RwLockReadGuard<'_, ApiServers> {
+        self.cluster.read().expect("cluster facts lock")
     }
 
     pub fn limits(&self) -> &Limits {
@@ -192,7 +207,13 @@ impl RuleEngine {
             imports,
             metadata: Metadata::default(),
         };
-        let probe = RuleInstance::new(self, &rule, RuleState::default(), Default::default())?;
+        let probe = RuleInstance::new(
+            self,
+            &rule,
+            RuleState::default(),
+            Default::default(),
+            Default::default(),
+        )?;
         self.grants.check(&probe.metadata)?;
         rule.metadata = probe.metadata.clone();
         Ok(Arc::new(rule))

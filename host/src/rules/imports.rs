@@ -71,6 +71,9 @@ pub struct InstanceState {
     pub(super) cluster: ClusterFacts,
     /// Woken for each call, for its CPU deadline.
     pub(super) ticker: Arc<Ticker>,
+    /// What the rule watches (the host's, per rule), and the engine's change counter.
+    pub(super) interest: SharedInterest,
+    pub(super) interest_changes: Arc<AtomicU64>,
 }
 
 /// The events of one delivery, kept host side for the lazy `context` accessors.

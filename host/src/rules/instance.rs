@@ -26,8 +26,9 @@ impl RuleInstance {
         rule: &Rule,
         state: RuleState,
         containers: Containers,
+        interest: SharedInterest,
     ) -> Result<RuleInstance> {
-        Self::recreate(runtime, rule, state, containers).map_err(|(error, _)| error)
+        Self::recreate(runtime, rule, state, containers, interest).map_err(|(error, _)| error)
     }
 
     /// As [`RuleInstance::new`], but a failure hands `state` back so it is not lost.
@@ -38,6 +39,7 @@ impl RuleInstance {
         rule: &Rule,
         state: RuleState,
         containers: Containers,
+        interest: SharedInterest,
     ) -> Result<RuleInstance, (anyhow::Error, RuleState)> {
         let limits = &runtime.limits;
         let state = if state.containers() == 0 {
@@ -58,6 +60,8 @@ impl RuleInstance {
             context_refused: 0,
             cluster: runtime.cluster.clone(),
             ticker: runtime.ticker.clone(),
+            interest,
+            interest_changes: runtime.interest_changes.clone(),
         };
         let mut store = Store::new(&runtime.engine, data);
         store.limiter(|data| &mut data.limits);

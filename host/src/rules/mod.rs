@@ -14,6 +14,7 @@ pub mod files;
 mod grants;
 mod imports;
 mod instance;
+mod interest;
 mod limiter;
 mod log_budget;
 mod metadata;
@@ -34,6 +35,7 @@ pub use files::{
 pub use grants::{Grant, Grants, parse_grant};
 pub use imports::{Batch, ContainerTable, Containers, InstanceState};
 pub use instance::{Refusals, RuleInstance};
+pub use interest::{DestinationKey, Interest, SharedInterest, WATCH_MAX, destination_key};
 pub use metadata::{Metadata, Mitre, Origin, Rule};
 pub use validate::validate_metadata;
 use world::*;
@@ -49,6 +51,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use ticker::Ticker;
@@ -68,6 +71,6 @@ use bindings::rulehost::rule::types as wit;
 /// The WIT package this host implements.
 pub const WORLD_PACKAGE: &str = "rulehost:rule";
 /// Its version; rules built for a semver-compatible version load.
-pub const WORLD_VERSION: &str = "0.1.1";
+pub const WORLD_VERSION: &str = "0.1.2";
 /// Interfaces a rule may import; anything else is refused at load.
-const ALLOWED_IMPORTS: &[&str] = &["types", "state", "context", "log", "cluster"];
+const ALLOWED_IMPORTS: &[&str] = &["types", "state", "context", "log", "cluster", "interest"];

@@ -63,6 +63,8 @@ pub(super) fn build_config(cfg: &ProbeConfig, ring_bytes: u32) -> Result<abi::Co
         // On once the exit hook is attached (`attach_lineage`).
         lineage: 0,
         idle: 0,
+        filter_connects: 0,
+        _pad: 0,
     };
     config.env_name_lens[..lens.len()].copy_from_slice(&lens);
     Ok(config)

@@ -144,6 +144,17 @@ pub fn decode_with_clock(record: &[u8], epoch_offset_ns: i64) -> Result<ProbeEve
     }
 }
 
+/// The cgroup of an exec record that counted in the kernel's `ISSUED` (see
+/// [`abi::EXEC_DISARMED`]).
+pub(super) fn disarmed_exec(record: &[u8]) -> Option<u64> {
+    let header: abi::RecordHeader = read_pod(record)?;
+    if header.kind != abi::KIND_EXEC || header.version != abi::RECORD_VERSION {
+        return None;
+    }
+    let ev: abi::ExecEvent = read_pod(record)?;
+    (ev.flags & abi::EXEC_DISARMED != 0).then_some(ev.cgroup_id)
+}
+
 /// An event whose process came from another cgroup is told apart, for the resolver.
 fn with_origin(event: Event, origin_cgroup_id: u64) -> ProbeEvent {
     match origin_cgroup_id {

@@ -23,6 +23,7 @@ mod tests;
 
 use attach::*;
 use config::*;
+use decode::disarmed_exec;
 pub use decode::{decode, decode_with_clock, monotonic_to_epoch_ns};
 use offsets::*;
 use preflight::*;
@@ -103,6 +104,11 @@ pub struct Probes {
     decode_errors: u64,
     /// Cgroups already in `HOST_CGROUPS`, so each costs one map update.
     host_marked: rustc_hash::FxHashSet<u64>,
+    /// The connect filter: destinations in `WATCHED`, execs drained but not yet
+    /// counted in `PROCESSED`, and the counts written there.
+    watched: rustc_hash::FxHashSet<[u8; 16]>,
+    unsettled: Vec<u64>,
+    processed: rustc_hash::FxHashMap<u64, u64>,
 }
 
 // ---- aya::Pod wrappers (the shared crate stays dependency-free) --------------------------
@@ -214,6 +220,9 @@ impl Probes {
             config,
             decode_errors: 0,
             host_marked: Default::default(),
+            watched: Default::default(),
+            unsettled: Vec::new(),
+            processed: Default::default(),
         })
     }
 
@@ -269,6 +278,9 @@ impl Probes {
         let mut removed = Vec::new();
         for _ in 0..DRAIN_MAX {
             let Some(item) = self.ring.next() else { break };
+            if let Some(cgroup_id) = disarmed_exec(&item) {
+                self.unsettled.push(cgroup_id);
+            }
             match decode_with_clock(&item, offset) {
                 Ok(event) => {
                     if let ProbeEvent::CgroupRemoved { cgroup_id, .. } = &event {
@@ -288,6 +300,84 @@ impl Probes {
             self.config.idle = 0;
         }
         drained
+    }
+
+    /// Tells the kernel which destinations to keep connects to (`None`: all). Keys are
+    /// IPv6 octets, IPv4 as IPv4-mapped. Call after the rules saw the drained events
+    /// and before [`Probes::settle`].
+    pub fn set_connect_filter(
+        &mut self,
+        watched: Option<&rustc_hash::FxHashSet<[u8; 16]>>,
+    ) -> Result<()> {
+        let Some(watched) = watched else {
+            if self.config.filter_connects != 0 {
+                self.config.filter_connects = 0;
+                let config = self.config;
+                write_config(&mut self.ebpf, &config)?;
+            }
+            return Ok(());
+        };
+        if watched.len() > abi::WATCHED_MAX as usize {
+            bail!(
+                "{} watched destinations, more than the kernel's {}",
+                watched.len(),
+                abi::WATCHED_MAX
+            );
+        }
+        {
+            let mut map: HashMap<_, [u8; 16], u8> =
+                HashMap::try_from(map_mut(&mut self.ebpf, abi::MAP_WATCHED)?)?;
+            for key in watched.difference(&self.watched) {
+                map.insert(key, &1, 0)
+                    .context("adding a watched destination")?;
+            }
+            for key in self.watched.difference(watched) {
+                match map.remove(key) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        self.watched = watched.clone();
+        if self.config.filter_connects == 0 {
+            self.config.filter_connects = 1;
+            let config = self.config;
+            write_config(&mut self.ebpf, &config)?;
+        }
+        Ok(())
+    }
+
+    /// Counts the execs drained so far as processed (the rules saw them and said what
+    /// they watch), so their cgroups' connects are filtered again.
+    /// Returns whether there was any.
+    pub fn settle(&mut self) -> Result<bool> {
+        if self.unsettled.is_empty() {
+            return Ok(false);
+        }
+        let mut map: HashMap<_, u64, u64> =
+            HashMap::try_from(map_mut(&mut self.ebpf, abi::MAP_PROCESSED)?)?;
+        self.unsettled.sort_unstable();
+        let mut cgroups = self.unsettled.chunk_by(|a, b| a == b);
+        let result = cgroups.try_for_each(|same| {
+            let count = self.processed.entry(same[0]).or_insert(0);
+            *count += same.len() as u64;
+            map.insert(&same[0], &*count, 0)
+                .with_context(|| format!("settling the execs of cgroup {}", same[0]))
+        });
+        self.unsettled.clear();
+        result.map(|()| true)
+    }
+
+    /// Whether the kernel turned the connect filter off itself (its pending-exec map
+    /// filled up): every connect is sent again.
+    pub fn connect_filter_lost(&self) -> bool {
+        self.config.filter_connects != 0
+            && self
+                .ebpf
+                .map(abi::MAP_CONFIG)
+                .and_then(|m| Array::<_, PodConfig>::try_from(m).ok())
+                .and_then(|a| a.get(&0, 0).ok())
+                .is_some_and(|c| c.0.filter_connects == 0)
     }
 
     /// Before sleeping without a short timer: from now on the next record wakes the
@@ -358,6 +448,7 @@ impl Probes {
                 sum.connect += v.connect;
                 sum.cgroup += v.cgroup;
                 sum.filtered += v.filtered;
+                sum.unwatched += v.unwatched;
             }
         }
         sum
@@ -389,6 +480,13 @@ impl Probes {
     /// Removes a cgroup from the host set (done automatically when it is removed).
     pub fn forget_cgroup(&mut self, cgroup_id: u64) -> Result<()> {
         self.host_marked.remove(&cgroup_id);
+        if self.processed.remove(&cgroup_id).is_some() {
+            for name in [abi::MAP_ISSUED, abi::MAP_PROCESSED] {
+                let mut map: HashMap<_, u64, u64> =
+                    HashMap::try_from(map_mut(&mut self.ebpf, name)?)?;
+                let _ = map.remove(&cgroup_id);
+            }
+        }
         let mut map: HashMap<_, u64, u8> =
             HashMap::try_from(map_mut(&mut self.ebpf, abi::MAP_HOST_CGROUPS)?)?;
         match map.remove(&cgroup_id) {
@@ -433,6 +531,7 @@ impl Probes {
         config.wakeup_bytes = self.config.wakeup_bytes;
         config.lineage = self.config.lineage;
         config.idle = self.config.idle;
+        config.filter_connects = self.config.filter_connects;
         write_env_names(&mut self.ebpf, env_vars)?;
         write_config(&mut self.ebpf, &config)?;
         self.config = config;

@@ -81,7 +81,7 @@ pub(crate) fn idle(benchmarking: bool) {
     let cpu_ns: u64 = threads.values().map(|t| t.0).sum();
     let switches: u64 = threads.values().map(|t| t.1).sum();
     let mut busiest: Vec<(&String, &(u64, u64))> = threads.iter().collect();
-    busiest.sort_by(|a, b| b.1.1.cmp(&a.1.1));
+    busiest.sort_by_key(|t| std::cmp::Reverse(t.1.1));
     let top: Vec<String> = busiest
         .iter()
         .take(4)

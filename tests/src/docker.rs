@@ -13,14 +13,19 @@ pub const IMAGE: &str = "rulehost-busybox:1";
 /// A stand-in API server on 127.0.0.1 that accepts and closes every connection (so a
 /// `nc` client exits at once); returns its port.
 pub fn api_server() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    closing_listener("127.0.0.1").to_string()
+}
+
+/// A listener on `ip` (any port) that accepts and closes every connection; its port.
+pub fn closing_listener(ip: &str) -> u16 {
+    let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             drop(stream);
         }
     });
-    port.to_string()
+    port
 }
 
 /// A running dockerd, stopped (containers removed first) on drop.

@@ -2,12 +2,14 @@
 //! k8s rule reads them through the world's `cluster` import (0.1.1), so a connect to an
 //! endpoint is a finding with or without an env declaration; the same address on
 //! another port is not; a rule built for world 0.1.0 still loads and runs. In-process
-//! with the real wasm rule, then live with the agent's `--api-server`, a kubeconfig,
-//! and an EndpointSlices watch that changes while the agent runs.
+//! with the real wasm rule; then live, with real Docker containers connecting to the
+//! agent's `--api-server` and its kubelet kubeconfig's endpoint, with and without a
+//! ClusterIP in their env; and an EndpointSlices watch that changes while the agent runs.
 
 use rulehost::dispatch::Dispatcher;
 use rulehost::rules::{Limits, RuleEngine};
 use rulehost_tests::apiserver::FakeApiServer;
+use rulehost_tests::docker::{Dockerd, IMAGE, closing_listener};
 use rulehost_tests::live::{LiveAgent, TestCgroup, wait_until};
 use rulehost_tests::*;
 use std::net::SocketAddr;
@@ -101,13 +103,12 @@ fn a_rule_built_for_world_0_1_0_loads_and_runs_unchanged() {
 }
 
 #[test]
-fn live_endpoints_from_a_flag_and_the_kubelet_kubeconfig_are_detected() {
-    let flagged = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let flagged_port = flagged.local_addr().unwrap().port();
-    let from_kubeconfig = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
-    let kube_port = from_kubeconfig.local_addr().unwrap().port();
-    let kubelet = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let kubelet_port = kubelet.local_addr().unwrap().port();
+fn live_endpoints_from_a_flag_and_the_kubelet_kubeconfig_are_detected_from_docker_containers() {
+    let mut dockerd = Dockerd::start("endpoints");
+    // Each accepts and closes, so every `nc` exits at once.
+    let flagged_port = closing_listener("127.0.0.1");
+    let kube_port = closing_listener("127.0.0.3");
+    let kubelet_port = closing_listener("127.0.0.1");
     let dir = std::env::temp_dir().join(format!("rulehost-endpoints-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubelet.conf");
@@ -118,36 +119,72 @@ fn live_endpoints_from_a_flag_and_the_kubelet_kubeconfig_are_detected() {
         ),
     )
     .unwrap();
-    let agent = LiveAgent::start(
+    let socket = dockerd.socket.to_str().unwrap().to_owned();
+    let mut agent = LiveAgent::start(
         "endpoints",
         &[
             "--api-server",
             &format!("127.0.0.1:{flagged_port}"),
             "--kubelet-kubeconfig",
             kubeconfig.to_str().unwrap(),
+            "--docker-socket",
+            &socket,
         ],
     );
-    let id = trigger_id(83);
-    let cgroup = TestCgroup::new(&format!("cri-containerd-{id}.scope"));
-    // The kubelet's port on the same address first: it must give nothing.
-    cgroup.run(&[], &["tcp", &format!("127.0.0.1:{kubelet_port}")]);
-    // No env declaration, straight to the flagged endpoint.
-    cgroup.run(&[], &["tcp", &format!("127.0.0.1:{flagged_port}")]);
-    // Declares only a ClusterIP, connects to the kubeconfig's endpoint.
-    cgroup.run(
-        &[("KUBERNETES_SERVICE_HOST", "10.96.0.1")],
-        &["tcp", &format!("127.0.0.3:{kube_port}")],
-    );
-    agent.wait_for("the kubeconfig endpoint's finding", |f| {
-        f["data"]["container_id"] == id.as_str() && f["data"]["port"] == u64::from(kube_port)
+    // One container per case, each connecting once with busybox nc; each has exited
+    // before the next starts, so their findings come in this order.
+    let mut run = |name: &str, env: &[&str], address: &str, port: u16| {
+        let mut args = vec!["--name", name];
+        for entry in env {
+            args.extend(["-e", entry]);
+        }
+        let port = port.to_string();
+        args.extend(["--entrypoint", "/bin/nc", IMAGE, address, &port]);
+        let id = dockerd.run(&args);
+        dockerd.wait_exited(&id);
+        id
+    };
+    let cluster_ip = [CLUSTER_IP];
+    let cases = [
+        // The kubelet's port on a known address: nothing.
+        run("kubelet", &[], "127.0.0.1", kubelet_port),
+        run("flag-no-env", &[], "127.0.0.1", flagged_port),
+        run("flag-cluster-ip", &cluster_ip, "127.0.0.1", flagged_port),
+        run("kubeconfig-no-env", &[], "127.0.0.3", kube_port),
+        run("kubeconfig-cluster-ip", &cluster_ip, "127.0.0.3", kube_port),
+    ];
+    agent.wait_for("the last container's finding", |f| {
+        f["data"]["container_id"] == cases[4].as_str()
     });
-    let seen: Vec<u64> = agent
-        .findings_for(&id)
+    let status = agent.stop();
+    assert!(status.success(), "{status}");
+    let seen: Vec<(String, u64)> = agent
+        .findings()
         .iter()
-        .map(|f| f["data"]["port"].as_u64().unwrap())
+        .map(|f| {
+            let id = f["data"]["container_id"].as_str().unwrap_or("");
+            let case = cases.iter().position(|c| c == id).map_or("?", |i| {
+                [
+                    "kubelet",
+                    "flag-no-env",
+                    "flag-cluster-ip",
+                    "kubeconfig-no-env",
+                    "kubeconfig-cluster-ip",
+                ][i]
+            });
+            (case.to_owned(), f["data"]["port"].as_u64().unwrap_or(0))
+        })
         .collect();
-    assert_eq!(seen, vec![u64::from(flagged_port), u64::from(kube_port)]);
-    drop(agent);
+    let (flag, kube) = (u64::from(flagged_port), u64::from(kube_port));
+    assert_eq!(
+        seen,
+        [
+            ("flag-no-env".to_owned(), flag),
+            ("flag-cluster-ip".to_owned(), flag),
+            ("kubeconfig-no-env".to_owned(), kube),
+            ("kubeconfig-cluster-ip".to_owned(), kube),
+        ]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

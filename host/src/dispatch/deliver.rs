@@ -207,8 +207,8 @@ fn admitted(
 ) -> bool {
     match &event.body {
         crate::events::Body::SocketConnect { address, .. } => {
-            interest.admits(address.ip_port().map(|(ip, _)| ip), api_servers)
-                || open.contains(&event.cgroup_id)
+            open.contains(&event.cgroup_id)
+                || interest.admits(address.ip_port().map(|(ip, _)| ip), api_servers)
         }
         crate::events::Body::ProcessExec { env, .. } => {
             if interest.filters() && !env.is_empty() && !open.contains(&event.cgroup_id) {

@@ -21,18 +21,7 @@ impl StateStore {
         let Err(error) = self.write_interest(rule_id, keys) else {
             return true;
         };
-        if matches!(error, redb::Error::Io(_) | redb::Error::PreviousIo) {
-            // redb refuses further use after an I/O error: reopen next time.
-            self.db = None;
-        }
-        let now = Instant::now();
-        if self
-            .warned
-            .is_none_or(|last| now.duration_since(last) >= WARN_EVERY)
-        {
-            tracing::warn!(path = %self.path.display(), rule = %rule_id, error = %error_line(&error), "cannot persist rule state (repeated at most once a minute)");
-            self.warned = Some(now);
-        }
+        self.write_failed(&error);
         false
     }
 

@@ -251,23 +251,28 @@ impl StateStore {
                 for (_, state, changes) in taken.drain(..) {
                     state.resume_changes(Some(changes));
                 }
-                if matches!(error, redb::Error::Io(_) | redb::Error::PreviousIo) {
-                    // redb refuses further use after an I/O error: reopen next time.
-                    self.db = None;
-                }
-                let now = Instant::now();
-                if self
-                    .warned
-                    .is_none_or(|last| now.duration_since(last) >= WARN_EVERY)
-                {
-                    tracing::warn!(
-                        path = %self.path.display(),
-                        error = %error_line(&error),
-                        "cannot persist rule state (repeated at most once a minute)"
-                    );
-                    self.warned = Some(now);
-                }
+                self.write_failed(&error);
             }
+        }
+    }
+
+    /// After a failed write: reopens after an I/O error (redb refuses further use of
+    /// the handle), and warns at most once a minute.
+    pub(super) fn write_failed(&mut self, error: &redb::Error) {
+        if matches!(error, redb::Error::Io(_) | redb::Error::PreviousIo) {
+            self.db = None;
+        }
+        let now = Instant::now();
+        if self
+            .warned
+            .is_none_or(|last| now.duration_since(last) >= WARN_EVERY)
+        {
+            tracing::warn!(
+                path = %self.path.display(),
+                error = %error_line(error),
+                "cannot persist rule state (repeated at most once a minute)"
+            );
+            self.warned = Some(now);
         }
     }
 

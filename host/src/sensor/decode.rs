@@ -63,14 +63,7 @@ pub fn decode_with_clock(record: &[u8], epoch_offset_ns: i64) -> Result<ProbeEve
             Ok(with_origin(
                 Event {
                     timestamp: timestamp(ev.timestamp_ns),
-                    process: Process {
-                        pid: ev.pid,
-                        tid: ev.tid,
-                        ppid: ev.ppid,
-                        uid: ev.uid,
-                        comm: c_string(&ev.comm).into(),
-                        left_container_cgroup: false,
-                    },
+                    process: process(ev.pid, ev.tid, ev.ppid, ev.uid, &ev.comm),
                     cgroup_id: ev.cgroup_id,
                     container: None,
                     body: Body::ProcessExec {
@@ -109,14 +102,8 @@ pub fn decode_with_clock(record: &[u8], epoch_offset_ns: i64) -> Result<ProbeEve
             Ok(with_origin(
                 Event {
                     timestamp: timestamp(ev.timestamp_ns),
-                    process: Process {
-                        pid: ev.pid,
-                        tid: ev.tid,
-                        ppid: 0,
-                        uid: ev.uid,
-                        comm: c_string(&ev.comm).into(),
-                        left_container_cgroup: false,
-                    },
+                    // The cgroup hooks cannot read the parent.
+                    process: process(ev.pid, ev.tid, 0, ev.uid, &ev.comm),
                     cgroup_id: ev.cgroup_id,
                     container: None,
                     body: Body::SocketConnect {
@@ -153,6 +140,18 @@ pub(super) fn disarmed_exec(record: &[u8]) -> Option<u64> {
     }
     let ev: abi::ExecEvent = read_pod(record)?;
     (ev.flags & abi::EXEC_DISARMED != 0).then_some(ev.cgroup_id)
+}
+
+/// Who caused a record's event (lineage is marked later, by the resolver).
+fn process(pid: u32, tid: u32, ppid: u32, uid: u32, comm: &[u8]) -> Process {
+    Process {
+        pid,
+        tid,
+        ppid,
+        uid,
+        comm: c_string(comm).into(),
+        left_container_cgroup: false,
+    }
 }
 
 /// An event whose process came from another cgroup is told apart, for the resolver.

@@ -477,10 +477,16 @@ impl Probes {
             .with_context(|| format!("marking cgroup {cgroup_id} as a host cgroup"))
     }
 
-    /// Removes a cgroup from the host set (done automatically when it is removed).
+    /// Forgets a removed cgroup: its host mark and its exec counts (done automatically
+    /// when the kernel reports the removal).
     pub fn forget_cgroup(&mut self, cgroup_id: u64) -> Result<()> {
         self.host_marked.remove(&cgroup_id);
-        if self.processed.remove(&cgroup_id).is_some() {
+        // Its exec counts go too, also of execs drained but not settled yet and of
+        // exec records the kernel dropped (their ISSUED count was never seen here):
+        // otherwise short-lived containers would fill the kernel's map.
+        self.processed.remove(&cgroup_id);
+        self.unsettled.retain(|&c| c != cgroup_id);
+        if self.config.filter_connects != 0 || !self.watched.is_empty() {
             for name in [abi::MAP_ISSUED, abi::MAP_PROCESSED] {
                 let mut map: HashMap<_, u64, u64> =
                     HashMap::try_from(map_mut(&mut self.ebpf, name)?)?;

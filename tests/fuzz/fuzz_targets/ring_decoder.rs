@@ -28,7 +28,7 @@ fuzz_target!(|record: &[u8]| {
         assert_eq!(exact, event, "trailing bytes changed the record");
     }
 
-    if let ProbeEvent::Event(event) = &event {
+    if let ProbeEvent::Event(event) | ProbeEvent::Escaped { event, .. } = &event {
         let json = serde_json::to_string(event).expect("recorded event serializes");
         match parse_line(&json) {
             Ok(Line::Event(replayed)) => assert_eq!(&*replayed, event, "replay differs: {json}"),
@@ -39,7 +39,7 @@ fuzz_target!(|record: &[u8]| {
 
 fn without_timestamp(event: &ProbeEvent) -> ProbeEvent {
     let mut event = event.clone();
-    if let ProbeEvent::Event(event) = &mut event {
+    if let ProbeEvent::Event(event) | ProbeEvent::Escaped { event, .. } = &mut event {
         event.timestamp = 0;
     }
     event

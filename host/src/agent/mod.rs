@@ -79,8 +79,6 @@ struct Agent {
     reloads: Reloads,
     config: Option<config_watch::ConfigWatch>,
     drops: DropReporter,
-    /// Whether the kernel may drop events of cgroups known not to be containers.
-    containers_only: bool,
     /// Removed (a clean exit) when the agent is dropped.
     _ready_file: Option<ReadyFile>,
     raw: Vec<ProbeEvent>,
@@ -259,10 +257,10 @@ impl Agent {
         {
             tracing::warn!(error = %error_line(error.as_ref()), "cannot update the captured env names");
         }
-        self.containers_only = startup::only_containers_wanted(dispatcher);
+        let containers_only = startup::only_containers_wanted(dispatcher);
         // Rules came or went: the connect filter is computed again.
         self.interest_seen = None;
-        if let Err(error) = self.probes.set_containers_only(self.containers_only) {
+        if let Err(error) = self.probes.set_containers_only(containers_only) {
             tracing::warn!(error = %error_line(error.as_ref()), "cannot update the kernel filter");
         }
     }

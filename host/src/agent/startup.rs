@@ -210,7 +210,6 @@ pub(super) fn start(
         reloads,
         config,
         drops: DropReporter::default(),
-        containers_only,
         _ready_file: ready_file,
         raw: Vec::new(),
         status,

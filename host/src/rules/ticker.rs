@@ -1,13 +1,18 @@
 //! The epoch ticker behind every rule call's CPU deadline. It ticks (every
-//! [`EPOCH_TICK`]) only while some rule call is in flight and sleeps otherwise, so an
-//! idle agent is not woken a thousand times a second; a call's deadline still counts
-//! from its start, because the ticker is woken before the call runs.
+//! [`EPOCH_TICK`]) while rule calls are in flight (and [`LINGER`] after) and sleeps
+//! otherwise, so an idle agent is not woken a thousand times a second; a call's
+//! deadline still counts from its start, because the ticker is woken before the call.
 
 use crate::cpu_budget::EPOCH_TICK;
 use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::Thread;
+
+/// How long the ticker keeps ticking after the last call ended: calls that follow
+/// closely (batch after batch, a faulted batch redone event by event) find it running,
+/// so their deadlines are as exact as with a ticker that never sleeps.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Shared by the engine, its instances and the ticker thread.
 pub(crate) struct Ticker {
@@ -29,10 +34,14 @@ impl Ticker {
             .spawn(move || {
                 let Ok(ticker) = receive.recv() else { return };
                 drop(receive);
+                let mut last_busy = std::time::Instant::now();
                 while !ticker.stop.load(Ordering::Acquire) {
-                    if ticker.in_flight.load(Ordering::Acquire) == 0 {
+                    if ticker.in_flight.load(Ordering::Acquire) > 0 {
+                        last_busy = std::time::Instant::now();
+                    } else if last_busy.elapsed() >= LINGER {
                         // An unpark since the check makes this return at once.
                         std::thread::park();
+                        last_busy = std::time::Instant::now();
                         continue;
                     }
                     std::thread::sleep(EPOCH_TICK);

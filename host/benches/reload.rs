@@ -91,6 +91,7 @@ fn bench(c: &mut Criterion) {
     let sources = RuleSources {
         files: vec![path.clone()],
         dirs: vec![],
+        ..Default::default()
     };
     let mut host = Dispatcher::new(runtime.clone());
     let first = runtime.load("k8s", &variant(0)).unwrap();

@@ -73,13 +73,20 @@ pub enum Command {
     /// (internal) The process `trigger` runs inside the throwaway cgroup: connects to ADDR.
     #[command(hide = true)]
     TriggerConnect { address: std::net::SocketAddr },
-    /// Shows a rule file's metadata, world version, imports, size and sha256.
+    /// Shows a rule file's metadata, world version, imports, size, sha256 and, against
+    /// the given keys, whether its signature (FILE.wasm.sig) verifies.
     Inspect {
         #[arg(value_name = "FILE.wasm")]
         rule: PathBuf,
+        /// A trusted public key to check the rule's signature against; repeatable.
+        #[arg(long = "trusted-key", value_name = "FILE.pub")]
+        trusted_keys: Vec<PathBuf>,
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
+    /// Signs, ships and fetches rules: `keygen`, `sign`, `push`, `pull`.
+    #[command(subcommand)]
+    Rule(crate::rule_cli::RuleCommand),
     /// (internal) Compiles the rule component on stdin under the given bounds and writes
     /// the precompiled artifact on stdout: how the host compiles untrusted rules.
     #[command(hide = true)]
@@ -180,7 +187,12 @@ pub fn run(cli: Cli) -> Result<()> {
             sandbox,
             node_name,
         } => replay(&rules, events, &sandbox, node_name),
-        Command::Inspect { rule, sandbox } => inspect(&rule, &sandbox),
+        Command::Inspect {
+            rule,
+            trusted_keys,
+            sandbox,
+        } => inspect(&rule, &trusted_keys, &sandbox),
+        Command::Rule(command) => crate::rule_cli::run(command),
         Command::CompileRule {
             cpu_secs,
             memory_bytes,
@@ -287,9 +299,15 @@ fn replay(
     Ok(())
 }
 
-fn inspect(path: &std::path::Path, sandbox: &SandboxArgs) -> Result<()> {
+fn inspect(path: &std::path::Path, keys: &[PathBuf], sandbox: &SandboxArgs) -> Result<()> {
+    let keys = keys
+        .iter()
+        .map(|key| crate::trust::PublicKey::load(key))
+        .collect::<Result<Vec<_>>>()?;
     let runtime = sandbox.engine()?;
     let rule = crate::rules::load_file(&runtime, path)?;
+    let bytes = crate::rules::read_rule_file(path)
+        .with_context(|| format!("cannot load rule {}", path.display()))?;
     let m = &rule.metadata;
     let report = serde_json::json!({
         "file": path.display().to_string(),
@@ -302,8 +320,34 @@ fn inspect(path: &std::path::Path, sandbox: &SandboxArgs) -> Result<()> {
         "selects": m.selects.iter().map(|k| k.name()).collect::<Vec<_>>(),
         "origin": m.origin,
         "env_vars": m.env_vars,
+        "signature": signature_status(path, &bytes, keys),
     });
     say(format_args!("{}", serde_json::to_string_pretty(&report)?))
+}
+
+/// Whether the rule's `.sig` verifies against `keys` (not checked without keys).
+fn signature_status(
+    path: &std::path::Path,
+    bytes: &[u8],
+    keys: Vec<crate::trust::PublicKey>,
+) -> serde_json::Value {
+    let file = crate::trust::signature_path(path);
+    let signature = crate::trust::read_signature(path);
+    let (status, detail) = match (&signature, keys.is_empty()) {
+        (None, _) => ("unsigned", None),
+        (Some(_), true) => ("not checked (no --trusted-key)", None),
+        (Some(signature), false) => {
+            match crate::trust::Trust::new(keys, Default::default()).verify(bytes, signature) {
+                Ok(key) => ("verified", Some(key)),
+                Err(reason) => ("invalid", Some(reason)),
+            }
+        }
+    };
+    serde_json::json!({
+        "file": file.display().to_string(),
+        "status": status,
+        "detail": detail,
+    })
 }
 
 /// The node to name in findings: the flag, else `$NODE_NAME`, else the host name.

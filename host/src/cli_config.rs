@@ -1,7 +1,7 @@
 //! Every `run` flag is also a key of the config file (`ring_buffer_kib: 16384` is
 //! `--ring-buffer-kib 16384`): the file's flag keys become arguments placed before the
 //! command line's, so a flag given on the command line wins (lists add up). `grants`,
-//! `exceptions` and `webhooks` are the file's own keys. An unknown key is one line naming the
+//! `exceptions`, `webhooks` and `rules` are the file's own keys. An unknown key is one line naming the
 //! file, line and key.
 
 use anyhow::{Result, anyhow, bail};
@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 /// Keys of the config file that are not flags.
-const OWN_KEYS: &[&str] = &["grants", "exceptions", "webhooks"];
+const OWN_KEYS: &[&str] = &["grants", "exceptions", "webhooks", "rules"];
 
 /// The command line with `run --config FILE`'s flag keys spliced in after `run`.
 pub fn with_config_flags(args: Vec<OsString>) -> Result<Vec<OsString>> {
@@ -75,7 +75,7 @@ fn run_flag<'c>(
         })
         .ok_or_else(|| {
             anyhow!(
-                "config {}: line {}: unknown key `{key}` (neither a `run` flag nor grants, exceptions or webhooks)",
+                "config {}: line {}: unknown key `{key}` (neither a `run` flag nor grants, exceptions, webhooks or rules)",
                 path.display(),
                 line_of(text, key)
             )
@@ -196,7 +196,7 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(error.ends_with(": line 2: unknown key `ring_bufer_kib` (neither a `run` flag nor grants, exceptions or webhooks)"), "{error}");
+        assert!(error.ends_with(": line 2: unknown key `ring_bufer_kib` (neither a `run` flag nor grants, exceptions, webhooks or rules)"), "{error}");
         let error = spliced("check: maybe\n", "rulehost run --config CONFIG")
             .unwrap_err()
             .to_string();

@@ -8,6 +8,11 @@
 //! exceptions:                   # findings not written (counted per rule)
 //!   - rule: TRC-1013
 //!     namespace: kube-system
+//! rules:                        # beside --rule/--rules; a string is a rules directory
+//!   - path: /etc/rulehost/rules/k8s_api_connection.wasm
+//!     sha256: 2757c361...        # optional: any other bytes are refused
+//!   - oci: registry.example.com/rules/k8s:1    # pulled, verified, followed
+//! trusted_keys: [/etc/rulehost/keys/cosign.pub]   # a run flag: only signed rules load
 //! webhooks:                     # findings POSTed as JSON (beside --webhook URLs)
 //!   - url: http://falcosidekick.falco:2801/
 //!     format: falco
@@ -34,6 +39,9 @@ pub struct Config {
     /// Webhook sinks with their options (beside `--webhook` URLs).
     #[serde(default)]
     pub webhooks: Vec<crate::webhooks::WebhookSpec>,
+    /// Rule files (optionally pinned), registry rules and rule directories.
+    #[serde(default)]
+    pub rules: Vec<RuleEntry>,
     /// `run` flags, by key.
     #[serde(flatten)]
     pub flags: BTreeMap<String, serde_json::Value>,
@@ -62,6 +70,66 @@ impl Config {
             grants.add(id, grant.clone());
         }
         grants
+    }
+}
+
+/// One item of the config's `rules`: a directory (as `--rules`), a file (as `--rule`,
+/// optionally pinned to a digest), or a registry artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleEntry {
+    Dir(std::path::PathBuf),
+    File {
+        path: std::path::PathBuf,
+        sha256: Option<String>,
+    },
+    Oci {
+        reference: String,
+        sha256: Option<String>,
+    },
+}
+
+/// The mapping form of a `rules` item.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    path: Option<std::path::PathBuf>,
+    oci: Option<String>,
+    sha256: Option<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for RuleEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Item {
+            Dir(std::path::PathBuf),
+            Spec(RuleSpec),
+        }
+        let spec = match Item::deserialize(deserializer).map_err(|_| {
+            D::Error::custom("a rules item is a directory, {path, sha256} or {oci, sha256} (keys: path, oci, sha256)")
+        })? {
+            Item::Dir(dir) => return Ok(RuleEntry::Dir(dir)),
+            Item::Spec(spec) => spec,
+        };
+        if let Some(sha) = &spec.sha256
+            && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(D::Error::custom(format!(
+                "sha256 `{sha}` is not 64 hex digits"
+            )));
+        }
+        match (spec.path, spec.oci) {
+            (Some(path), None) => Ok(RuleEntry::File {
+                path,
+                sha256: spec.sha256,
+            }),
+            (None, Some(reference)) => Ok(RuleEntry::Oci {
+                reference,
+                sha256: spec.sha256,
+            }),
+            _ => Err(D::Error::custom("a rules item has one of `path` and `oci`")),
+        }
     }
 }
 
@@ -99,6 +167,38 @@ mod tests {
         let config = Config::parse(text).unwrap();
         assert!(config.exceptions.len() >= 15, "{}", config.exceptions.len());
         assert!(config.exceptions.iter().all(|e| e.image.is_some()));
+    }
+
+    #[test]
+    fn rules_entries_are_directories_pinned_files_or_registry_artifacts() {
+        let sha = "ab".repeat(32);
+        let text = format!(
+            "rules:\n  - /etc/rules\n  - path: /r/k.wasm\n    sha256: {sha}\n  - oci: localhost:5000/rules/k:1\n"
+        );
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(
+            config.rules,
+            vec![
+                RuleEntry::Dir("/etc/rules".into()),
+                RuleEntry::File {
+                    path: "/r/k.wasm".into(),
+                    sha256: Some(sha)
+                },
+                RuleEntry::Oci {
+                    reference: "localhost:5000/rules/k:1".into(),
+                    sha256: None
+                },
+            ]
+        );
+        for bad in [
+            "rules:\n  - path: a.wasm\n    sha265: abc\n",
+            "rules:\n  - path: a.wasm\n    sha256: abc\n",
+            "rules:\n  - {path: a.wasm, oci: x}\n",
+        ] {
+            let error = Config::parse(bad).unwrap_err().to_string();
+            assert!(error.contains("line 2"), "{bad:?}: {error}");
+            assert_eq!(error.lines().count(), 1, "{error}");
+        }
     }
 
     #[test]

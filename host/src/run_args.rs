@@ -2,13 +2,20 @@
 //! of the `--config` file ([`crate::cli_config`]).
 
 use crate::cli::{SandboxArgs, node_name_or_default};
+use crate::config::RuleEntry;
+use crate::oci::follow::OciRule;
+use crate::rules::reload::RuleSources;
+use crate::trust::{PublicKey, Trust};
 use anyhow::Result;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The flags of `rulehost run` (its help text is on [`crate::cli::Command::Run`]).
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// A rule component; repeat for several. Watched: a changed file is hot-reloaded.
+    /// `oci://REGISTRY/REPO:TAG` (or `@sha256:...`) pulls one from a registry.
     /// Default (with no --rule nor --rules): the built-in k8s_api_connection.
     #[arg(long = "rule", value_name = "FILE.wasm")]
     pub rules: Vec<PathBuf>,
@@ -16,6 +23,20 @@ pub struct RunArgs {
     /// or removed are loaded, reloaded or unloaded. Repeatable.
     #[arg(long = "rules", value_name = "DIR")]
     pub rule_dirs: Vec<PathBuf>,
+    /// A public key rules must be signed by (PEM, ECDSA P-256: `cosign.pub`, or
+    /// `rulehost rule keygen`'s); repeatable (config key `trusted_keys`). With any, a
+    /// rule file loads only if `<rule>.wasm.sig` beside it verifies against one, and
+    /// a registry rule only if its cosign signature does.
+    #[arg(
+        long = "trusted-key",
+        visible_alias = "trusted-keys",
+        value_name = "FILE.pub"
+    )]
+    pub trusted_keys: Vec<PathBuf>,
+    /// How often a registry rule named by tag is re-resolved; a new digest is pulled,
+    /// verified and hot-reloaded. 0 never re-resolves.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub oci_follow: std::time::Duration,
     /// Where compiled rules are cached, so restarts and reloads to a version seen
     /// before skip compilation.
     #[arg(long, value_name = "DIR", default_value = "/var/cache/rulehost")]
@@ -107,6 +128,7 @@ impl RunArgs {
     pub(crate) fn options(self) -> Result<crate::agent::RunOptions> {
         let config = self.sandbox.config()?;
         let format = self.webhook_format;
+        let (sources, oci) = self.rule_sources(&config.rules)?;
         Ok(crate::agent::RunOptions {
             api_servers: crate::api_servers::Sources {
                 flags: self.api_servers,
@@ -122,10 +144,9 @@ impl RunArgs {
                 .collect(),
             check: self.check,
             ring_buffer_kib: self.ring_buffer_kib,
-            sources: crate::rules::reload::RuleSources {
-                files: self.rules,
-                dirs: self.rule_dirs,
-            },
+            sources,
+            oci,
+            oci_follow: self.oci_follow,
             cache_dir: Some(self.cache_dir),
             state_dir: (!self.no_state_dir).then_some(self.state_dir),
             output: self.output,
@@ -142,5 +163,45 @@ impl RunArgs {
             },
             metadata_wait: std::time::Duration::from_millis(self.metadata_wait_ms),
         })
+    }
+
+    /// The rule files, directories and registry rules of the flags and the config
+    /// file's `rules`, with the pins and trusted keys they are checked against.
+    fn rule_sources(&self, entries: &[RuleEntry]) -> Result<(RuleSources, Vec<OciRule>)> {
+        let (mut files, mut dirs, mut oci) = (Vec::new(), self.rule_dirs.clone(), Vec::new());
+        let mut pins = BTreeMap::new();
+        let given = self.rules.iter().map(|path| match path.to_str() {
+            Some(text) if text.starts_with(crate::oci::SCHEME) => RuleEntry::Oci {
+                reference: text.to_owned(),
+                sha256: None,
+            },
+            _ => RuleEntry::File {
+                path: path.clone(),
+                sha256: None,
+            },
+        });
+        for entry in given.chain(entries.iter().cloned()) {
+            match entry {
+                RuleEntry::Dir(dir) => dirs.push(dir),
+                RuleEntry::File { path, sha256 } => {
+                    if let Some(sha256) = sha256 {
+                        pins.insert(path.clone(), sha256);
+                    }
+                    files.push(path);
+                }
+                RuleEntry::Oci { reference, sha256 } => {
+                    let rule = OciRule::new(&reference, &self.cache_dir, sha256)?;
+                    files.push(rule.path.clone());
+                    oci.push(rule);
+                }
+            }
+        }
+        let keys = self
+            .trusted_keys
+            .iter()
+            .map(|path| PublicKey::load(path))
+            .collect::<Result<Vec<_>>>()?;
+        let trust = Arc::new(Trust::new(keys, pins));
+        Ok((RuleSources { files, dirs, trust }, oci))
     }
 }

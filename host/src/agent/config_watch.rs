@@ -21,6 +21,7 @@ impl ConfigWatch {
         let mut watcher = Watcher::new(&RuleSources {
             files: vec![path.clone()],
             dirs: Vec::new(),
+            ..Default::default()
         })?;
         let (tx, changed) = channel(1);
         tokio::spawn(async move {

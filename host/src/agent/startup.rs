@@ -31,6 +31,10 @@ pub(crate) struct RunOptions {
     pub ring_buffer_kib: Option<u32>,
     /// Rule files (`--rule`) and directories of rules (`--rules`); both watched.
     pub sources: RuleSources,
+    /// Rules pulled from registries into files of `sources`.
+    pub oci: Vec<crate::oci::follow::OciRule>,
+    /// How often registry tags are re-resolved (zero: never).
+    pub oci_follow: std::time::Duration,
     /// Where compiled rules are cached across reloads and restarts.
     pub cache_dir: Option<PathBuf>,
     /// Where per-container rule state is persisted; `None`: memory only.

@@ -97,7 +97,12 @@ impl Metadata {
 
     /// Whether an env entry (`NAME=value`) is one this rule asked for.
     pub fn wants_env(&self, entry: &str) -> bool {
-        let name = entry.split_once('=').map_or(entry, |(name, _)| name);
-        self.env_vars.iter().any(|wanted| wanted == name)
+        // Compared name by name rather than by finding the '=' first: most entries
+        // differ from every wanted name in their first bytes.
+        self.env_vars.iter().any(|wanted| {
+            entry
+                .strip_prefix(wanted.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('='))
+        })
     }
 }

@@ -9,6 +9,7 @@
 //! Whatever the event, the reaction is the same: rescan, and reload what hashes differently.
 
 use crate::rules::{Rule, RuleEngine, sha256_hex};
+use crate::trust::Trust;
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -21,11 +22,14 @@ use tokio::io::unix::AsyncFd;
 /// rename, or the ConfigMap dance) is seen once, complete.
 const SETTLE: Duration = Duration::from_millis(5);
 
-/// Where rules come from: single files (`--rule`) and directories of `*.wasm` (`--rules`).
+/// Where rules come from: single files (`--rule`, pulled registry rules) and
+/// directories of `*.wasm` (`--rules`), and which of their bytes may load.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSources {
     pub files: Vec<PathBuf>,
     pub dirs: Vec<PathBuf>,
+    /// Digest pins and trusted keys every read is checked against.
+    pub trust: Arc<Trust>,
 }
 
 impl RuleSources {
@@ -85,6 +89,8 @@ pub struct Compile {
     pub path: PathBuf,
     pub bytes: Vec<u8>,
     pub sha256: String,
+    /// What a refusal of these bytes is remembered by (see [`fingerprint`]).
+    pub fingerprint: String,
     /// Whether a version of the file is loaded (so the result replaces it).
     pub replaces: bool,
 }
@@ -106,7 +112,7 @@ impl Compile {
             Err(error) => Change::Reject {
                 path: self.path,
                 reason: format!("{error:#}"),
-                sha256: Some(self.sha256),
+                sha256: Some(self.fingerprint),
             },
         }
     }
@@ -130,7 +136,10 @@ pub fn scan(
     let present = sources.scan();
     let mut scan = Scan::default();
     for path in &present {
-        let bytes = match crate::rules::read_rule_file(path) {
+        // Read through the resolved path, so the rule and its signature come from one
+        // directory snapshot (a ConfigMap swaps `..data` between any two reads).
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+        let bytes = match crate::rules::read_rule_file(&real) {
             Ok(bytes) => bytes,
             Err(error) => {
                 // A listed file that vanished mid-swap is retried on the next event.
@@ -145,7 +154,23 @@ pub fn scan(
             }
         };
         let sha256 = sha256_hex(&bytes);
-        if loaded.get(path) == Some(&sha256) || rejected.get(path) == Some(&sha256) {
+        let signature = match sources.trust.requires_signatures() {
+            true => crate::trust::read_signature(&real),
+            false => None,
+        };
+        let fingerprint = fingerprint(&sha256, signature.as_deref());
+        if loaded.get(path) == Some(&sha256) || rejected.get(path) == Some(&fingerprint) {
+            continue;
+        }
+        if let Err(reason) = sources
+            .trust
+            .check(path, &sha256, &bytes, signature.as_deref())
+        {
+            scan.changes.push(Change::Reject {
+                path: path.clone(),
+                reason,
+                sha256: Some(fingerprint),
+            });
             continue;
         }
         scan.compiles.push(Compile {
@@ -153,6 +178,7 @@ pub fn scan(
             bytes,
             replaces: loaded.contains_key(path),
             sha256,
+            fingerprint,
         });
     }
     for path in loaded.keys() {
@@ -161,6 +187,15 @@ pub fn scan(
         }
     }
     scan
+}
+
+/// What a refused version of a file is remembered by: its bytes' sha256, and its
+/// signature's when one is read, so a corrected signature alone is retried.
+fn fingerprint(sha256: &str, signature: Option<&[u8]>) -> String {
+    match signature {
+        Some(signature) => format!("{sha256}+sig:{}", sha256_hex(signature)),
+        None => sha256.to_owned(),
+    }
 }
 
 /// [`scan`], then every compile one after the other: the start-up load.

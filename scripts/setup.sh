@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 # Engine and build their one image.
 missing=()
 # musl-tools: the image's static binary (its C parts, mimalloc, compile with musl-gcc).
-for package in protobuf-compiler containerd docker.io busybox-static musl-tools; do
+# docker-registry: the local OCI registry the rule push/pull tests start; openssl: an
+# independent ECDSA implementation the signature tests check interoperability with.
+for package in protobuf-compiler containerd docker.io busybox-static musl-tools docker-registry openssl; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -38,3 +38,11 @@ pub(crate) mod sweep;
 pub(crate) mod trigger;
 pub mod trust;
 pub mod webhooks;
+
+/// Makes rustls's ring provider the process default (once; later calls do nothing).
+/// Every HTTP client here (webhooks, registries) builds its TLS from the default, and
+/// ring needs no cmake/aws-lc build.
+pub fn install_tls_provider() {
+    // An error only says a default is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

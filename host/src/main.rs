@@ -6,6 +6,7 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    rulehost::install_tls_provider();
     let args = match rulehost::cli_config::with_config_flags(std::env::args_os().collect()) {
         Ok(args) => args,
         Err(error) => {

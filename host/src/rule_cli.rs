@@ -90,8 +90,7 @@ fn sign(key: &Path, rule: &Path, output: Option<PathBuf>) -> Result<()> {
         .with_context(|| format!("cannot sign {}", rule.display()))?;
     let signature = key.sign_base64(&bytes);
     let output = output.unwrap_or_else(|| signature_path(rule));
-    std::fs::write(&output, &signature)
-        .with_context(|| format!("writing {}", output.display()))?;
+    std::fs::write(&output, &signature).with_context(|| format!("writing {}", output.display()))?;
     say(format_args!("{signature}"))
 }
 

@@ -6,6 +6,8 @@ pub mod cri;
 pub mod docker;
 pub mod hostile;
 pub mod live;
+pub mod registry;
+pub mod scene;
 pub mod slow_compile;
 
 use rulehost::dispatch::Dispatcher;

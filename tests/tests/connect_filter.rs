@@ -12,6 +12,7 @@ const KSH: &str = "KUBERNETES_SERVICE_HOST";
 
 /// The agent's `rulehost_kernel_filtered{reason="unwatched"}` now.
 fn unwatched(metrics: &str) -> u64 {
+    rulehost::install_tls_provider();
     let body = reqwest::blocking::get(metrics)
         .and_then(|r| r.text())
         .expect("GET /metrics");

@@ -36,6 +36,7 @@ fn listen_address(agent: &LiveAgent) -> SocketAddr {
 /// GET `path` from the agent: (status, body).
 fn get(agent: &LiveAgent, path: &str) -> (u16, String) {
     let url = format!("http://{}{path}", listen_address(agent));
+    rulehost::install_tls_provider();
     let response = reqwest::blocking::get(&url).unwrap_or_else(|e| panic!("GET {url}: {e}"));
     (response.status().as_u16(), response.text().unwrap())
 }

@@ -4,17 +4,9 @@
 
 use rulehost::dispatch::Dispatcher;
 use rulehost::rules::{Limits, RuleEngine};
-use rulehost_tests::live::{LiveAgent, TestCgroup};
+use rulehost_tests::scene::*;
 use rulehost_tests::*;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-const KSH: &str = "KUBERNETES_SERVICE_HOST";
-
-fn k8s_bytes() -> Vec<u8> {
-    std::fs::read(k8s_rule_file()).expect("make build leaves the rule file")
-}
 
 #[test]
 fn swapping_between_batches_loses_nothing_and_keeps_state() {
@@ -86,73 +78,6 @@ fn a_failed_swap_keeps_the_old_version_and_its_state() {
     );
     assert!(host.replace("missing.wasm", other).is_err());
     assert_eq!(run(&mut host, vec![connect(c, "10.96.0.1", 443)]).len(), 1);
-}
-
-/// A temp directory for one test, removed at the end.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let path =
-            std::env::temp_dir().join(format!("rulehost-reload-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Replaces `path` atomically (write a temp file, rename over).
-fn write_atomically(path: &Path, bytes: &[u8]) {
-    let tmp = path.with_extension("tmp-new");
-    std::fs::write(&tmp, bytes).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-struct Scene {
-    agent: LiveAgent,
-    cgroup: TestCgroup,
-    id: String,
-    port: u16,
-    _listener: TcpListener,
-}
-
-impl Scene {
-    fn start(name: &str, tag: u8, args: &[&str]) -> Scene {
-        let agent = LiveAgent::start(name, args);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let id = trigger_id(tag);
-        let cgroup = TestCgroup::new(&format!("cri-containerd-{id}.scope"));
-        Scene {
-            agent,
-            cgroup,
-            id,
-            port,
-            _listener: listener,
-        }
-    }
-
-    /// A connect from the container; waits for its finding (the `n`-th) and returns its sha256.
-    fn connect_expect_finding(&self, n: usize, with_env: bool) -> String {
-        let env: &[(&str, &str)] = if with_env { &[(KSH, "127.0.0.1")] } else { &[] };
-        self.cgroup
-            .run(env, &["tcp", &format!("127.0.0.1:{}", self.port)]);
-        self.agent.wait_for(&format!("#{n}"), |_| {
-            self.agent.findings_for(&self.id).len() >= n
-        });
-        let findings = self.agent.findings_for(&self.id);
-        assert_eq!(findings.len(), n, "{}", brief(&findings));
-        findings[n - 1]["rule"]["sha256"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
 }
 
 #[test]

@@ -53,8 +53,7 @@ pub struct Pulled {
 
 impl Registry {
     pub fn new(reference: &Reference) -> Result<Registry> {
-        // reqwest's rustls needs a process-wide provider; an error means one is set.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_tls_provider();
         let registry = reference.resolve_registry().to_owned();
         let host = registry
             .rsplit_once(':')

@@ -122,6 +122,7 @@ impl Webhooks {
         io: &tokio::runtime::Handle,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Webhooks> {
+        crate::install_tls_provider();
         let mut sinks = Vec::new();
         for spec in specs {
             let url = spec.parsed()?;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Writes the `rulehost-rules` ConfigMap (the DaemonSet mounts it as the rules
 # directory, so editing it hot-reloads rules on every node) holding the given rule
-# files, to stdout:
+# files, and the signature beside each (`RULE.wasm.sig`, from `rulehost rule sign` or
+# `cosign sign-blob`) when there is one, to stdout:
 #
 #   deploy/kubernetes/rules-configmap.sh target/rules/*.wasm | kubectl apply -f -
 #
@@ -20,4 +21,7 @@ binaryData:
 YAML
 for rule in "$@"; do
   echo "  $(basename "$rule"): $(base64 -w0 "$rule")"
+  if [ -f "$rule.sig" ]; then
+    echo "  $(basename "$rule").sig: $(base64 -w0 "$rule.sig")"
+  fi
 done

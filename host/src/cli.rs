@@ -304,10 +304,23 @@ fn inspect(path: &std::path::Path, keys: &[PathBuf], sandbox: &SandboxArgs) -> R
         .iter()
         .map(|key| crate::trust::PublicKey::load(key))
         .collect::<Result<Vec<_>>>()?;
+    let trust = crate::trust::Trust::new(keys, Default::default());
     let runtime = sandbox.engine()?;
-    let rule = crate::rules::load_file(&runtime, path)?;
-    let bytes = crate::rules::read_rule_file(path)
-        .with_context(|| format!("cannot load rule {}", path.display()))?;
+    let (bytes, signature) = match crate::rules::oci_source(path) {
+        Some(source) => {
+            let pulled = crate::oci::fetch_blocking(source, &trust)
+                .with_context(|| format!("cannot load rule {source}"))?;
+            let status = registry_signature(&pulled);
+            (pulled.bytes, status)
+        }
+        None => {
+            let bytes = crate::rules::read_rule_file(path)
+                .with_context(|| format!("cannot load rule {}", path.display()))?;
+            let status = file_signature(path, &bytes, &trust);
+            (bytes, status)
+        }
+    };
+    let rule = crate::rules::load_bytes(&runtime, path, &bytes)?;
     let m = &rule.metadata;
     let report = serde_json::json!({
         "file": path.display().to_string(),
@@ -320,34 +333,36 @@ fn inspect(path: &std::path::Path, keys: &[PathBuf], sandbox: &SandboxArgs) -> R
         "selects": m.selects.iter().map(|k| k.name()).collect::<Vec<_>>(),
         "origin": m.origin,
         "env_vars": m.env_vars,
-        "signature": signature_status(path, &bytes, keys),
+        "signature": signature,
     });
     say(format_args!("{}", serde_json::to_string_pretty(&report)?))
 }
 
-/// Whether the rule's `.sig` verifies against `keys` (not checked without keys).
-fn signature_status(
+/// Whether a rule file's `.sig` verifies against the trusted keys (not checked without).
+fn file_signature(
     path: &std::path::Path,
     bytes: &[u8],
-    keys: Vec<crate::trust::PublicKey>,
+    trust: &crate::trust::Trust,
 ) -> serde_json::Value {
     let file = crate::trust::signature_path(path);
-    let signature = crate::trust::read_signature(path);
-    let (status, detail) = match (&signature, keys.is_empty()) {
-        (None, _) => ("unsigned", None),
-        (Some(_), true) => ("not checked (no --trusted-key)", None),
-        (Some(signature), false) => {
-            match crate::trust::Trust::new(keys, Default::default()).verify(bytes, signature) {
-                Ok(key) => ("verified", Some(key)),
-                Err(reason) => ("invalid", Some(reason)),
-            }
-        }
+    let (status, detail) = match crate::trust::read_signature(path) {
+        None => ("unsigned", None),
+        Some(_) if !trust.requires_signatures() => ("not checked (no --trusted-key)", None),
+        Some(signature) => match trust.verify(bytes, &signature) {
+            Ok(key) => ("verified", Some(key)),
+            Err(reason) => ("invalid", Some(reason)),
+        },
     };
-    serde_json::json!({
-        "file": file.display().to_string(),
-        "status": status,
-        "detail": detail,
-    })
+    serde_json::json!({"file": file.display().to_string(), "status": status, "detail": detail})
+}
+
+/// A pulled rule's registry signature (a pull with keys fails unless one verifies).
+fn registry_signature(pulled: &crate::oci::Pulled) -> serde_json::Value {
+    let (status, detail) = match &pulled.verified_by {
+        Some(key) => ("verified", Some(key.as_str())),
+        None => ("not checked (no --trusted-key)", None),
+    };
+    serde_json::json!({"digest": pulled.digest, "status": status, "detail": detail})
 }
 
 /// The node to name in findings: the flag, else `$NODE_NAME`, else the host name.

@@ -119,7 +119,7 @@ async fn pull(reference: &str, output: Option<PathBuf>, keys: &[PathBuf]) -> Res
         .fetch(&parsed, &trust)
         .await
         .with_context(|| format!("cannot pull {reference}"))?;
-    let name = parsed.repository().rsplit('/').next().unwrap_or("rule");
+    let name = crate::oci::artifact_name(&parsed);
     let output = output.unwrap_or_else(|| PathBuf::from(format!("{name}.wasm")));
     std::fs::write(&output, &pulled.bytes)
         .with_context(|| format!("writing {}", output.display()))?;

@@ -109,6 +109,43 @@ fn pushed_rules_pull_only_when_signed_by_a_trusted_key_and_untampered() {
         assert!(!pulled.exists(), "nothing written for a refused pull");
     }
 
+    // inspect reads a registry rule like a file, and shows which key its signature has.
+    let out = cli(&[
+        "inspect",
+        &format!("oci://{reference}"),
+        "--trusted-key",
+        public.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["sha256"], sha256_hex(&v1), "{report}");
+    assert_eq!(report["signature"]["status"], "verified", "{report}");
+    assert_eq!(report["signature"]["digest"], digest.as_str(), "{report}");
+
+    // A config entry pinning other bytes refuses the artifact at start, naming both.
+    let config = dir.0.join("config.yaml");
+    let pinned = sha256_hex(b"another rule");
+    std::fs::write(
+        &config,
+        format!("rules:\n  - oci: {reference}\n    sha256: {pinned}\n"),
+    )
+    .unwrap();
+    let cache = dir.0.join("cache");
+    let out = cli(&[
+        "run",
+        "--check",
+        "--no-state-dir",
+        "--config",
+        config.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "a mismatching pin loaded");
+    let error = text(&out.stderr);
+    for part in [reference.as_str(), &pinned, &sha256_hex(&v1)] {
+        assert!(error.contains(part), "{part} in {error}");
+    }
+
     // Someone with write access to the registry's storage changes the rule's bytes
     // (same length): the layer digest no longer matches, the signature chain breaks.
     let manifest = registry.blob_file(&digest);

@@ -31,12 +31,7 @@ impl OciRule {
     /// by the reference's hash, as `<repository's last segment>.wasm` (the rule's name).
     pub fn new(source: &str, cache_dir: &Path, sha256: Option<String>) -> Result<OciRule> {
         let reference = parse_reference(source)?;
-        let name = reference
-            .repository()
-            .rsplit('/')
-            .next()
-            .unwrap_or("rule")
-            .to_owned();
+        let name = super::artifact_name(&reference).to_owned();
         let dir = cache_dir
             .join("oci")
             .join(&sha256_hex(source.as_bytes())[..16]);

@@ -255,11 +255,15 @@ impl Registry {
         target: &Reference,
         layer: &oci_client::manifest::OciDescriptor,
     ) -> Result<Vec<u8>> {
-        let mut bytes = Vec::with_capacity(layer.size.max(0) as usize);
+        let mut sink = Bounded {
+            bytes: Vec::new(),
+            limit: layer.size.max(0) as usize,
+        };
         self.client
-            .pull_blob(target, layer, &mut bytes)
+            .pull_blob(target, layer, &mut sink)
             .await
             .map_err(|e| anyhow!("{target}: pulling {}: {e}", layer.digest))?;
+        let bytes = sink.bytes;
         let actual = format!("sha256:{}", sha256_hex(&bytes));
         if actual != layer.digest {
             bail!(
@@ -268,6 +272,57 @@ impl Registry {
             );
         }
         Ok(bytes)
+    }
+}
+
+/// What a rule pulled from `reference` is called: the repository's last segment.
+pub fn artifact_name(reference: &Reference) -> &str {
+    reference.repository().rsplit('/').next().unwrap_or("rule")
+}
+
+/// [`Registry::fetch`] for a command that has no async runtime of its own.
+pub fn fetch_blocking(source: &str, trust: &Trust) -> Result<Pulled> {
+    let reference = parse_reference(source)?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(async { Registry::new(&reference)?.fetch(&reference, trust).await })
+}
+
+/// A blob's destination that refuses bytes past the size its descriptor announced (the
+/// caller bounds that), so a registry cannot make a pull grow without limit.
+struct Bounded {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl tokio::io::AsyncWrite for Bounded {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.bytes.len() + buf.len() > self.limit {
+            let error = format!("more than the {} bytes announced", self.limit);
+            return std::task::Poll::Ready(Err(std::io::Error::other(error)));
+        }
+        self.bytes.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 

@@ -30,7 +30,7 @@ pub use convert::*;
 pub use engine::{Limits, RuleEngine, sha256_hex};
 pub use files::{
     BUILTIN_K8S_API_CONNECTION, BUILTIN_NAME, MAX_RULE_BYTES, load_all, load_bytes, load_file,
-    read_rule_file, rule_name,
+    oci_source, read_rule_file, read_rule_source, rule_name,
 };
 pub use grants::{Grant, Grants, parse_grant};
 pub use imports::{Batch, ContainerTable, Containers, InstanceState};

@@ -150,9 +150,15 @@ pub fn signature_path(path: &Path) -> PathBuf {
 /// rule (`real` is the rule's resolved path, so a ConfigMap's `..data` swap between the
 /// two reads cannot pair a new rule with an old signature); `None` when there is none.
 pub fn read_signature(real: &Path) -> Option<Vec<u8>> {
-    std::fs::read(signature_path(real))
-        .ok()
-        .filter(|bytes| bytes.len() <= keys::MAX_SIGNATURE_BYTES)
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(signature_path(real))
+        .ok()?
+        .take(keys::MAX_SIGNATURE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    // A larger file is no signature (and is not read whole).
+    (bytes.len() <= keys::MAX_SIGNATURE_BYTES).then_some(bytes)
 }
 
 #[cfg(test)]

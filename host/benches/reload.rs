@@ -51,7 +51,7 @@ async fn reload_once(
     watcher.changed().await;
     for change in plan(runtime, sources, loaded, &BTreeMap::new()) {
         match change {
-            Change::Replace { path, rule } => {
+            Change::Replace { path, rule, .. } => {
                 let key = path.display().to_string();
                 loaded.insert(path, rule.sha256.clone());
                 host.replace(&key, rule).unwrap();

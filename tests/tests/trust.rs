@@ -319,7 +319,14 @@ fn a_badly_signed_hot_reload_is_refused_and_the_old_rule_keeps_detecting() {
     scene
         .agent
         .wait_for_log("the signed version reloaded", |r| {
-            r.is("rule reloaded", &[("sha256", &sha256_hex(&v2))])
+            r.is(
+                "rule reloaded",
+                &[
+                    ("sha256", &sha256_hex(&v2)),
+                    ("trust", "signed"),
+                    ("signed_by", public.to_str().unwrap()),
+                ],
+            )
         });
     assert_eq!(scene.connect_expect_finding(4, false), sha256_hex(&v2));
 }
@@ -351,6 +358,12 @@ fn a_pinned_rule_refuses_other_bytes_on_reload() {
         ],
     );
     assert_eq!(scene.connect_expect_finding(1, true), sha256_hex(&v1));
+    scene.agent.wait_for_log("the pinned version loaded", |r| {
+        r.is(
+            "rule loaded",
+            &[("sha256", &sha256_hex(&v1)), ("trust", "pinned")],
+        )
+    });
     let v2 = rule_variant(&k8s_bytes(), "not pinned");
     write_atomically(&rule, &v2);
     let rejected = scene.agent.wait_for_log("the unpinned bytes refused", |r| {

@@ -9,6 +9,7 @@ use crate::dispatch::Dispatcher;
 use crate::logging::error_line;
 use crate::rules::reload::{Change, Compile, Loaded, RuleSources, Scan, Watcher};
 use crate::rules::{Rule, RuleEngine};
+use crate::trust::Verdict;
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -165,11 +166,11 @@ pub(crate) fn apply(dispatcher: &mut Dispatcher, loaded: &mut Loaded, change: Ch
 /// Applies one change; says how it went: `loaded`, `replaced`, `removed` or `rejected`.
 fn apply_one(dispatcher: &mut Dispatcher, loaded: &mut Loaded, change: Change) -> &'static str {
     match change {
-        Change::Add { path, rule } => {
+        Change::Add { path, rule, trust } => {
             let key = path.display().to_string();
             match dispatcher.add_from(&key, rule.clone()) {
                 Ok(()) => {
-                    log_rule("rule loaded", &rule, &key, None);
+                    log_rule("rule loaded", &rule, &key, None, &trust);
                     loaded.record(&path, Some(&rule.sha256));
                     "loaded"
                 }
@@ -180,11 +181,11 @@ fn apply_one(dispatcher: &mut Dispatcher, loaded: &mut Loaded, change: Change) -
                 }
             }
         }
-        Change::Replace { path, rule } => {
+        Change::Replace { path, rule, trust } => {
             let key = path.display().to_string();
             match dispatcher.replace(&key, rule.clone()) {
                 Ok(old) => {
-                    log_rule("rule reloaded", &rule, &key, Some(&old));
+                    log_rule("rule reloaded", &rule, &key, Some(&old), &trust);
                     loaded.record(&path, Some(&rule.sha256));
                     "replaced"
                 }
@@ -198,7 +199,7 @@ fn apply_one(dispatcher: &mut Dispatcher, loaded: &mut Loaded, change: Change) -
         Change::Remove { path } => {
             let key = path.display().to_string();
             if let Some(old) = dispatcher.remove(&key) {
-                log_rule("rule unloaded", &old, &key, None);
+                log_rule("rule unloaded", &old, &key, None, &Verdict::Open);
             }
             loaded.record(&path, None);
             "removed"
@@ -215,8 +216,20 @@ fn apply_one(dispatcher: &mut Dispatcher, loaded: &mut Loaded, change: Change) -
     }
 }
 
-/// Logs a loaded, reloaded or unloaded rule with what identifies it.
-pub(crate) fn log_rule(what: &'static str, rule: &Rule, source: &str, previous: Option<&Rule>) {
+/// Logs a loaded, reloaded or unloaded rule with what identifies it and what vouched
+/// for its bytes (`trust`: `signed` with `signed_by`, `pinned`, or `open`).
+pub(crate) fn log_rule(
+    what: &'static str,
+    rule: &Rule,
+    source: &str,
+    previous: Option<&Rule>,
+    trust: &Verdict,
+) {
+    let (trust, signed_by) = match trust {
+        Verdict::Open => ("open", None),
+        Verdict::Pinned => ("pinned", None),
+        Verdict::Signed(key) => ("signed", Some(key.as_str())),
+    };
     tracing::info!(
         rule = %rule.name,
         id = %rule.metadata.id,
@@ -226,6 +239,8 @@ pub(crate) fn log_rule(what: &'static str, rule: &Rule, source: &str, previous: 
         source,
         previous_version = previous.map(|p| p.metadata.version.as_str()),
         previous_sha256 = previous.map(|p| p.sha256.as_str()),
+        trust,
+        signed_by,
         "{what}"
     );
 }

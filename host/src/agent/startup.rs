@@ -16,6 +16,7 @@ use crate::ready::{Ready, ReadyFile};
 use crate::rules::reload::{Change, Loaded, RuleSources};
 use crate::rules::{Limits, Origin, RuleEngine};
 use crate::sensor::{ProbeConfig, Probes};
+use crate::trust::Verdict;
 use crate::webhooks::Webhooks;
 use anyhow::Result;
 use std::collections::BTreeSet;
@@ -230,7 +231,14 @@ fn load_rules(runtime: &Arc<RuleEngine>, sources: &RuleSources) -> Result<(Dispa
     let mut loaded = Loaded::default();
     if sources.is_empty() {
         let rule = crate::rules::load_all(runtime, &[] as &[PathBuf])?.remove(0);
-        log_rule("rule loaded", &rule, crate::rules::BUILTIN_NAME, None);
+        // Compiled into the binary: as trusted as the binary itself.
+        log_rule(
+            "rule loaded",
+            &rule,
+            crate::rules::BUILTIN_NAME,
+            None,
+            &Verdict::Pinned,
+        );
         dispatcher.add(rule)?;
         return Ok((dispatcher, loaded));
     }

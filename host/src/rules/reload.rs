@@ -9,7 +9,7 @@
 //! Whatever the event, the reaction is the same: rescan, and reload what hashes differently.
 
 use crate::rules::{Rule, RuleEngine, sha256_hex};
-use crate::trust::Trust;
+use crate::trust::{Trust, Verdict};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -68,10 +68,18 @@ impl RuleSources {
 
 /// What a rescan found, for the dispatcher to apply between two batches.
 pub enum Change {
-    /// A new file, compiled and validated.
-    Add { path: PathBuf, rule: Arc<Rule> },
+    /// A new file, compiled and validated, and what vouched for its bytes.
+    Add {
+        path: PathBuf,
+        rule: Arc<Rule>,
+        trust: Verdict,
+    },
     /// A new version of a loaded file, compiled and validated.
-    Replace { path: PathBuf, rule: Arc<Rule> },
+    Replace {
+        path: PathBuf,
+        rule: Arc<Rule>,
+        trust: Verdict,
+    },
     /// The file is gone.
     Remove { path: PathBuf },
     /// The file changed but cannot be loaded; the loaded version (if any) stays.
@@ -91,6 +99,8 @@ pub struct Compile {
     pub sha256: String,
     /// What a refusal of these bytes is remembered by (see [`fingerprint`]).
     pub fingerprint: String,
+    /// What vouched for the bytes (a pin, a trusted key's signature, or nothing).
+    pub trust: Verdict,
     /// Whether a version of the file is loaded (so the result replaces it).
     pub replaces: bool,
 }
@@ -104,10 +114,12 @@ impl Compile {
             Ok(rule) if self.replaces => Change::Replace {
                 path: self.path,
                 rule,
+                trust: self.trust,
             },
             Ok(rule) => Change::Add {
                 path: self.path,
                 rule,
+                trust: self.trust,
             },
             Err(error) => Change::Reject {
                 path: self.path,
@@ -162,23 +174,27 @@ pub fn scan(
         if loaded.get(path) == Some(&sha256) || rejected.get(path) == Some(&fingerprint) {
             continue;
         }
-        if let Err(reason) = sources
+        let trust = match sources
             .trust
             .check(path, &sha256, &bytes, signature.as_deref())
         {
-            scan.changes.push(Change::Reject {
-                path: path.clone(),
-                reason,
-                sha256: Some(fingerprint),
-            });
-            continue;
-        }
+            Ok(trust) => trust,
+            Err(reason) => {
+                scan.changes.push(Change::Reject {
+                    path: path.clone(),
+                    reason,
+                    sha256: Some(fingerprint),
+                });
+                continue;
+            }
+        };
         scan.compiles.push(Compile {
             path: path.clone(),
             bytes,
             replaces: loaded.contains_key(path),
             sha256,
             fingerprint,
+            trust,
         });
     }
     for path in loaded.keys() {

@@ -8,6 +8,7 @@ pub mod hostile;
 pub mod live;
 pub mod registry;
 pub mod scene;
+pub mod signing;
 pub mod slow_compile;
 
 use rulehost::dispatch::Dispatcher;

@@ -2,35 +2,12 @@
 //! a loopback port; nothing outside the machine): push, pull, cosign-style signatures
 //! beside the artifact, tampering refused, and a live agent following a tag.
 
-use rulehost_tests::hostile::rulehost;
 use rulehost_tests::registry::LocalRegistry;
 use rulehost_tests::scene::*;
+use rulehost_tests::signing::*;
 use rulehost_tests::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
-
-fn cli(args: &[&str]) -> Output {
-    rulehost(args, &[])
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let prefix = dir.join(name);
-    let out = cli(&[
-        "rule",
-        "keygen",
-        "--output-prefix",
-        prefix.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    (
-        dir.join(format!("{name}.key")),
-        dir.join(format!("{name}.pub")),
-    )
-}
 
 /// `rule push FILE REF [--key KEY]`; the pushed manifest digest.
 fn push(dir: &Path, bytes: &[u8], reference: &str, key: Option<&Path>) -> String {

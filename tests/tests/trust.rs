@@ -2,52 +2,12 @@
 //! binary, checked at start and on every hot reload (files, a ConfigMap swap of a rule
 //! and its signature together), with openssl as an independent ECDSA implementation.
 
-use rulehost_tests::hostile::{rulehost, stderr_lines};
+use rulehost_tests::hostile::stderr_lines;
 use rulehost_tests::scene::*;
+use rulehost_tests::signing::*;
 use rulehost_tests::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-
-/// `rulehost ARGS` with no stdin; its output.
-fn cli(args: &[&str]) -> Output {
-    rulehost(args, &[])
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A key pair from `rulehost rule keygen`: (private, public).
-fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let prefix = dir.join(name);
-    let out = cli(&[
-        "rule",
-        "keygen",
-        "--output-prefix",
-        prefix.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    (
-        dir.join(format!("{name}.key")),
-        dir.join(format!("{name}.pub")),
-    )
-}
-
-/// Signs `rule` with `key`, writing `<rule>.sig`.
-fn sign(key: &Path, rule: &Path) {
-    let out = cli(&[
-        "rule",
-        "sign",
-        "--key",
-        key.to_str().unwrap(),
-        rule.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-}
-
-fn signature_of(rule: &Path) -> PathBuf {
-    PathBuf::from(format!("{}.sig", rule.display()))
-}
 
 /// `inspect`'s signature status of `rule` against `key`.
 fn inspected_status(rule: &Path, key: &Path) -> String {

@@ -1,0 +1,49 @@
+//! `rulehost rule` commands for the trust and registry tests: the real binary makes
+//! the keys and signatures the agent is then asked to accept or refuse.
+
+use crate::hostile::rulehost;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// `rulehost ARGS` with no stdin; its output.
+pub fn cli(args: &[&str]) -> Output {
+    rulehost(args, &[])
+}
+
+/// Command output as text (for assertion messages).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A key pair from `rulehost rule keygen`: (private, public).
+pub fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let prefix = dir.join(name);
+    let out = cli(&[
+        "rule",
+        "keygen",
+        "--output-prefix",
+        prefix.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
+    )
+}
+
+/// Signs `rule` with `key`, writing `<rule>.sig`.
+pub fn sign(key: &Path, rule: &Path) {
+    let out = cli(&[
+        "rule",
+        "sign",
+        "--key",
+        key.to_str().unwrap(),
+        rule.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// Where `rule`'s signature file is.
+pub fn signature_of(rule: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.sig", rule.display()))
+}

@@ -10,6 +10,12 @@ pub fn cli(args: &[&str]) -> Output {
     rulehost(args, &[])
 }
 
+/// `rulehost run --check --no-state-dir ARGS`: loads (and checks) the rules, attaches
+/// nothing; its output.
+pub fn run_check(args: &[&str]) -> Output {
+    cli(&[&["run", "--check", "--no-state-dir"][..], args].concat())
+}
+
 /// Command output as text (for assertion messages).
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

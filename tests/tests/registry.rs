@@ -108,10 +108,7 @@ fn pushed_rules_pull_only_when_signed_by_a_trusted_key_and_untampered() {
     )
     .unwrap();
     let cache = dir.0.join("cache");
-    let out = cli(&[
-        "run",
-        "--check",
-        "--no-state-dir",
+    let out = run_check(&[
         "--config",
         config.to_str().unwrap(),
         "--cache-dir",

@@ -115,9 +115,7 @@ fn signatures_are_cosigns_format_both_ways_with_openssl() {
 
 /// `rulehost run --check` with `args`; its one error line.
 fn refused_at_start(args: &[&str]) -> String {
-    let mut all = vec!["run", "--check", "--no-state-dir"];
-    all.extend_from_slice(args);
-    let out = cli(&all);
+    let out = run_check(args);
     assert!(!out.status.success(), "{args:?} must be refused");
     let lines = stderr_lines(&out);
     let errors: Vec<&String> = lines.iter().filter(|l| l.contains("ERROR")).collect();
@@ -158,7 +156,7 @@ fn an_unsigned_wrongly_signed_or_unpinned_rule_is_refused_at_start() {
     assert!(error.contains("does not verify"), "{error}");
 
     sign(&key, &rule);
-    let out = cli(&[&["run", "--check", "--no-state-dir"][..], &with_key].concat());
+    let out = run_check(&with_key);
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     // A pin in the config file: other bytes are refused, naming both digests.
@@ -184,10 +182,7 @@ fn an_unsigned_wrongly_signed_or_unpinned_rule_is_refused_at_start() {
         format!("rules:\n  - path: {rule_arg}\n    sha256: {actual}\n"),
     )
     .unwrap();
-    let out = cli(&[
-        "run",
-        "--check",
-        "--no-state-dir",
+    let out = run_check(&[
         "--config",
         config.to_str().unwrap(),
         "--cache-dir",

@@ -86,7 +86,7 @@ impl Metrics {
             ),
             (
                 "rulehost_kernel_filtered",
-                "Events the kernel did not send on purpose, by reason: host_cgroup (no rule wants host events), unwatched (a connect to a destination no rule watches).",
+                "Events the kernel did not send on purpose, by reason: unwatched (a connect, from any process, to a destination no rule watches; checked first), host_cgroup (no rule wants host events).",
             ),
             (
                 "rulehost_rule_faults",

@@ -195,7 +195,10 @@ fn unwatched(cgroup_id: u64, family: u16, addr: &[u8; 16]) -> bool {
     if (family == AF_INET || family == AF_INET6) && WATCHED.get_ptr(&key).is_some() {
         return false;
     }
-    let issued = unsafe { ISSUED.get(&cgroup_id) }.copied().unwrap_or(0);
+    // No exec of this cgroup ever counted: nothing can be pending (one lookup, not two).
+    let Some(&issued) = (unsafe { ISSUED.get(&cgroup_id) }) else {
+        return true;
+    };
     let processed = unsafe { PROCESSED.get(&cgroup_id) }.copied().unwrap_or(0);
     issued == processed
 }
@@ -763,14 +766,17 @@ fn emit_connect(
     scope_id: u32,
 ) {
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    // First what no rule watches (most connects on a busy node): dropped on the
+    // destination alone, before the lineage and host-cgroup lookups. A connect dropped
+    // here would be dropped by the checks below too, or sent only to be unwatched.
+    if unwatched(cgroup_id, family, &addr) {
+        count(|d| unsafe { addr_of_mut!((*d).unwatched) });
+        return;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let origin = origin_of(tgid, cgroup_id);
     if suppressed(cgroup_id, origin) {
-        return;
-    }
-    if unwatched(cgroup_id, family, &addr) {
-        count(|d| unsafe { addr_of_mut!((*d).unwatched) });
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {

@@ -75,11 +75,8 @@ pub fn report(
     for (name, &(time, runs)) in after {
         let (time0, runs0) = before.get(name).copied().unwrap_or((0, 0));
         let runs = runs - runs0;
-        if runs > 0 {
-            parts.push(format!(
-                "{name} {} ns/run over {runs} runs",
-                (time - time0) / runs
-            ));
+        if let Some(each) = (time - time0).checked_div(runs) {
+            parts.push(format!("{name} {each} ns/run over {runs} runs"));
         }
     }
     parts.join("; ")

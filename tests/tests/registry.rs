@@ -2,6 +2,7 @@
 //! a loopback port; nothing outside the machine): push, pull, cosign-style signatures
 //! beside the artifact, tampering refused, and a live agent following a tag.
 
+use rulehost_tests::hostile::{self, rulehost};
 use rulehost_tests::registry::LocalRegistry;
 use rulehost_tests::scene::*;
 use rulehost_tests::signing::*;
@@ -98,6 +99,22 @@ fn pushed_rules_pull_only_when_signed_by_a_trusted_key_and_untampered() {
     assert_eq!(report["sha256"], sha256_hex(&v1), "{report}");
     assert_eq!(report["signature"]["status"], "verified", "{report}");
     assert_eq!(report["signature"]["digest"], digest.as_str(), "{report}");
+
+    // replay takes a registry rule wherever it takes a rule file.
+    let out = rulehost(
+        &["replay", "--rule", &format!("oci://{reference}"), "-"],
+        &hostile::k8s_scenario(0x51),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let findings = hostile::stdout_findings(&out);
+    assert_eq!(findings.len(), 1, "{}", brief(&findings));
+    assert_eq!(
+        findings[0]["rule"]["sha256"],
+        sha256_hex(&v1),
+        "{}",
+        brief(&findings)
+    );
+    assert_eq!(findings[0]["rule"]["name"], "k8s", "{}", brief(&findings));
 
     // A config entry pinning other bytes refuses the artifact at start, naming both.
     let config = dir.0.join("config.yaml");

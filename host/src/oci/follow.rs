@@ -3,7 +3,8 @@
 //! file is pinned to the verified digest first, so nothing else written there can load.
 //! A rule named by tag is re-resolved every `--oci-follow`; a new digest is pulled,
 //! verified and renamed into place, and the file watcher hot-reloads it. A refused or
-//! unreachable update is one log line, and the running version stays.
+//! unreachable update is one log line, and the running version stays; a refused digest
+//! is tried again at every turn, as its signature may be pushed just after it.
 
 use super::{Registry, parse_reference};
 use crate::rules::sha256_hex;
@@ -71,7 +72,9 @@ pub async fn start(rules: &[OciRule], trust: &Arc<Trust>, interval: Duration) ->
     Ok(())
 }
 
-/// Re-resolves a tag forever; a new digest is pulled, verified and put in place.
+/// Re-resolves a tag forever; a new digest is pulled, verified and put in place. A
+/// refused digest is tried again at every turn (a signature is pushed after its
+/// artifact, so a turn can fall between the two) and logged once.
 async fn follow(
     registry: Registry,
     rule: OciRule,
@@ -79,6 +82,7 @@ async fn follow(
     mut digest: String,
     interval: Duration,
 ) {
+    let mut refused: Option<String> = None;
     loop {
         tokio::time::sleep(interval).await;
         let now = match registry.resolve(&rule.reference).await {
@@ -95,12 +99,13 @@ async fn follow(
             Ok(pulled) => {
                 tracing::info!(source = %rule.source, digest = %pulled, previous_digest = %digest, "rule pulled");
                 digest = pulled;
+                refused = None;
             }
-            Err(error) => {
+            Err(error) if refused.as_deref() != Some(now.as_str()) => {
                 tracing::warn!(source = %rule.source, digest = %now, reason = %crate::logging::error_line(error.as_ref()), "rule rejected");
-                // Not retried until the tag moves again.
-                digest = now;
+                refused = Some(now);
             }
+            Err(_) => {}
         }
     }
 }

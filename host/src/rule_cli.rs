@@ -23,6 +23,7 @@ pub enum RuleCommand {
         /// The private key (PKCS#8 or SEC1 PEM).
         #[arg(long, value_name = "FILE.key")]
         key: PathBuf,
+        /// The rule file to sign.
         #[arg(value_name = "FILE.wasm")]
         rule: PathBuf,
         /// Where to write the signature (default: FILE.wasm.sig).
@@ -32,22 +33,26 @@ pub enum RuleCommand {
     /// Pushes a rule file to a registry as a wasm OCI artifact; with --key, also signs
     /// its manifest digest as `cosign sign --key` does. Prints the digest.
     Push {
+        /// The rule component to push.
         #[arg(value_name = "FILE.wasm")]
         rule: PathBuf,
         /// REGISTRY/REPOSITORY:TAG (`oci://` optional).
         #[arg(value_name = "REF")]
         reference: String,
+        /// Also sign the pushed digest with this private key (PKCS#8 or SEC1 PEM).
         #[arg(long, value_name = "FILE.key")]
         key: Option<PathBuf>,
     },
     /// Pulls a rule from a registry, checking every digest, and with --trusted-key its
     /// cosign signature; writes it to a file.
     Pull {
+        /// REGISTRY/REPOSITORY:TAG or @sha256:DIGEST (`oci://` optional).
         #[arg(value_name = "REF")]
         reference: String,
         /// Where to write it (default: the repository's last segment, `.wasm`).
         #[arg(long, short, value_name = "FILE.wasm")]
         output: Option<PathBuf>,
+        /// A public key the artifact's signature must verify with; repeatable.
         #[arg(long = "trusted-key", value_name = "FILE.pub")]
         trusted_keys: Vec<PathBuf>,
     },

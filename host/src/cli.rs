@@ -242,6 +242,15 @@ fn agent(options: crate::agent::RunOptions) -> Result<()> {
     result
 }
 
+/// Runs a command's async work (registry calls) on a private single-threaded runtime.
+pub(crate) fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(future)
+}
+
 /// `replay`: the pipeline with recorded JSON lines as its source.
 fn replay(
     rule_paths: &[PathBuf],
@@ -300,10 +309,7 @@ fn replay(
 }
 
 fn inspect(path: &std::path::Path, keys: &[PathBuf], sandbox: &SandboxArgs) -> Result<()> {
-    let keys = keys
-        .iter()
-        .map(|key| crate::trust::PublicKey::load(key))
-        .collect::<Result<Vec<_>>>()?;
+    let keys = crate::trust::PublicKey::load_all(keys)?;
     let trust = crate::trust::Trust::new(keys, Default::default());
     let runtime = sandbox.engine()?;
     let (bytes, signature) = match crate::rules::oci_source(path) {

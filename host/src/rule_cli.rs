@@ -3,7 +3,7 @@
 
 use crate::cli::say;
 use crate::trust::keys::write_new;
-use crate::trust::{PublicKey, SigningKey, Trust, signature_path};
+use crate::trust::{PublicKey, SigningKey, Trust, signature_path, with_suffix};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -67,12 +67,12 @@ pub fn run(command: RuleCommand) -> Result<()> {
             rule,
             reference,
             key,
-        } => block_on(push(&rule, &reference, key.as_deref())),
+        } => crate::cli::block_on(push(&rule, &reference, key.as_deref())),
         RuleCommand::Pull {
             reference,
             output,
             trusted_keys,
-        } => block_on(pull(&reference, output, &trusted_keys)),
+        } => crate::cli::block_on(pull(&reference, output, &trusted_keys)),
     }
 }
 
@@ -113,11 +113,7 @@ async fn push(rule: &Path, reference: &str, key: Option<&Path>) -> Result<()> {
 }
 
 async fn pull(reference: &str, output: Option<PathBuf>, keys: &[PathBuf]) -> Result<()> {
-    let keys = keys
-        .iter()
-        .map(|path| PublicKey::load(path))
-        .collect::<Result<Vec<_>>>()?;
-    let trust = Trust::new(keys, Default::default());
+    let trust = Trust::new(PublicKey::load_all(keys)?, Default::default());
     let parsed = crate::oci::parse_reference(reference)?;
     let registry = crate::oci::Registry::new(&parsed)?;
     let pulled = registry
@@ -139,20 +135,4 @@ async fn pull(reference: &str, output: Option<PathBuf>, keys: &[PathBuf]) -> Res
         crate::rules::sha256_hex(&pulled.bytes),
         output.display()
     ))
-}
-
-/// `prefix` with `suffix` appended to its file name.
-fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
-    let mut name = prefix.as_os_str().to_owned();
-    name.push(suffix);
-    name.into()
-}
-
-/// Runs a registry command on a private single-threaded runtime.
-fn block_on(future: impl std::future::Future<Output = Result<()>>) -> Result<()> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?
-        .block_on(future)
 }

@@ -196,11 +196,7 @@ impl RunArgs {
                 }
             }
         }
-        let keys = self
-            .trusted_keys
-            .iter()
-            .map(|path| PublicKey::load(path))
-            .collect::<Result<Vec<_>>>()?;
+        let keys = PublicKey::load_all(&self.trusted_keys)?;
         let trust = Arc::new(Trust::new(keys, pins));
         Ok((RuleSources { files, dirs, trust }, oci))
     }

@@ -283,11 +283,7 @@ pub fn artifact_name(reference: &Reference) -> &str {
 /// [`Registry::fetch`] for a command that has no async runtime of its own.
 pub fn fetch_blocking(source: &str, trust: &Trust) -> Result<Pulled> {
     let reference = parse_reference(source)?;
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?
-        .block_on(async { Registry::new(&reference)?.fetch(&reference, trust).await })
+    crate::cli::block_on(async { Registry::new(&reference)?.fetch(&reference, trust).await })
 }
 
 /// A blob's destination that refuses bytes past the size its descriptor announced (the

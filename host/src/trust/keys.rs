@@ -40,6 +40,11 @@ impl PublicKey {
         })
     }
 
+    /// Every key of a `--trusted-key` list; the first unreadable one is the error.
+    pub fn load_all(paths: &[std::path::PathBuf]) -> Result<Vec<PublicKey>> {
+        paths.iter().map(|path| PublicKey::load(path)).collect()
+    }
+
     /// Whether `signature` is this key's over `bytes`.
     pub fn verifies(&self, bytes: &[u8], signature: &Signature) -> bool {
         self.key.verify(bytes, signature).is_ok()

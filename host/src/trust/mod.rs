@@ -69,11 +69,6 @@ impl Trust {
         !self.keys.is_empty()
     }
 
-    /// The trusted keys.
-    pub fn keys(&self) -> &[PublicKey] {
-        &self.keys
-    }
-
     /// Pins `path` to verified bytes (a pulled rule), replacing any earlier pin.
     pub fn pin(&self, path: &Path, pin: Pin) {
         self.pins
@@ -141,9 +136,14 @@ impl Trust {
 
 /// Where a rule file's signature is: `rule.wasm` -> `rule.wasm.sig`, as cosign names it.
 pub fn signature_path(path: &Path) -> PathBuf {
+    with_suffix(path, ".sig")
+}
+
+/// `path` with `suffix` appended to its file name (`k.wasm` + `.sig`, `dev` + `.pub`).
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
-    name.push(".sig");
-    PathBuf::from(name)
+    name.push(suffix);
+    name.into()
 }
 
 /// The bytes of a rule file's signature, read from the same directory snapshot as the

@@ -12,7 +12,7 @@ RULES        := -p guest-k8s-api-connection -p guest-cloud-metadata-access
 FIXTURES     := -p fixture-infinite-loop -p fixture-memory-bomb -p fixture-trap-every-event \
                 -p fixture-fs-import -p fixture-finding-flood -p fixture-wrong-world \
                 -p fixture-init-error -p fixture-stateful-panic -p fixture-hoarder \
-                -p fixture-big-minimum
+                -p fixture-big-minimum -p fixture-garbage-findings
 
 # The agent image: a static musl binary (profile `image`: release, stripped).
 MUSL         := x86_64-unknown-linux-musl

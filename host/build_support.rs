@@ -63,7 +63,7 @@ fn run_nested(mut command: std::process::Command, what: &str) -> anyhow::Result<
 fn build_guests(packages: &[&str]) -> anyhow::Result<std::path::PathBuf> {
     let root = workspace_root()?;
     let guests = target_dir()?.join("guests");
-    for dir in ["wit", "sdk/src", "sdk/Cargo.toml", "Cargo.lock"] {
+    for dir in ["wit", "sdk/src", "sdk/Cargo.toml", "wire", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

@@ -25,7 +25,7 @@ CARGO_FUZZ_VERSION=0.13.2
 # recognises it. FUZZ_TOOLCHAIN picks another toolchain.
 TOOLCHAIN=${FUZZ_TOOLCHAIN:-$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)}
 export RUSTC_BOOTSTRAP=1
-if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=(ring_decoder replay_line cgroup_path metadata); fi
+if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=(ring_decoder replay_line cgroup_path metadata packed_findings); fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo "+$TOOLCHAIN" install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"

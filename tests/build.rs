@@ -20,6 +20,7 @@ const FIXTURES: &[&str] = &[
     "stateful-panic",
     "hoarder",
     "big-minimum",
+    "garbage-findings",
 ];
 
 fn main() {

@@ -6,8 +6,8 @@
 //! keeps no state, and reads nothing but the event's typed fields.
 
 use rulehost_sdk::{
-    Event, EventBody, EventKind, Finding, Metadata, Rule, RuleMetadata, Value, export_rule, field,
-    from_std, interest, socket_ip_port,
+    Event, EventBody, EventKind, Finding, Findings, Metadata, Rule, RuleMetadata, Value,
+    export_rule, field, from_std, interest, socket_ip_port,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -58,7 +58,7 @@ impl Rule for CloudMetadataAccess {
         Ok(())
     }
 
-    fn on_event(index: u32, event: &Event, findings: &mut Vec<Finding>) {
+    fn on_event(index: u32, event: &Event, findings: &mut Findings) {
         let Some(container) = event.container else {
             return;
         };

@@ -23,9 +23,8 @@ mod addresses;
 pub use addresses::{AddressSet, MAX_ADDRESSES};
 
 use rulehost_sdk::{
-    ContainerHandle, Event, EventBody, EventKind, Finding, LogLevel, Metadata, Rule, RuleMetadata,
-    Value, cluster, export_rule, field, from_std, interest, log_line, socket_ip_port, state,
-    to_std,
+    ContainerHandle, Event, EventBody, EventKind, Findings, LogLevel, Metadata, Rule, RuleMetadata,
+    Value, cluster, export_rule, from_std, interest, log_line, socket_ip_port, state, to_std,
 };
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -39,12 +38,19 @@ const STATE_KEY: &str = "k8s-api-addresses";
 
 /// Most containers a read cache holds before it starts over.
 const CACHE_CAPACITY: usize = 4096;
+/// Most addresses this instance remembers having told the host to watch; past it,
+/// every exec tells the host again (which dedups).
+const WATCHED_CAPACITY: usize = 64;
 
 /// The node's known API server endpoints, with the host's generation they are from.
 type KnownEndpoints = Option<(u64, Vec<(IpAddr, u16)>)>;
 
 thread_local! {
     static ENDPOINTS: RefCell<KnownEndpoints> = const { RefCell::new(None) };
+
+    /// Addresses this instance asked the host to watch (the host keeps them for the
+    /// rule id, across instances).
+    static WATCHED: RefCell<Vec<IpAddr>> = const { RefCell::new(Vec::new()) };
 
     /// Read-through cache of host state, so a connect costs no host call once its
     /// container was seen. The host's copy is authoritative (it outlives this instance);
@@ -123,7 +129,7 @@ impl Rule for K8sApiConnection {
         refresh_endpoints();
     }
 
-    fn on_event(index: u32, event: &Event, findings: &mut Vec<Finding>) {
+    fn on_event(index: u32, event: &Event, findings: &mut Findings) {
         handle(index, event, findings);
     }
 }
@@ -131,7 +137,7 @@ impl Rule for K8sApiConnection {
 export_rule!(K8sApiConnection);
 
 /// Applies one event: remembers declared addresses at exec, reports matching connects.
-fn handle(index: u32, event: &Event, findings: &mut Vec<Finding>) {
+fn handle(index: u32, event: &Event, findings: &mut Findings) {
     let Some(container) = event.container else {
         return; // host processes are out of scope
     };
@@ -139,9 +145,7 @@ fn handle(index: u32, event: &Event, findings: &mut Vec<Finding>) {
         EventBody::ProcessExec(exec) => {
             for value in exec.env.iter().filter_map(|entry| declared_address(entry)) {
                 remember(container, value);
-                // Every time, not only when new: after an agent restart the state is
-                // restored but the host's watch set starts empty (the host dedups).
-                interest::watch_address(from_std(value));
+                watch(value);
             }
         }
         EventBody::SocketConnect(connect) => {
@@ -149,9 +153,27 @@ fn handle(index: u32, event: &Event, findings: &mut Vec<Finding>) {
                 return;
             };
             if with_addresses(container, |set| set.contains(ip)) || known_endpoint(ip, port) {
-                findings.push(finding(index, container, ip, port));
+                report(findings, index, container, ip, port);
             }
         }
+    }
+}
+
+/// Tells the host to watch `ip`, once per instance: not only when a container first
+/// declares it, since the host's watch set may be younger than the state (an agent
+/// restart without a state directory), but not on every exec either (a host call each).
+fn watch(ip: IpAddr) {
+    let new = WATCHED.with_borrow_mut(|watched| {
+        if watched.contains(&ip) {
+            return false;
+        }
+        if watched.len() < WATCHED_CAPACITY {
+            watched.push(ip);
+        }
+        true
+    });
+    if new {
+        interest::watch_address(from_std(ip));
     }
 }
 
@@ -199,14 +221,16 @@ fn remember(container: ContainerHandle, ip: IpAddr) {
     }
 }
 
-fn finding(index: u32, container: ContainerHandle, ip: IpAddr, port: u16) -> Finding {
-    Finding {
-        event: index,
-        data: vec![
-            field("ip", Value::Ip(from_std(addresses::canonical(ip)))),
-            field("port", Value::Unsigned(port.into())),
-            field("container_id", Value::ContainerId(container)),
-            field("comm", Value::Comm(index)),
+/// Reports a connect to an API server: no string is built (the host fills in the
+/// container id and the command name).
+fn report(findings: &mut Findings, index: u32, container: ContainerHandle, ip: IpAddr, port: u16) {
+    findings.report(
+        index,
+        &[
+            ("ip", Value::Ip(from_std(addresses::canonical(ip)))),
+            ("port", Value::Unsigned(port.into())),
+            ("container_id", Value::ContainerId(container)),
+            ("comm", Value::Comm(index)),
         ],
-    }
+    );
 }

@@ -335,6 +335,8 @@ fn inspect(path: &std::path::Path, keys: &[PathBuf], sandbox: &SandboxArgs) -> R
         "world": format!("{WORLD_PACKAGE}@{}", world_version_of(&rule.imports).unwrap_or(WORLD_VERSION.into())),
         "host_world": format!("{WORLD_PACKAGE}@{WORLD_VERSION}"),
         "imports": rule.imports,
+        // How batches cross: `packed` (0.1.3) where the rule exports it.
+        "batches": if rule.packed.is_some() { "packed" } else { "typed" },
         "metadata": m,
         "selects": m.selects.iter().map(|k| k.name()).collect::<Vec<_>>(),
         "origin": m.origin,

@@ -28,7 +28,8 @@ pub struct Finding {
 /// container id copy) before it is written.
 #[derive(Debug, Clone, Default)]
 pub struct FindingData {
-    fields: Vec<(String, FieldValue)>,
+    /// Names are shared with the rule's other findings ([`crate::rules::FieldNames`]).
+    fields: Vec<(Arc<str>, FieldValue)>,
     /// The values as JSON, built only if someone indexes the data (tools, tests).
     json: std::sync::OnceLock<Vec<serde_json::Value>>,
 }
@@ -69,7 +70,7 @@ impl Serialize for FieldValue {
 }
 
 impl FindingData {
-    pub fn new(fields: Vec<(String, FieldValue)>) -> FindingData {
+    pub fn new(fields: Vec<(Arc<str>, FieldValue)>) -> FindingData {
         FindingData {
             fields,
             json: std::sync::OnceLock::new(),
@@ -77,13 +78,13 @@ impl FindingData {
     }
 
     /// The fields, typed, in order.
-    pub fn fields(&self) -> &[(String, FieldValue)] {
+    pub fn fields(&self) -> &[(Arc<str>, FieldValue)] {
         &self.fields
     }
 
     /// The value of a field as JSON, if present.
     pub fn get(&self, name: &str) -> Option<&serde_json::Value> {
-        let index = self.fields.iter().position(|(n, _)| n == name)?;
+        let index = self.fields.iter().position(|(n, _)| &**n == name)?;
         let json = self
             .json
             .get_or_init(|| self.fields.iter().map(|(_, v)| v.to_json()).collect());

@@ -88,6 +88,8 @@ fn a_rule_built_for_world_0_1_0_loads_and_runs_unchanged() {
         "{:?}",
         rule.imports
     );
+    // It has no `packed` export: it is given typed batches.
+    assert!(rule.packed.is_none());
     let c = container(82);
     let findings = run(
         &mut host,

@@ -186,6 +186,7 @@ fn inspect_shows_metadata_world_imports_size_and_sha256() {
         format!("rulehost:rule@{}", rulehost::rules::WORLD_VERSION)
     );
     assert_eq!(report["metadata"]["id"], "TRC-1013");
+    assert_eq!(report["batches"], "packed");
     assert_eq!(report["env_vars"][0], "KUBERNETES_SERVICE_HOST");
     let imports: Vec<&str> = report["imports"]
         .as_array()

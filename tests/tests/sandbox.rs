@@ -259,6 +259,38 @@ fn a_rule_that_traps_on_every_event_is_recreated_then_disabled() {
 }
 
 #[test]
+fn packed_findings_that_do_not_decode_are_the_rules_fault() {
+    // Its `packed.on-events` answers with a count of u32::MAX and three bytes: refused
+    // before anything is reserved for the count, counted as its fault, one per batch.
+    let mut host = host_with(Limits::default(), &["garbage-findings"]);
+    for n in 1..=MAX_FAULTS as u64 {
+        let findings = run(&mut host, vec![connect(None, "192.0.2.1", 80)]);
+        assert!(findings.is_empty(), "{}", brief(&findings));
+        assert_eq!(host.counters.rule_faults, n, "after batch {n}");
+    }
+    assert!(host.is_disabled("FIXTURE-GARBAGE"));
+    assert!(!host.is_disabled(K8S_ID));
+    assert_eq!(by(&run(&mut host, k8s_scenario(9)), K8S_ID).len(), 1);
+
+    let out = replay(
+        &["garbage-findings"],
+        &[],
+        &[connect(container(9), "192.0.2.1", 80)],
+    );
+    let logs = logs_of(&out);
+    assert!(out.status.success(), "{}", brief(&logs));
+    let faults = about(&logs, "rule faulted", "FIXTURE-GARBAGE");
+    assert_eq!(faults.len(), 1, "{}", brief(&logs));
+    assert!(
+        faults[0].field("reason").contains(
+            "findings from `packed.on-events`: malformed packed bytes at offset 0: a count larger than the bytes that follow"
+        ),
+        "{:?}",
+        faults[0]
+    );
+}
+
+#[test]
 fn the_binary_logs_recreation_then_disabling() {
     // One batch: it fails whole, then each event is redone alone until the rule is
     // disabled; the k8s rule still reports the one API server connect.

@@ -50,8 +50,10 @@ impl Dispatcher {
             return events;
         }
         let metadata = &slot.rule.metadata;
+        let packed = slot.instance.as_ref().is_some_and(RuleInstance::packed);
         self.selected.clear();
         self.wit_events.clear();
+        self.packed.clear();
         let interest = slot.interest.lock().expect("interest lock");
         let api_servers = self.runtime.api_servers();
         // Cgroups with an exec earlier in this batch that captured env entries: the rule
@@ -63,8 +65,12 @@ impl Dispatcher {
                 && admitted(&interest, &api_servers, event, &mut open)
             {
                 self.selected.push(index as u32);
-                self.wit_events
-                    .push(to_wit(event, self.handles[index], metadata));
+                if packed {
+                    self.packed.push(event, self.handles[index], metadata);
+                } else {
+                    self.wit_events
+                        .push(to_wit(event, self.handles[index], metadata));
+                }
             }
         }
         drop((interest, api_servers));
@@ -80,7 +86,11 @@ impl Dispatcher {
             std::mem::take(&mut self.selected),
             std::mem::take(&mut self.handles),
         );
-        let result = instance.deliver(&self.wit_events, self.runtime.limits());
+        let batch = match packed {
+            true => Delivery::Packed(&self.packed),
+            false => Delivery::Typed(&self.wit_events),
+        };
+        let result = instance.deliver(batch, self.runtime.limits());
         let (events, selected, handles) = instance.take_back();
         (self.selected, self.handles) = (selected, handles);
         match result {
@@ -136,8 +146,18 @@ impl Dispatcher {
                         );
                         break;
                     }
+                    let one = if packed {
+                        self.packed.clear();
+                        self.packed.push(
+                            &events[host_index as usize],
+                            self.handles[host_index as usize],
+                            &slot.rule.metadata,
+                        );
+                        Delivery::Packed(&self.packed)
+                    } else {
+                        Delivery::Typed(std::slice::from_ref(&self.wit_events[i]))
+                    };
                     instance.lend(events, vec![host_index], std::mem::take(&mut self.handles));
-                    let one = std::slice::from_ref(&self.wit_events[i]);
                     let result = instance.deliver(one, self.runtime.limits());
                     (events, _, self.handles) = instance.take_back();
                     match result {

@@ -10,7 +10,7 @@ pub(super) fn collect(
     containers: &Containers,
     events: &[Event],
     selected: &[u32],
-    findings: Vec<WitFinding>,
+    findings: Vec<RuleFinding>,
     out: &mut Vec<Finding>,
 ) -> (u64, u64) {
     let limits = runtime.limits();
@@ -66,13 +66,13 @@ const VALUE_BYTES: usize = 64;
 
 /// Bytes a finding's data takes as printed in JSON: every field costs its overhead,
 /// and every character its escaped length, so no field counts as empty.
-pub(super) fn data_size(fields: &[WitField]) -> usize {
+pub(super) fn data_size(fields: &[(Arc<str>, WitValue)]) -> usize {
     fields
         .iter()
-        .map(|field| {
+        .map(|(name, value)| {
             FIELD_OVERHEAD
-                + escaped_len(&field.name)
-                + match &field.value {
+                + escaped_len(name)
+                + match value {
                     WitValue::Text(text) => escaped_len(text),
                     _ => VALUE_BYTES,
                 }
@@ -95,15 +95,15 @@ fn escaped_len(text: &str) -> usize {
 /// Turns a rule's fields into finding data; host-filled values (container id, comm)
 /// are resolved here, so no string crossed the wasm boundary for them.
 pub(super) fn to_data(
-    fields: Vec<WitField>,
+    fields: Vec<(Arc<str>, WitValue)>,
     event: &Event,
     containers: &Containers,
 ) -> FindingData {
     FindingData::new(
         fields
             .into_iter()
-            .map(|field| {
-                let value = match field.value {
+            .map(|(name, value)| {
+                let value = match value {
                     WitValue::Text(text) => FieldValue::Text(text),
                     WitValue::Signed(n) => FieldValue::Signed(n),
                     WitValue::Unsigned(n) => FieldValue::Unsigned(n),
@@ -118,7 +118,7 @@ pub(super) fn to_data(
                     // A finding's fields describe its own event.
                     WitValue::Comm(_) => FieldValue::Comm(event.process.comm),
                 };
-                (field.name, value)
+                (name, value)
             })
             .collect(),
     )

@@ -7,8 +7,9 @@ use crate::logging::error_line;
 use crate::output::{EventRecord, FieldValue, Finding, FindingData, RuleRef};
 use crate::persist::{RestoreReport, StateStore};
 use crate::rules::{
-    ApiServers, Containers, DestinationKey, Interest, Refusals, Rule, RuleEngine, RuleInstance,
-    SharedInterest, WitEvent, WitField, WitFinding, WitIpAddress, WitValue, to_wit,
+    ApiServers, Containers, Delivery, DestinationKey, Interest, PackedBatch, Refusals, Rule,
+    RuleEngine, RuleFinding, RuleInstance, SharedInterest, WitEvent, WitIpAddress, WitValue,
+    to_wit,
 };
 use crate::state::RuleState;
 use anyhow::{Result, bail};
@@ -72,7 +73,9 @@ pub struct Dispatcher {
     slots: Vec<Slot>,
     containers: Containers,
     handles: Vec<Option<u64>>,
+    /// The batch being delivered to one rule, typed or packed as it takes batches.
     wit_events: Vec<WitEvent>,
+    packed: PackedBatch,
     selected: Vec<u32>,
     /// Where rule state is written after each batch, once [`Dispatcher::persist_to`] ran.
     persist: Option<Box<StateStore>>,
@@ -89,6 +92,7 @@ impl Dispatcher {
             containers: Containers::default(),
             handles: Vec::new(),
             wit_events: Vec::new(),
+            packed: PackedBatch::default(),
             selected: Vec::new(),
             persist: None,
             counters: Counters::default(),

@@ -191,7 +191,7 @@ impl RuleEngine {
         }
         let sha256 = sha256_hex(bytes);
         let component = self.compile(bytes, &sha256)?;
-        let imports = check_world(&self.engine, &component)?;
+        let WorldCheck { imports, packed } = check_world(&self.engine, &component)?;
         // Linked once per compiled rule: a fault recovery or a reload instantiates
         // without resolving imports again.
         let pre = self
@@ -205,6 +205,7 @@ impl RuleEngine {
             size: bytes.len(),
             pre,
             imports,
+            packed,
             metadata: Metadata::default(),
         };
         let probe = RuleInstance::new(

@@ -12,10 +12,34 @@ pub struct Refusals {
     pub context_calls: u64,
 }
 
+/// A batch as a rule takes it: typed through `detector`, or packed (0.1.3) where the
+/// rule exports `packed` ([`RuleInstance::packed`]).
+#[derive(Clone, Copy)]
+pub enum Delivery<'a> {
+    Typed(&'a [wit::Event]),
+    Packed(&'a PackedBatch),
+}
+
+impl Delivery<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Delivery::Typed(events) => events.len(),
+            Delivery::Packed(batch) => batch.len(),
+        }
+    }
+}
+
+/// The `packed.on-events` signature.
+type PackedOnEvents<'a> = wasmtime::component::TypedFunc<(&'a [u8],), (Vec<u8>,)>;
+
 /// One live, sandboxed instance of a rule.
 pub struct RuleInstance {
     pub store: Store<InstanceState>,
     bindings: bindings::Rule,
+    /// Its `packed.on-events`, type-checked at instantiation.
+    packed: Option<wasmtime::component::Func>,
+    /// The names its findings use.
+    names: FieldNames,
     pub metadata: Metadata,
 }
 
@@ -75,9 +99,11 @@ impl RuleInstance {
         let started = Self::start(&mut store, rule);
         drop(flight);
         match started {
-            Ok((bindings, metadata)) => Ok(RuleInstance {
+            Ok((bindings, packed, metadata)) => Ok(RuleInstance {
                 store,
                 bindings,
+                packed,
+                names: FieldNames::default(),
                 metadata,
             }),
             Err(error) => Err((error, std::mem::take(&mut store.data_mut().state))),
@@ -85,13 +111,37 @@ impl RuleInstance {
     }
 
     /// Instantiates, reads the metadata and runs `init`.
-    fn start(store: &mut Store<InstanceState>, rule: &Rule) -> Result<(bindings::Rule, Metadata)> {
-        let bindings = rule.pre.instantiate(&mut *store).map_err(|e| {
+    fn start(
+        store: &mut Store<InstanceState>,
+        rule: &Rule,
+    ) -> Result<(bindings::Rule, Option<wasmtime::component::Func>, Metadata)> {
+        let instantiating = |e: wasmtime::Error| {
             anyhow!(
                 "instantiating: {}",
                 error_line(anyhow::Error::from(e).as_ref())
             )
-        })?;
+        };
+        let instance = rule
+            .pre
+            .instance_pre()
+            .instantiate(&mut *store)
+            .map_err(instantiating)?;
+        let bindings = bindings::Rule::new(&mut *store, &instance).map_err(instantiating)?;
+        let packed = match rule.packed {
+            Some(index) => {
+                let func = instance
+                    .get_func(&mut *store, index)
+                    .ok_or_else(|| anyhow!("instantiating: `packed.on-events` is missing"))?;
+                func.typed::<(&[u8],), (Vec<u8>,)>(&*store).map_err(|e| {
+                    anyhow!(
+                        "`packed.on-events` has the wrong type: {}",
+                        error_line(anyhow::Error::from(e).as_ref())
+                    )
+                })?;
+                Some(func)
+            }
+            None => None,
+        };
         let detector = bindings.rulehost_rule_detector();
         let metadata = detector.call_metadata(&mut *store).map_err(|e| {
             anyhow!(
@@ -110,25 +160,42 @@ impl RuleInstance {
                 )
             })?
             .map_err(|message| anyhow!("init() refused: {message}"))?;
-        Ok((bindings, metadata))
+        Ok((bindings, packed, metadata))
     }
 
-    /// Delivers wit events; the host events they came from must be in the store's batch.
+    /// Whether the rule takes packed batches ([`Delivery::Packed`]).
+    pub fn packed(&self) -> bool {
+        self.packed.is_some()
+    }
+
+    /// Delivers a batch; the host events it came from must be in the store's batch.
     /// The call's CPU time and `context` calls are bounded by `limits` for its size.
-    pub fn deliver(&mut self, events: &[wit::Event], limits: &Limits) -> Result<Vec<wit::Finding>> {
-        let call = CallBudget::start(limits.call_budget(events.len()));
-        let context_calls = limits.context_calls(events.len());
+    pub fn deliver(&mut self, batch: Delivery<'_>, limits: &Limits) -> Result<Vec<RuleFinding>> {
+        let call = CallBudget::start(limits.call_budget(batch.len()));
+        let context_calls = limits.context_calls(batch.len());
         let data = self.store.data_mut();
         data.call = call;
         data.context_left = context_calls;
         self.store.set_epoch_deadline(call.ticks());
         let _flight = self.store.data().ticker.flight();
         let detector = self.bindings.rulehost_rule_detector();
-        let result = match events {
-            [single] => detector.call_on_event(&mut self.store, single),
-            many => detector.call_on_events(&mut self.store, many),
+        let result = match (batch, self.packed) {
+            (Delivery::Packed(batch), Some(func)) => {
+                let on_events: PackedOnEvents<'_> = func.typed(&self.store)?;
+                let (bytes,) = on_events.call(&mut self.store, (batch.bytes(),))?;
+                return decode_findings(&bytes, &mut self.names)
+                    .map_err(|malformed| anyhow!("findings from `packed.on-events`: {malformed}"));
+            }
+            (Delivery::Packed(_), None) => bail!("packed batch for a rule without `packed`"),
+            (Delivery::Typed([single]), _) => detector.call_on_event(&mut self.store, single),
+            (Delivery::Typed(many), _) => detector.call_on_events(&mut self.store, many),
         };
-        result.map_err(anyhow::Error::from)
+        let records = result.map_err(anyhow::Error::from)?;
+        let names = &mut self.names;
+        Ok(records
+            .into_iter()
+            .map(|finding| RuleFinding::from_record(finding, names))
+            .collect())
     }
 
     /// Hands the instance the host side of a delivery: the events, which of them the

@@ -13,6 +13,9 @@ pub struct Rule {
     pub pre: bindings::RulePre<InstanceState>,
     /// Interfaces it imports (all from the rule world).
     pub imports: Vec<String>,
+    /// Its `packed.on-events` export: batches go to it as bytes (0.1.3). `None` for a
+    /// rule without one, which is given typed batches through `detector`.
+    pub packed: Option<ComponentExportIndex>,
     pub metadata: Metadata,
 }
 

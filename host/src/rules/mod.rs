@@ -18,6 +18,7 @@ mod interest;
 mod limiter;
 mod log_budget;
 mod metadata;
+mod packed;
 pub mod reload;
 mod ticker;
 mod validate;
@@ -34,9 +35,10 @@ pub use files::{
 };
 pub use grants::{Grant, Grants, parse_grant};
 pub use imports::{Batch, ContainerTable, Containers, InstanceState};
-pub use instance::{Refusals, RuleInstance};
+pub use instance::{Delivery, Refusals, RuleInstance};
 pub use interest::{DestinationKey, Interest, SharedInterest, WATCH_MAX, destination_key};
 pub use metadata::{Metadata, Mitre, Origin, Rule};
+pub use packed::{FieldNames, PackedBatch, RuleFinding, decode_findings};
 pub use validate::validate_metadata;
 use world::*;
 
@@ -55,7 +57,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use ticker::Ticker;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store};
 
 /// Generated bindings for the `rule` world in `wit/`.
@@ -71,6 +73,6 @@ use bindings::rulehost::rule::types as wit;
 /// The WIT package this host implements.
 pub const WORLD_PACKAGE: &str = "rulehost:rule";
 /// Its version; rules built for a semver-compatible version load.
-pub const WORLD_VERSION: &str = "0.1.2";
+pub const WORLD_VERSION: &str = "0.1.3";
 /// Interfaces a rule may import; anything else is refused at load.
 const ALLOWED_IMPORTS: &[&str] = &["types", "state", "context", "log", "cluster", "interest"];

@@ -3,8 +3,16 @@
 
 use super::*;
 
-/// Checks a component's imports and exports against the rule world; returns its imports.
-pub(super) fn check_world(engine: &Engine, component: &Component) -> Result<Vec<String>> {
+/// What a component's world check found.
+pub(super) struct WorldCheck {
+    /// Interfaces it imports (all from the rule world).
+    pub imports: Vec<String>,
+    /// Its `packed.on-events` export (0.1.3), where it has one.
+    pub packed: Option<ComponentExportIndex>,
+}
+
+/// Checks a component's imports and exports against the rule world.
+pub(super) fn check_world(engine: &Engine, component: &Component) -> Result<WorldCheck> {
     let ty = component.component_type();
     let mut imports = Vec::new();
     for (name, _) in ty.imports(engine) {
@@ -17,10 +25,21 @@ pub(super) fn check_world(engine: &Engine, component: &Component) -> Result<Vec<
         imports.push(name.to_owned());
     }
     let mut detector = None;
+    let mut packed = None;
     for (name, _) in ty.exports(engine) {
         let (package, interface, version) = split_interface_name(name);
         if package == WORLD_PACKAGE && interface == "detector" {
             detector = Some((name, version));
+        }
+        if package == WORLD_PACKAGE && interface == "packed" {
+            check_version(name, version)?;
+            let on_events = component
+                .get_export_index(None, name)
+                .and_then(|packed| component.get_export_index(Some(&packed), "on-events"));
+            match on_events {
+                Some(index) => packed = Some(index),
+                None => bail!("exports `{name}` without its `on-events` function"),
+            }
         }
     }
     match detector {
@@ -29,7 +48,7 @@ pub(super) fn check_world(engine: &Engine, component: &Component) -> Result<Vec<
             "does not export `{WORLD_PACKAGE}/detector`: not a rule of the {WORLD_PACKAGE}@{WORLD_VERSION} world"
         ),
     }
-    Ok(imports)
+    Ok(WorldCheck { imports, packed })
 }
 
 /// Splits `pkg:name/interface@version` into its parts.

@@ -6,8 +6,8 @@
 //! keeps no state, and reads nothing but the event's typed fields.
 
 use rulehost_sdk::{
-    Event, EventBody, EventKind, Finding, Findings, Metadata, Rule, RuleMetadata, Value,
-    export_rule, field, from_std, interest, socket_ip_port,
+    Event, EventBody, EventKind, Findings, Metadata, Rule, RuleMetadata, Value, export_rule,
+    from_std, interest, socket_ip_port,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -69,15 +69,15 @@ impl Rule for CloudMetadataAccess {
             return;
         };
         if is_metadata_service(ip) {
-            findings.push(Finding {
-                event: index,
-                data: vec![
-                    field("ip", Value::Ip(from_std(ip.to_canonical()))),
-                    field("port", Value::Unsigned(port.into())),
-                    field("container_id", Value::ContainerId(container)),
-                    field("comm", Value::Comm(index)),
+            findings.report(
+                index,
+                &[
+                    ("ip", Value::Ip(from_std(ip.to_canonical()))),
+                    ("port", Value::Unsigned(port.into())),
+                    ("container_id", Value::ContainerId(container)),
+                    ("comm", Value::Comm(index)),
                 ],
-            });
+            );
         }
     }
 }

@@ -127,15 +127,20 @@ impl Dispatcher {
                 let faults_before = self.counters.rule_faults;
                 let selected = std::mem::take(&mut self.selected);
                 let mut events = events;
-                // The redo, too, holds the loop for at most one call's budget.
-                let redo_started = crate::cpu_budget::thread_cpu_time();
+                // The redo, too, holds the loop for at most one call's budget. Each
+                // call is charged what it used up to its own deadline: a call that ran
+                // into its deadline costs exactly its budget however late the epoch
+                // tick came, and re-instantiating after a fault costs the rule nothing,
+                // so which events are redone never depends on the machine's load.
                 let redo_budget = self.runtime.limits().call_budget(selected.len());
+                let one_budget = self.runtime.limits().call_budget(1);
+                let mut redo_spent = Duration::ZERO;
                 for (i, &host_index) in selected.iter().enumerate() {
                     let slot = &mut self.slots[slot_index];
                     let Some(instance) = slot.instance.as_mut() else {
                         break;
                     };
-                    if crate::cpu_budget::thread_cpu_time() - redo_started >= redo_budget {
+                    if redo_spent >= redo_budget {
                         let skipped = (selected.len() - i) as u64;
                         self.counters.events_skipped += skipped;
                         tracing::warn!(
@@ -158,7 +163,10 @@ impl Dispatcher {
                         Delivery::Typed(std::slice::from_ref(&self.wit_events[i]))
                     };
                     instance.lend(events, vec![host_index], std::mem::take(&mut self.handles));
+                    let call_started = crate::cpu_budget::thread_cpu_time();
                     let result = instance.deliver(one, self.runtime.limits());
+                    redo_spent +=
+                        (crate::cpu_budget::thread_cpu_time() - call_started).min(one_budget);
                     (events, _, self.handles) = instance.take_back();
                     match result {
                         Ok(findings) => self.counters.count_findings(collect(

@@ -11,11 +11,22 @@ impl Dispatcher {
         self.handles.clear();
         {
             let mut table = self.containers.write().expect("container lock");
-            self.handles.extend(
-                events
-                    .iter()
-                    .map(|e| e.container.as_ref().map(|c| table.intern(c))),
-            );
+            // A container's events tend to come in runs, sharing one `Arc`: the last
+            // one's handle is reused without hashing its id again.
+            let mut last: Option<(*const crate::events::Container, u64)> = None;
+            self.handles.extend(events.iter().map(|e| {
+                let container = e.container.as_ref()?;
+                match last {
+                    Some((seen, handle)) if std::ptr::eq(seen, Arc::as_ptr(container)) => {
+                        Some(handle)
+                    }
+                    _ => {
+                        let handle = table.intern(container);
+                        last = Some((Arc::as_ptr(container), handle));
+                        Some(handle)
+                    }
+                }
+            }));
         }
         for slot_index in 0..self.slots.len() {
             let before = self.counters;

@@ -134,7 +134,8 @@ impl RuleFinding {
             data: finding
                 .data
                 .into_iter()
-                .map(|field| (names.get(&field.name), field.value))
+                .enumerate()
+                .map(|(at, field)| (names.get(at, &field.name), field.value))
                 .collect(),
         }
     }
@@ -150,8 +151,12 @@ const MAX_NAMES: usize = 64;
 pub struct FieldNames(Vec<Arc<str>>);
 
 impl FieldNames {
-    /// The shared copy of `name`.
-    pub fn get(&mut self, name: &str) -> Arc<str> {
+    /// The shared copy of `name`, looked for first at `hint`: a rule's findings
+    /// usually repeat one shape, so the `n`-th field's name was seen `n`-th.
+    pub fn get(&mut self, hint: usize, name: &str) -> Arc<str> {
+        if let Some(known) = self.0.get(hint).filter(|known| ***known == *name) {
+            return known.clone();
+        }
         if let Some(known) = self.0.iter().find(|known| ***known == *name) {
             return known.clone();
         }
@@ -181,8 +186,8 @@ pub fn decode_findings(
         let event = reader.u32()?;
         let fields = reader.count(MIN_FIELD_BYTES)?;
         let mut data = Vec::with_capacity(fields);
-        for _ in 0..fields {
-            let name = names.get(reader.str()?);
+        for at in 0..fields {
+            let name = names.get(at, reader.str()?);
             data.push((name, decode_value(&mut reader)?));
         }
         findings.push(RuleFinding { event, data });

@@ -18,7 +18,7 @@ FIXTURES     := -p fixture-infinite-loop -p fixture-memory-bomb -p fixture-trap-
 MUSL         := x86_64-unknown-linux-musl
 VERSION      := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 
-.PHONY: all setup ebpf guest build image manifests test lint bench fuzz run clean
+.PHONY: all setup ebpf guest build image manifests test test-kernels lint bench fuzz run clean
 
 all: build
 
@@ -52,6 +52,11 @@ manifests: build
 test: build image manifests
 	$(CARGO) test --release --workspace --exclude guest-k8s-api-connection --exclude guest-cloud-metadata-access
 	$(CARGO) test --release $(RULES) --lib
+
+# The kernel matrix: Debian's 5.10, 6.1 and 6.12 (tests/kernels/kernels.list) booted with
+# virtme-ng and QEMU, the kernel-facing tests and `run --check` run inside each.
+test-kernels: build
+	@bash scripts/test-kernels.sh
 
 lint: build
 	$(CARGO) fmt --all -- --check

@@ -241,6 +241,11 @@ pub struct Truncation {
     /// The environment was too large to scan completely: a wanted entry may be missing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub env_incomplete: bool,
+    /// The wanted env entries were read from `/proc/<pid>/environ` after the exec,
+    /// because the kernel could not walk the environment: what the process had then,
+    /// not necessarily at exec.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub env_from_proc: bool,
 }
 
 impl Truncation {

@@ -35,6 +35,7 @@ pub(crate) struct Metrics {
     reloads: Family<Label, Counter>,
     output_dropped: Family<Label, Counter>,
     output_sent: Family<Label, Counter>,
+    unmet_needs: Family<Labels2, Gauge>,
     latency: Histogram,
 }
 
@@ -62,6 +63,7 @@ impl Metrics {
             reloads: Family::default(),
             output_dropped: Family::default(),
             output_sent: Family::default(),
+            unmet_needs: Family::default(),
             // 0.5 ms to about 8 s.
             latency: Histogram::new(exponential_buckets(0.0005, 2.0, 15)),
             registry: Registry::default(),
@@ -113,6 +115,10 @@ impl Metrics {
                 "Findings an output delivered, by sink.",
             ),
             (
+                "rulehost_unmet_needs",
+                "1 per need of a loaded rule this kernel cannot meet, by rule id and need (the log's WARN says why).",
+            ),
+            (
                 "rulehost_event_to_finding_seconds",
                 "From the event's kernel timestamp to its finding being written.",
             ),
@@ -144,6 +150,8 @@ impl Metrics {
             let (name, text) = next();
             registry.register(name, text, family.clone());
         }
+        let (name, text) = next();
+        registry.register(name, text, metrics.unmet_needs.clone());
         let (name, text) = next();
         registry.register(name, text, metrics.latency.clone());
         Metrics {
@@ -236,6 +244,16 @@ impl Metrics {
                     ("version", rule.metadata.version.clone()),
                     ("sha256", rule.sha256.clone()),
                 ])
+                .set(1);
+        }
+    }
+
+    /// The needs of loaded rules this kernel cannot meet.
+    pub(crate) fn unmet_needs(&self, unmet: &[crate::agent::Unmet]) {
+        self.unmet_needs.clear();
+        for need in unmet {
+            self.unmet_needs
+                .get_or_create(&[("rule", need.rule.clone()), ("need", need.need.to_owned())])
                 .set(1);
         }
     }

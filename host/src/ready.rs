@@ -16,6 +16,12 @@ pub(crate) struct Ready {
     pub cgroup_hook: &'static str,
     /// The fork/exit hooks that keep attribution after a process leaves its cgroup.
     pub lineage_hook: &'static str,
+    /// How exec events get the env entries rules asked for.
+    pub env_capture: crate::sensor::EnvCapture,
+    /// Each program the kernel loaded: its verifier figure and load time.
+    pub programs: Vec<crate::sensor::ProgramLoad>,
+    /// Needs of loaded rules this kernel cannot meet (also logged at WARN).
+    pub unmet: Vec<crate::agent::Unmet>,
     /// The env names the kernel captures for the loaded rules.
     pub env_vars: Vec<String>,
     /// Processes and containers found running by the start-up sweep.

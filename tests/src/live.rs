@@ -29,6 +29,12 @@ impl LiveAgent {
     /// Starts the agent (with extra arguments) and waits for its ready file: probes
     /// attached, start-up sweep done, persisted state restored.
     pub fn start(name: &str, extra: &[&str]) -> LiveAgent {
+        Self::start_with_env(name, extra, &[])
+    }
+
+    /// [`LiveAgent::start`] with environment variables for the agent alone (such as
+    /// `RULEHOST_TEST_FORBID_HOOKS`).
+    pub fn start_with_env(name: &str, extra: &[&str], env: &[(&str, &str)]) -> LiveAgent {
         let dir = std::env::temp_dir().join(format!("rulehost-live-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let output = dir.join("findings.jsonl");
@@ -47,7 +53,8 @@ impl LiveAgent {
             .arg("--ready-file")
             .arg(&ready_file)
             .args(["--log-format", "json"])
-            .args(extra);
+            .args(extra)
+            .envs(env.iter().copied());
         // Each agent its own state store (one redb file admits one host at a time).
         if !extra
             .iter()
@@ -335,6 +342,11 @@ impl HeldConnector {
         HeldConnector {
             child: command.spawn().expect("spawn connector"),
         }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Lets it connect, and waits for it to exit.

@@ -3,7 +3,7 @@
 //! every address family, cgroup removal, and the kernel-side host-cgroup filter.
 
 use rulehost::events::{Body, Event, SocketType};
-use rulehost::sensor::{ProbeConfig, ProbeEvent, Probes, StartOptions};
+use rulehost::sensor::{EnvCapture, Forbidden, ProbeConfig, ProbeEvent, Probes, StartOptions};
 use rulehost_ebpf_common as abi;
 use std::fs;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -66,17 +66,30 @@ fn execs_of(events: &[ProbeEvent], pid: u32) -> Vec<&Event> {
         .collect()
 }
 
-/// The exec fallbacks (tracepoint, and both hooks without the environment walk)
-/// load and report execs on this kernel too.
+/// Every exec program runs here, each made the best one by forbidding the better
+/// mechanisms (as `RULEHOST_TEST_FORBID_HOOKS` does for the agent): the `bpf_loop` and
+/// bounded env walks on both tracepoint kinds, and the walk-less ones, whose wanted
+/// entries come from `/proc` (this child lives until it is read: it waits on a pipe).
 #[test]
 fn live_exec_fallbacks() {
-    for (skip, hook, with_env) in [
-        (1, "tracepoint/sched/sched_process_exec", true),
-        (2, "tp_btf/sched_process_exec (no env capture)", false),
+    for (forbid, hook, env_capture) in [
+        ("", "tp_btf/sched_process_exec", EnvCapture::BpfLoop),
         (
-            3,
-            "tracepoint/sched/sched_process_exec (no env capture)",
-            false,
+            "tp_btf",
+            "tracepoint/sched/sched_process_exec",
+            EnvCapture::BpfLoop,
+        ),
+        ("bpf_loop", "tp_btf/sched_process_exec", EnvCapture::Bounded),
+        (
+            "bpf_loop,tp_btf",
+            "tracepoint/sched/sched_process_exec",
+            EnvCapture::Bounded,
+        ),
+        ("env_walk", "tp_btf/sched_process_exec", EnvCapture::Proc),
+        (
+            "env_walk,tp_btf",
+            "tracepoint/sched/sched_process_exec",
+            EnvCapture::Proc,
         ),
     ] {
         let mut probes = Probes::start_with(
@@ -87,42 +100,81 @@ fn live_exec_fallbacks() {
                 ring_bytes: None,
             },
             StartOptions {
-                exec_skip: skip,
+                forbidden: Forbidden::parse(forbid).unwrap(),
                 ..StartOptions::default()
             },
         )
         .expect("starting the probes");
-        assert_eq!(probes.exec_hook(), hook);
-        let child = exec_child();
+        let what = format!("forbidding {forbid:?}");
+        assert_eq!(probes.exec_hook(), hook, "{what}");
+        assert_eq!(probes.env_capture(), env_capture, "{what}");
+        let exec_program = probes.loads()[0].program;
+        assert!(exec_program.starts_with("exec_"), "{what}: {exec_program}");
+        let child = HeldChild::start();
         let events = collect(
             &mut probes,
-            &|events| execs_of(events, child).len() == 3,
+            &|events| execs_of(events, child.pid).len() == 3,
             LIVE_WAIT,
         );
-        let execs = execs_of(&events, child);
+        let pid = child.pid;
+        drop(child);
+        let execs = execs_of(&events, pid);
         assert_eq!(
             execs.len(),
             3,
-            "{hook}: {} events, execs of the child: {execs:?}",
+            "{what}: {} events, execs of the child: {execs:?}",
             events.len()
         );
         let Body::ProcessExec {
             filename,
             argv,
             env,
+            truncated,
             ..
         } = &execs[2].body
         else {
             unreachable!()
         };
-        assert!(filename.ends_with("/true"), "{hook}: {filename}");
-        assert_eq!(argv, &["true"], "{hook}");
-        assert_eq!(execs[2].process.ppid, std::process::id(), "{hook}");
-        if with_env {
-            assert_eq!(env, &["KUBERNETES_SERVICE_HOST=10.1.2.3"], "{hook}");
-        } else {
-            assert!(env.is_empty(), "{hook}: {env:?}");
-        }
+        assert!(filename.ends_with("/cat"), "{what}: {filename}");
+        assert_eq!(argv, &["cat"], "{what}");
+        assert_eq!(execs[2].process.ppid, std::process::id(), "{what}");
+        assert_eq!(env, &["KUBERNETES_SERVICE_HOST=10.1.2.3"], "{what}");
+        assert_eq!(
+            truncated.env_from_proc,
+            env_capture == EnvCapture::Proc,
+            "{what}: {truncated:?}"
+        );
+    }
+}
+
+/// `sh -c 'exec env KUBERNETES_SERVICE_HOST=10.1.2.3 cat'` reading a pipe: it lives
+/// until dropped, so `/proc/<pid>/environ` can be read while it runs.
+struct HeldChild {
+    child: std::process::Child,
+    pid: u32,
+}
+
+impl HeldChild {
+    fn start() -> HeldChild {
+        let child = std::process::Command::new("sh")
+            .args(["-c", "exec env KUBERNETES_SERVICE_HOST=10.1.2.3 cat"])
+            // A small environment: the bounded walk reads all of it in the kernel.
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("RULEHOST_NOT_WANTED", "secret")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        HeldChild { child, pid }
+    }
+}
+
+impl Drop for HeldChild {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
     }
 }
 

@@ -50,6 +50,10 @@ pub const EXEC_ENV_MAX: usize = 1024;
 /// (an entry longer than [`EXEC_ENV_ENTRY_MAX`] costs more than one); one `bpf_loop`
 /// step each.
 pub const EXEC_ENV_SCAN_MAX: u32 = 512;
+/// The same bound for kernels without `bpf_loop` (before 5.17), where the walk is a
+/// loop the verifier follows step by step: kept small so it verifies quickly. A longer
+/// environment is marked [`EXEC_ENV_INCOMPLETE`] and user space reads the rest.
+pub const EXEC_ENV_SCAN_BOUNDED: u32 = 24;
 
 /// The filename was longer than [`EXEC_FILENAME_MAX`] (or could not be read).
 pub const EXEC_FILENAME_TRUNCATED: u32 = 1 << 0;
@@ -263,6 +267,33 @@ pub struct Config {
     /// that selects connects asked for only watched ones).
     pub filter_connects: u32,
     pub _pad: u32,
+    /// For each length in `env_name_lens`, the word masks that keep a name of that
+    /// length (and zero the rest) of an entry's first [`ENV_NAME_MAX`] + 1 bytes: the
+    /// kernel builds `ENV_NAMES` keys with these, without a branch per word.
+    pub env_name_masks: [[u64; ENV_NAME_WORDS]; ENV_NAMES_MAX],
+}
+
+/// Words (u64) in an [`EnvName`].
+pub const ENV_NAME_WORDS: usize = (ENV_NAME_MAX + 1) / 8;
+
+/// The masks of [`Config::env_name_masks`] for a name of `len` bytes: whole words
+/// kept, the word holding the name's end kept in part, the rest zeroed (little-endian:
+/// a word's first byte is its lowest).
+pub fn env_name_masks(len: usize) -> [u64; ENV_NAME_WORDS] {
+    let mut masks = [0u64; ENV_NAME_WORDS];
+    let mut w = 0;
+    while w < ENV_NAME_WORDS {
+        let low = w * 8;
+        masks[w] = if len >= low + 8 {
+            u64::MAX
+        } else if len <= low {
+            0
+        } else {
+            (1u64 << ((len - low) * 8)) - 1
+        };
+        w += 1;
+    }
+    masks
 }
 
 /// `KernelOffsets::flags`: the task/mm offsets are valid.

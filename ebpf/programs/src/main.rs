@@ -47,8 +47,8 @@ use aya_ebpf::{
 };
 use rulehost_ebpf_common::{
     AF_INET, AF_INET6, CGROUP_PATH_MAX, CgroupRmdirEvent, Config, ConnectEvent, DropCounters,
-    ENV_NAME_MAX, ENV_NAMES_MAX, EVENTS_BYTES, EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED,
-    EXEC_ENV_ENTRY_MAX, EXEC_ENV_INCOMPLETE, EXEC_ENV_MAX, EXEC_ENV_SCAN_MAX, EXEC_ENV_TRUNCATED,
+    ENV_NAME_MAX, ENV_NAME_WORDS, ENV_NAMES_MAX, EVENTS_BYTES, EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED,
+    EXEC_ENV_ENTRY_MAX, EXEC_ENV_INCOMPLETE, EXEC_ENV_MAX, EXEC_ENV_SCAN_BOUNDED, EXEC_ENV_SCAN_MAX, EXEC_ENV_TRUNCATED,
     EXEC_DISARMED, EXEC_FILENAME_MAX, EXEC_FILENAME_TRUNCATED, EXEC_NO_MM, EnvName, ExecEvent,
     HOST_CGROUPS_MAX, PENDING_MAX, WATCHED_MAX,
     KIND_CGROUP_MKDIR, KIND_CGROUP_RMDIR, KIND_CONNECT, KIND_EXEC, KernelOffsets, LINEAGE_MAX,
@@ -298,29 +298,50 @@ enum Filename {
     DataLoc(u64, u64),
 }
 
+/// How an exec program walks the environment: `bpf_loop` (5.17+), a loop the verifier
+/// unrolls (any kernel, fewer entries), or not at all.
+const WALK_LOOP: u8 = 0;
+const WALK_BOUNDED: u8 = 1;
+const WALK_NONE: u8 = 2;
+
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn exec_btf(ctx: BtfTracePointContext) -> i32 {
-    handle_exec::<true>(btf_filename(&ctx));
+    handle_exec::<WALK_LOOP>(btf_filename(&ctx));
     0
 }
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn exec_tp(ctx: TracePointContext) -> u32 {
-    handle_exec::<true>(tp_filename(&ctx));
+    handle_exec::<WALK_LOOP>(tp_filename(&ctx));
     0
 }
 
-// The same without the environment walk, for kernels without `bpf_loop` (< 5.17).
+// The same with a bounded walk, for kernels without `bpf_loop` (< 5.17).
+
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn exec_btf_bounded(ctx: BtfTracePointContext) -> i32 {
+    handle_exec::<WALK_BOUNDED>(btf_filename(&ctx));
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn exec_tp_bounded(ctx: TracePointContext) -> u32 {
+    handle_exec::<WALK_BOUNDED>(tp_filename(&ctx));
+    0
+}
+
+// The same without the environment walk: the last resort (user space then reads
+// `/proc/<pid>/environ`).
 
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn exec_btf_noenv(ctx: BtfTracePointContext) -> i32 {
-    handle_exec::<false>(btf_filename(&ctx));
+    handle_exec::<WALK_NONE>(btf_filename(&ctx));
     0
 }
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn exec_tp_noenv(ctx: TracePointContext) -> u32 {
-    handle_exec::<false>(tp_filename(&ctx));
+    handle_exec::<WALK_NONE>(tp_filename(&ctx));
     0
 }
 
@@ -345,8 +366,12 @@ fn tp_filename(ctx: &TracePointContext) -> Filename {
     Filename::DataLoc(ctx.as_ptr() as u64, at)
 }
 
+/// Builds the exec record in the per-CPU scratch area and sends it. Its flags and
+/// lengths live in the record (map memory) from the start and are read back where used:
+/// a register the verifier tracked through every branch (a flag set or not, a length cut
+/// or not) would split its states at each, and old verifiers would not prune them.
 #[inline(always)]
-fn handle_exec<const ENV: bool>(filename: Filename) {
+fn handle_exec<const WALK: u8>(filename: Filename) {
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
@@ -360,38 +385,39 @@ fn handle_exec<const ENV: bool>(filename: Filename) {
     };
     let buf = unsafe { addr_of_mut!((*scratch).buf) } as *mut u8;
     let ev = buf as *mut ExecEvent;
-    let mut flags = 0u32;
+    unsafe {
+        write_volatile(&mut (*ev).flags, 0);
+        write_volatile(&mut (*ev).filename_len, 0);
+        write_volatile(&mut (*ev).argv_len, 0);
+        write_volatile(&mut (*ev).env_len, 0);
+    }
 
     // Filename, right after the fixed part.
-    let mut off = EXEC_HDR;
     let src = match filename {
         Filename::Kernel(ptr) => ptr,
         Filename::DataLoc(record, field) => data_loc(record, field),
     };
-    let mut filename_len = 0usize;
     if src != 0 {
         let n = unsafe {
             bpf_probe_read_kernel_str(
-                buf.add(off & (WINDOW - 1)).cast(),
+                buf.add(EXEC_HDR).cast(),
                 EXEC_FILENAME_MAX as u32,
                 src as *const c_void,
             )
         };
         if n > 0 {
-            filename_len = n as usize & (WINDOW - 1);
-            if filename_len >= EXEC_FILENAME_MAX {
-                filename_len = EXEC_FILENAME_MAX;
-                flags |= EXEC_FILENAME_TRUNCATED;
+            let mut len = n as usize & (WINDOW - 1);
+            if len >= EXEC_FILENAME_MAX {
+                len = EXEC_FILENAME_MAX;
+                mark(ev, EXEC_FILENAME_TRUNCATED);
             }
+            unsafe { write_volatile(&mut (*ev).filename_len, len as u16) };
         } else {
-            flags |= EXEC_FILENAME_TRUNCATED;
+            mark(ev, EXEC_FILENAME_TRUNCATED);
         }
     }
-    off += filename_len;
 
     let mut ppid = 0u32;
-    let mut argv_len = 0usize;
-    let mut env_len = 0usize;
     match offsets() {
         Some(o) if o.flags & OFFSETS_TASK != 0 => {
             let task = unsafe { bpf_get_current_task() };
@@ -401,50 +427,72 @@ fn handle_exec<const ENV: bool>(filename: Filename) {
             }
             let mm: u64 = unsafe { read_kernel(task + o.task_mm as u64) };
             if mm == 0 {
-                flags |= EXEC_NO_MM;
+                mark(ev, EXEC_NO_MM);
             } else {
                 let arg_start: u64 = unsafe { read_kernel(mm + o.mm_arg_start as u64) };
                 let arg_end: u64 = unsafe { read_kernel(mm + o.mm_arg_end as u64) };
                 let env_start: u64 = unsafe { read_kernel(mm + o.mm_env_start as u64) };
                 let env_end: u64 = unsafe { read_kernel(mm + o.mm_env_end as u64) };
-                argv_len = read_argv(buf, off, arg_start, arg_end, &mut flags);
-                off += argv_len;
-                if ENV {
-                    env_len = read_env(buf, off, env_start, env_end, &mut flags);
+                let len = read_argv(buf, lengths(ev).0, arg_start, arg_end, ev);
+                unsafe { write_volatile(&mut (*ev).argv_len, len as u16) };
+                if WALK != WALK_NONE {
+                    let len = read_env::<WALK>(buf, lengths(ev).1, env_start, env_end, ev);
+                    unsafe { write_volatile(&mut (*ev).env_len, len as u16) };
                 } else if config().is_some_and(|c| unsafe { read_volatile(&c.env_names) } != 0) {
-                    flags |= EXEC_ENV_INCOMPLETE;
+                    mark(ev, EXEC_ENV_INCOMPLETE);
                 }
-                off += env_len;
             }
         }
-        _ => flags |= EXEC_NO_MM,
+        _ => mark(ev, EXEC_NO_MM),
     }
 
-    if env_len > 0 && filter_on() && disarm(cgroup_id) {
-        flags |= EXEC_DISARMED;
+    // An exec that declared env entries, or whose environment user space must read
+    // from /proc, keeps its cgroup's connects flowing until user space processed it.
+    let declared = unsafe { read_volatile(&(*ev).env_len) } != 0
+        || unsafe { read_volatile(&(*ev).flags) } & EXEC_ENV_INCOMPLETE != 0;
+    if declared && filter_on() && disarm(cgroup_id) {
+        mark(ev, EXEC_DISARMED);
     }
 
+    let len = lengths(ev).2;
     unsafe {
-        ev.write(ExecEvent {
-            header: header(KIND_EXEC, off),
-            timestamp_ns: bpf_ktime_get_ns(),
-            cgroup_id,
-            origin_cgroup_id: origin,
-            pid: tgid,
-            tid: pid_tgid as u32,
-            ppid,
-            uid: bpf_get_current_uid_gid() as u32,
-            flags,
-            filename_len: filename_len as u16,
-            argv_len: argv_len as u16,
-            env_len: env_len as u16,
-            _pad: [0; 6],
-            comm: comm(),
-        });
+        write_volatile(&mut (*ev).header, header(KIND_EXEC, len));
+        write_volatile(&mut (*ev).timestamp_ns, bpf_ktime_get_ns());
+        write_volatile(&mut (*ev).cgroup_id, cgroup_id);
+        write_volatile(&mut (*ev).origin_cgroup_id, origin);
+        write_volatile(&mut (*ev).pid, tgid);
+        write_volatile(&mut (*ev).tid, pid_tgid as u32);
+        write_volatile(&mut (*ev).ppid, ppid);
+        write_volatile(&mut (*ev).uid, bpf_get_current_uid_gid() as u32);
+        write_volatile(&mut (*ev)._pad, [0; 6]);
+        write_volatile(&mut (*ev).comm, comm());
     }
-    if !output(buf, off) {
+    if !output(buf, len) {
         count(|d| unsafe { addr_of_mut!((*d).exec) });
     }
+}
+
+/// Sets a flag in the record being built.
+#[inline(always)]
+fn mark(ev: *mut ExecEvent, flag: u32) {
+    unsafe { write_volatile(&mut (*ev).flags, read_volatile(&(*ev).flags) | flag) };
+}
+
+/// Where argv starts, where env starts and where the record ends, from the lengths
+/// written so far (read back from the record, each bounded by its maximum).
+#[inline(always)]
+fn lengths(ev: *mut ExecEvent) -> (usize, usize, usize) {
+    let (f, a, e) = unsafe {
+        (
+            read_volatile(&(*ev).filename_len) as usize & (EXEC_FILENAME_MAX * 2 - 1),
+            read_volatile(&(*ev).argv_len) as usize & (EXEC_ARGV_MAX * 2 - 1),
+            read_volatile(&(*ev).env_len) as usize & (EXEC_ENV_MAX * 2 - 1),
+        )
+    };
+    let f = f.min(EXEC_FILENAME_MAX);
+    let a = a.min(EXEC_ARGV_MAX);
+    let e = e.min(EXEC_ENV_MAX);
+    (EXEC_HDR + f, EXEC_HDR + f + a, EXEC_HDR + f + a + e)
 }
 
 /// An exec outside the host cgroups starts a new lineage there (a container's first
@@ -470,14 +518,14 @@ fn data_loc(record: u64, field: u64) -> u64 {
 
 /// Copies the NUL-separated argv area into the record; returns its length.
 #[inline(always)]
-fn read_argv(buf: *mut u8, off: usize, start: u64, end: u64, flags: &mut u32) -> usize {
+fn read_argv(buf: *mut u8, off: usize, start: u64, end: u64, ev: *mut ExecEvent) -> usize {
     if start == 0 || end <= start {
         return 0;
     }
     let mut len = (end - start) as usize;
     if len > EXEC_ARGV_MAX {
         len = EXEC_ARGV_MAX;
-        *flags |= EXEC_ARGV_TRUNCATED;
+        mark(ev, EXEC_ARGV_TRUNCATED);
     }
     let len = len & (WINDOW - 1);
     let ret = unsafe {
@@ -488,15 +536,17 @@ fn read_argv(buf: *mut u8, off: usize, start: u64, end: u64, flags: &mut u32) ->
         )
     };
     if ret < 0 {
-        *flags |= EXEC_ARGV_TRUNCATED;
+        mark(ev, EXEC_ARGV_TRUNCATED);
         return 0;
     }
     len
 }
 
-/// State of one environment walk, in a per-CPU map (a `bpf_loop` callback can only be
-/// handed a stack pointer; the callback looks this up instead).
-#[repr(C)]
+/// State of one environment walk, in a per-CPU map: a `bpf_loop` callback can only be
+/// handed a stack pointer, and values loaded from a map are unknown to the verifier, so
+/// every step starts from the same verifier state and its paths prune (no state
+/// explosion, on old verifiers too).
+#[repr(C, align(8))]
 struct EnvWalk {
     /// Next user address to read, and the end of the environment.
     pos: u64,
@@ -507,21 +557,31 @@ struct EnvWalk {
     continuing: u64,
     /// Non-zero when a read failed.
     failed: u64,
+    /// Bytes of entries copied into the record so far.
+    copied: u64,
+    /// Bytes the last read returned (its NUL included).
+    len: u64,
     /// Distinct lengths of the wanted names.
     lens: [u8; ENV_NAMES_MAX],
-    /// The entry being looked at.
+    /// The entry being looked at (8-aligned: names are compared a word at a time).
     entry: [u8; EXEC_ENV_ENTRY_MAX],
 }
 
 #[map]
 static ENV_WALK: PerCpuArray<EnvWalk> = PerCpuArray::with_max_entries(1, 0);
 
-/// Walks the new process's environment (`env_start..env_end`, user memory) with
-/// `bpf_loop` (one entry, or one piece of a longer entry, per step), remembering where
-/// the first entry of each wanted name is; then copies those entries into the record.
-/// Returns the bytes appended.
+/// Walks the new process's environment (`env_start..env_end`, user memory) one entry
+/// (or one piece of a longer entry) per step, remembering where the first entry of each
+/// wanted name is; then copies those entries into the record in name order. Returns
+/// the bytes appended.
 #[inline(always)]
-fn read_env(buf: *mut u8, base: usize, start: u64, end: u64, flags: &mut u32) -> usize {
+fn read_env<const WALK: u8>(
+    buf: *mut u8,
+    base: usize,
+    start: u64,
+    end: u64,
+    ev: *mut ExecEvent,
+) -> usize {
     let Some(cfg) = config() else { return 0 };
     if unsafe { read_volatile(&cfg.env_names) } == 0 || start == 0 || end <= start {
         return 0;
@@ -535,46 +595,65 @@ fn read_env(buf: *mut u8, base: usize, start: u64, end: u64, flags: &mut u32) ->
         (*walk).found = [0; ENV_NAMES_MAX];
         (*walk).continuing = 0;
         (*walk).failed = 0;
+        (*walk).copied = 0;
         (*walk).lens = read_volatile(&cfg.env_name_lens);
     }
-    let steps = unsafe {
-        bpf_loop(
-            EXEC_ENV_SCAN_MAX,
-            env_step as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        )
+    let complete = if WALK == WALK_LOOP {
+        let steps = unsafe {
+            bpf_loop(
+                EXEC_ENV_SCAN_MAX,
+                env_step as *mut c_void,
+                core::ptr::null_mut(),
+                0,
+            )
+        };
+        steps >= 0
+    } else {
+        let mut step = 0;
+        while step < EXEC_ENV_SCAN_BOUNDED {
+            step += 1;
+            if env_walk_step(walk) {
+                break;
+            }
+        }
+        true
     };
-    let (pos, failed) = unsafe { ((*walk).pos, (*walk).failed) };
-    if steps < 0 || failed != 0 || pos < end {
-        *flags |= EXEC_ENV_INCOMPLETE;
+    let (pos, failed) = unsafe { (read_volatile(&(*walk).pos), read_volatile(&(*walk).failed)) };
+    if !complete || failed != 0 || pos < end {
+        mark(ev, EXEC_ENV_INCOMPLETE);
     }
+    copy_found(walk, buf, base, ev)
+}
 
-    let mut len = 0usize;
+/// Copies the entries the walk found into the record at `base`, in name order.
+#[inline(always)]
+fn copy_found(walk: *mut EnvWalk, buf: *mut u8, base: usize, ev: *mut ExecEvent) -> usize {
     let mut i = 0;
     while i < ENV_NAMES_MAX {
-        let at = unsafe { (*walk).found[i] };
+        let at = unsafe { read_volatile(&(*walk).found[i]) };
         i += 1;
         if at == 0 {
             continue;
         }
+        // Re-read from the map each time: an unknown scalar, masked below.
+        let len = unsafe { read_volatile(&(*walk).copied) } as usize;
         if len > EXEC_ENV_MAX - EXEC_ENV_ENTRY_MAX {
-            *flags |= EXEC_ENV_TRUNCATED;
+            mark(ev, EXEC_ENV_TRUNCATED);
             break;
         }
-        let dst = unsafe { buf.add((base + len) & (WINDOW - 1)) };
+        let dst = unsafe { buf.add((base + (len & (EXEC_ENV_MAX - 1))) & (WINDOW - 1)) };
         let n = unsafe {
             bpf_probe_read_user_str(dst.cast(), EXEC_ENV_ENTRY_MAX as u32, at as *const c_void)
         };
         if n > 0 {
             let n = n as usize & (EXEC_ENV_ENTRY_MAX * 2 - 1);
             if n >= EXEC_ENV_ENTRY_MAX {
-                *flags |= EXEC_ENV_TRUNCATED;
+                mark(ev, EXEC_ENV_TRUNCATED);
             }
-            len += n;
+            unsafe { write_volatile(&mut (*walk).copied, (len + n) as u64) };
         }
     }
-    len
+    unsafe { read_volatile(&(*walk).copied) as usize & (EXEC_ENV_MAX * 2 - 1) }
 }
 
 /// One `bpf_loop` step of the environment walk: returns 1 to stop, 0 to go on.
@@ -583,9 +662,18 @@ extern "C" fn env_step(_index: u64, _ctx: *mut c_void) -> i64 {
     let Some(walk) = ENV_WALK.get_ptr_mut(0) else {
         return 1;
     };
+    env_walk_step(walk) as i64
+}
+
+/// One step of the walk: reads the entry (or piece) at `pos` and notes it if it is a
+/// wanted one. Returns whether the walk is over. The read's length goes through the map
+/// (`walk.len`) and is read back at each use, so no comparison narrows a register the
+/// rest of the step keeps: every path ends in the same verifier state, and they prune.
+#[inline(always)]
+fn env_walk_step(walk: *mut EnvWalk) -> bool {
     let walk = unsafe { &mut *walk };
     if walk.pos >= walk.end {
-        return 1;
+        return true;
     }
     let n = unsafe {
         bpf_probe_read_user_str(
@@ -596,50 +684,80 @@ extern "C" fn env_step(_index: u64, _ctx: *mut c_void) -> i64 {
     };
     if n <= 0 {
         walk.failed = 1;
-        return 1;
+        return true;
     }
-    let n = n as usize & (EXEC_ENV_ENTRY_MAX * 2 - 1);
-    let truncated = n >= EXEC_ENV_ENTRY_MAX;
-    if walk.continuing == 0
-        && let Some(index) = env_name_index(walk, n)
+    unsafe { write_volatile(&mut walk.len, n as u64) };
+    if unsafe { read_volatile(&walk.continuing) } == 0
+        && let Some(index) = env_name_index(walk)
     {
         let slot = &mut walk.found[index as usize & (ENV_NAMES_MAX - 1)];
         if *slot == 0 {
             *slot = walk.pos;
         }
     }
+    let n = unsafe { read_volatile(&walk.len) };
+    // A piece that filled the read (no NUL in it) continues in the next read.
+    let truncated = n >= EXEC_ENV_ENTRY_MAX as u64;
     walk.continuing = truncated as u64;
-    walk.pos += if truncated { n - 1 } else { n } as u64;
-    0
+    walk.pos += n - truncated as u64;
+    false
 }
 
-/// The `ENV_NAMES` index of the entry in `walk.entry` (`n` bytes with its NUL) if it
-/// is `NAME=...` for a wanted name. Names are looked up by each wanted length.
+/// The `ENV_NAMES` index of the entry in `walk.entry` (`walk.len` bytes with its NUL)
+/// if it is `NAME=...` for a wanted name. Names are looked up by each wanted length, with the
+/// masks user space computed for it (no branch per word, so few verifier states).
 #[inline(always)]
-fn env_name_index(walk: &EnvWalk, n: usize) -> Option<u8> {
+fn env_name_index(walk: &EnvWalk) -> Option<u8> {
+    let cfg = config()?;
     let mut slot = 0;
     while slot < ENV_NAMES_MAX {
         let l = walk.lens[slot] as usize & ENV_NAME_MAX;
+        let masks = &cfg.env_name_masks[slot];
         slot += 1;
-        if l == 0 || n < l + 2 || walk.entry[l] != b'=' {
+        if l == 0 {
+            // Lengths are packed at the front.
+            break;
+        }
+        let n = unsafe { read_volatile(&walk.len) } as usize;
+        if n < l + 2 || walk.entry[l] != b'=' {
             continue;
         }
-        let mut key = EnvName::default();
-        let ret = unsafe {
-            bpf_probe_read_kernel(
-                key.name.as_mut_ptr().cast(),
-                l as u32,
-                walk.entry.as_ptr().cast(),
-            )
-        };
-        if ret != 0 {
-            continue;
-        }
-        if let Some(index) = unsafe { ENV_NAMES.get(&key) } {
+        let key = name_key(&walk.entry, masks);
+        if let Some(index) = unsafe { ENV_NAMES.get(key.as_name()) } {
             return Some(*index);
         }
     }
     None
+}
+
+/// An entry's first bytes as an `ENV_NAMES` key: each word masked, so the bytes after
+/// the name are zero (no read whose size depends on the name's length, which older
+/// verifiers cannot bound). Built as aligned words: one store each, not eight.
+#[inline(always)]
+fn name_key(entry: &[u8; EXEC_ENV_ENTRY_MAX], masks: &[u64; ENV_NAME_WORDS]) -> NameKey {
+    let mut key = NameKey([0; ENV_NAME_WORDS]);
+    let src = entry.as_ptr() as *const u64;
+    let mut w = 0;
+    while w < ENV_NAME_WORDS {
+        // SAFETY: `entry` holds at least ENV_NAME_WORDS words and is 8-aligned in
+        // EnvWalk.
+        key.0[w] = unsafe { src.add(w).read() & read_volatile(&masks[w]) };
+        w += 1;
+    }
+    key
+}
+
+/// An [`EnvName`] as aligned words (the same bytes).
+#[repr(C, align(8))]
+struct NameKey([u64; ENV_NAME_WORDS]);
+
+impl NameKey {
+    #[inline(always)]
+    fn as_name(&self) -> &EnvName {
+        const _: () = assert!(size_of::<NameKey>() == size_of::<EnvName>());
+        // SAFETY: same size, and EnvName (bytes only) has no alignment requirement.
+        unsafe { &*(self as *const NameKey).cast::<EnvName>() }
+    }
 }
 
 // ---- connect --------------------------------------------------------------------------

@@ -5,11 +5,13 @@
 
 mod config_watch;
 mod health;
+mod needs;
 mod reloads;
 mod signals;
 mod startup;
 
 pub(crate) use config_watch::report_suppressed;
+pub(crate) use needs::Unmet;
 pub(crate) use startup::RunOptions;
 
 use crate::containers::{ContainerResolver, Resolution, parse_cgroup_path};

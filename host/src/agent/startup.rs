@@ -80,8 +80,14 @@ pub(super) fn start(
         options.cache_dir.as_deref(),
     )?);
     let (mut dispatcher, loaded) = load_rules(&runtime, &options.sources)?;
+    let probe_config = ProbeConfig {
+        env_vars: dispatcher.env_vars(),
+        containers_only: only_containers_wanted(&dispatcher),
+        ring_bytes: options.ring_buffer_kib.map(|kib| kib.saturating_mul(1024)),
+        ..ProbeConfig::default()
+    };
     if options.check {
-        check(&dispatcher)?;
+        check(&dispatcher, &probe_config)?;
         return Ok(None);
     }
     // Before the first event (the start-up sweep's) reaches a rule.
@@ -105,16 +111,20 @@ pub(super) fn start(
         Some(io) => Webhooks::start(&options.webhooks, io.handle(), metrics.clone())?,
         None => Webhooks::default(),
     };
-    let containers_only = only_containers_wanted(&dispatcher);
-    let mut probes = Probes::start(&ProbeConfig {
-        env_vars: dispatcher.env_vars(),
-        containers_only,
-        ring_bytes: options.ring_buffer_kib.map(|kib| kib.saturating_mul(1024)),
-        ..ProbeConfig::default()
-    })?;
+    let mut probes = Probes::start(&probe_config)?;
     for fallback in probes.fallbacks() {
         tracing::info!(reason = %fallback, "probe fallback");
     }
+    for load in probes.loads() {
+        tracing::debug!(
+            program = load.program,
+            verified_insns = load.verified_insns,
+            load_us = load.load_us,
+            "program loaded"
+        );
+    }
+    let unmet = super::needs::unmet(&dispatcher, &probes);
+    super::needs::warn(&unmet);
     let mut resolver = ContainerResolver::detect()?;
     // Every host cgroup, so an exec there (after leaving a container) keeps its lineage.
     for cgroup_id in resolver.host_cgroups() {
@@ -173,6 +183,9 @@ pub(super) fn start(
         connect_hook: probes.connect_hook(),
         cgroup_hook: probes.cgroup_hook(),
         lineage_hook: probes.lineage_hook(),
+        env_capture: probes.env_capture(),
+        programs: probes.loads().to_vec(),
+        unmet,
         env_vars: dispatcher.env_vars(),
         swept_processes: swept.len(),
         swept_containers: running.len(),
@@ -188,6 +201,7 @@ pub(super) fn start(
         .with_webhooks(webhooks);
     if let Some(metrics) = pipeline.metrics() {
         metrics.rules_loaded(pipeline.dispatcher.rules());
+        metrics.unmet_needs(&ready.unmet);
     }
     for mut event in swept {
         pipeline.observe(&mut event);
@@ -205,7 +219,9 @@ pub(super) fn start(
         connect_hook = ready.connect_hook,
         cgroup_hook = ready.cgroup_hook,
         lineage_hook = ready.lineage_hook,
+        env_capture = ready.env_capture.describe(),
         env = ?ready.env_vars,
+        unmet = ready.unmet.len(),
         "ready"
     );
     Ok(Some(Agent {
@@ -253,8 +269,10 @@ fn load_rules(runtime: &Arc<RuleEngine>, sources: &RuleSources) -> Result<(Dispa
     Ok((dispatcher, loaded))
 }
 
-/// `run --check`: prints the rules and what the kernel offers, attaching nothing.
-fn check(dispatcher: &Dispatcher) -> Result<()> {
+/// `run --check`: prints the rules, then what the kernel offers them: the hooks the
+/// probes would get (loaded, never attached), each program's verifier figure
+/// and load time, and fails on any need of a rule the kernel cannot meet.
+fn check(dispatcher: &Dispatcher, probe_config: &ProbeConfig) -> Result<()> {
     for rule in dispatcher.rules() {
         let env = &rule.metadata.env_vars;
         let granted = match env.is_empty() {
@@ -269,6 +287,41 @@ fn check(dispatcher: &Dispatcher) -> Result<()> {
     Probes::check_env_vars(&dispatcher.env_vars())?;
     for fact in Probes::preflight()? {
         crate::cli::say(format_args!("{fact}"))?;
+    }
+    let load_only = crate::sensor::StartOptions {
+        load_only: true,
+        ..Default::default()
+    };
+    let probes = Probes::start_with(probe_config, load_only)?;
+    crate::cli::say(format_args!(
+        "hooks: exec {}, connect {}, cgroup {}, lineage {}",
+        probes.exec_hook(),
+        probes.connect_hook(),
+        probes.cgroup_hook(),
+        probes.lineage_hook()
+    ))?;
+    crate::cli::say(format_args!(
+        "env capture: {}",
+        probes.env_capture().describe()
+    ))?;
+    for load in probes.loads() {
+        crate::cli::say(format_args!("{}", load.describe()))?;
+    }
+    for fallback in probes.fallbacks() {
+        crate::cli::say(format_args!("passed over: {fallback}"))?;
+    }
+    let unmet = super::needs::unmet(dispatcher, &probes);
+    if let Some(first) = unmet.first() {
+        anyhow::bail!(
+            "rule {} needs {}, which this kernel cannot give: {}{}",
+            first.rule,
+            first.need,
+            first.reason,
+            match unmet.len() {
+                1 => String::new(),
+                n => format!(" (and {} more unmet need(s))", n - 1),
+            }
+        );
     }
     crate::cli::say(format_args!("check passed"))
 }

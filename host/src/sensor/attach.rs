@@ -3,118 +3,206 @@
 
 use super::*;
 
-/// Exec program candidates, best first: (program, uses BTF).
-pub(super) const EXEC_PROGRAMS: [(&str, bool); 4] = [
-    ("exec_btf", true),
-    ("exec_tp", false),
-    // Without the environment walk (no bpf_loop before Linux 5.17).
-    ("exec_btf_noenv", true),
-    ("exec_tp_noenv", false),
+/// What attaching needs and gathers: the kernel's BTF and offsets, the mechanisms a
+/// test forbade, why better hooks were passed over, and each loaded program's figures.
+pub(super) struct Attaching<'a> {
+    pub btf: Option<&'a Btf>,
+    pub offsets: &'a abi::KernelOffsets,
+    pub forbidden: Forbidden,
+    pub fallbacks: Vec<String>,
+    pub loads: Vec<ProgramLoad>,
+    /// False for `run --check`: programs are loaded (verified), never attached.
+    pub attach: bool,
+}
+
+impl Attaching<'_> {
+    /// Loads `name` with `load`, timing it, and records its verifier figure.
+    fn load<T>(
+        &mut self,
+        ebpf: &mut Ebpf,
+        name: &'static str,
+        load: impl FnOnce(&mut Ebpf) -> Result<T>,
+    ) -> Result<T> {
+        let (result, took) = timed(|| load(ebpf));
+        let value = result?;
+        let verified_insns = ebpf
+            .program(name)
+            .and_then(|p| p.info().ok())
+            .and_then(|info| info.verified_instruction_count());
+        self.loads.push(ProgramLoad {
+            program: name,
+            verified_insns,
+            load_us: took.as_micros() as u64,
+        });
+        Ok(value)
+    }
+}
+
+/// An exec program: its name, whether it is a BTF tracepoint, how it captures env.
+pub(super) struct ExecProgram {
+    pub name: &'static str,
+    pub btf: bool,
+    pub env: EnvCapture,
+}
+
+/// Exec program candidates, best first: `bpf_loop` env walks (5.17+), bounded ones
+/// (older verifiers), none (then env comes from /proc only); each a BTF tracepoint,
+/// else a classic one.
+pub(super) const EXEC_PROGRAMS: [ExecProgram; 6] = [
+    exec_program("exec_btf", true, EnvCapture::BpfLoop),
+    exec_program("exec_tp", false, EnvCapture::BpfLoop),
+    exec_program("exec_btf_bounded", true, EnvCapture::Bounded),
+    exec_program("exec_tp_bounded", false, EnvCapture::Bounded),
+    exec_program("exec_btf_noenv", true, EnvCapture::Proc),
+    exec_program("exec_tp_noenv", false, EnvCapture::Proc),
 ];
 
+const fn exec_program(name: &'static str, btf: bool, env: EnvCapture) -> ExecProgram {
+    ExecProgram { name, btf, env }
+}
+
+/// Attaches the best exec program; returns its hook and how it captures env.
 pub(super) fn attach_exec(
     ebpf: &mut Ebpf,
-    btf: Option<&Btf>,
-    offsets: &abi::KernelOffsets,
-    skip: usize,
-    fallbacks: &mut Vec<String>,
-) -> Result<&'static str> {
-    for (prog, uses_btf) in EXEC_PROGRAMS.into_iter().skip(skip) {
-        let result = if uses_btf {
-            match btf {
-                Some(btf) if offsets.flags & abi::OFFSETS_BPRM != 0 => {
-                    try_btf_tracepoint(ebpf, prog, "sched_process_exec", btf)
-                }
-                _ => Err(anyhow!("{prog}: no kernel BTF")),
+    at: &mut Attaching,
+) -> Result<(&'static str, EnvCapture)> {
+    for candidate in &EXEC_PROGRAMS {
+        let prog = candidate.name;
+        let result = (|| -> Result<&'static str> {
+            match candidate.env {
+                EnvCapture::BpfLoop => at.forbidden.check(Mechanism::BpfLoop, prog)?,
+                EnvCapture::Bounded => at.forbidden.check(Mechanism::EnvWalk, prog)?,
+                EnvCapture::Proc => {}
             }
-        } else if offsets.tp_exec_filename == 0 {
-            Err(anyhow!(
-                "{prog}: no sched/sched_process_exec tracepoint format (tracefs not mounted?)"
-            ))
-        } else {
-            (|| -> Result<()> {
+            if candidate.env != EnvCapture::Proc {
+                at.forbidden.check(Mechanism::EnvWalk, prog)?;
+            }
+            if candidate.btf {
+                at.forbidden.check(Mechanism::TpBtf, prog)?;
+                let btf = at
+                    .btf
+                    .filter(|_| at.offsets.flags & abi::OFFSETS_BPRM != 0)
+                    .ok_or_else(|| anyhow!("{prog}: no kernel BTF"))?;
+                let attach = at.attach;
+                at.load(ebpf, prog, |ebpf| {
+                    try_btf_tracepoint(ebpf, prog, "sched_process_exec", btf, attach)
+                })?;
+                return Ok("tp_btf/sched_process_exec");
+            }
+            if at.offsets.tp_exec_filename == 0 {
+                bail!(
+                    "{prog}: no sched/sched_process_exec tracepoint format (tracefs not mounted?)"
+                );
+            }
+            at.load(ebpf, prog, |ebpf| {
                 let program: &mut TracePoint = program_mut(ebpf, prog)?;
-                program.load().map_err(|e| program_error(e, prog))?;
+                program.load().map_err(|e| program_error(e, prog))
+            })?;
+            if at.attach {
+                let program: &mut TracePoint = program_mut(ebpf, prog)?;
                 program
                     .attach("sched", "sched_process_exec")
                     .map_err(|e| program_error(e, prog))?;
-                Ok(())
-            })()
-        };
-        match result {
-            Ok(()) => {
-                return Ok(match prog {
-                    "exec_btf" => "tp_btf/sched_process_exec",
-                    "exec_tp" => "tracepoint/sched/sched_process_exec",
-                    "exec_btf_noenv" => "tp_btf/sched_process_exec (no env capture)",
-                    _ => "tracepoint/sched/sched_process_exec (no env capture)",
-                });
             }
-            Err(e) => fallbacks.push(format!("{e:#}")),
+            Ok("tracepoint/sched/sched_process_exec")
+        })();
+        match result {
+            Ok(hook) => return Ok((hook, candidate.env)),
+            Err(e) => at.fallbacks.push(format!("{e:#}")),
         }
     }
-    bail!("no exec hook could be attached: {}", fallbacks.join("; "))
+    bail!(
+        "no exec hook could be attached: {}",
+        at.fallbacks.join("; ")
+    )
 }
 
-pub(super) fn try_btf_tracepoint(ebpf: &mut Ebpf, prog: &str, tp: &str, btf: &Btf) -> Result<()> {
+/// Loads (verifies) a BTF tracepoint program, and attaches it unless checking.
+pub(super) fn try_btf_tracepoint(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    tp: &str,
+    btf: &Btf,
+    attach: bool,
+) -> Result<()> {
     let program: &mut BtfTracePoint = program_mut(ebpf, prog)?;
     program.load(tp, btf).map_err(|e| program_error(e, prog))?;
-    program.attach().map_err(|e| program_error(e, prog))?;
+    if attach {
+        program.attach().map_err(|e| program_error(e, prog))?;
+    }
     Ok(())
 }
 
-pub(super) fn attach_connect(
-    ebpf: &mut Ebpf,
-    btf: Option<&Btf>,
-    offsets: &abi::KernelOffsets,
-    fallbacks: &mut Vec<String>,
-) -> Result<&'static str> {
-    if let Some(btf) = btf.filter(|_| offsets.flags & abi::OFFSETS_SOCKET != 0) {
+/// Attaches the best connect hook: the BPF LSM, else fentry, else the cgroup hooks.
+pub(super) fn attach_connect(ebpf: &mut Ebpf, at: &mut Attaching) -> Result<&'static str> {
+    if let Some(btf) = at
+        .btf
+        .filter(|_| at.offsets.flags & abi::OFFSETS_SOCKET != 0)
+    {
         let lsm_result = (|| -> Result<()> {
+            at.forbidden.check(Mechanism::Lsm, "lsm/socket_connect")?;
             if !bpf_lsm_enabled() {
                 bail!("BPF LSM is not enabled (no \"bpf\" in /sys/kernel/security/lsm)");
             }
-            let program: &mut Lsm = program_mut(ebpf, "connect_lsm")?;
-            program
-                .load("socket_connect", btf)
-                .map_err(|e| program_error(e, "lsm/socket_connect"))?;
-            program
-                .attach()
-                .map_err(|e| program_error(e, "lsm/socket_connect"))?;
+            at.load(ebpf, "connect_lsm", |ebpf| {
+                let program: &mut Lsm = program_mut(ebpf, "connect_lsm")?;
+                program
+                    .load("socket_connect", btf)
+                    .map_err(|e| program_error(e, "lsm/socket_connect"))
+            })?;
+            if at.attach {
+                let program: &mut Lsm = program_mut(ebpf, "connect_lsm")?;
+                program
+                    .attach()
+                    .map_err(|e| program_error(e, "lsm/socket_connect"))?;
+            }
             Ok(())
         })();
         match lsm_result {
             Ok(()) => return Ok("lsm/socket_connect"),
-            Err(e) => fallbacks.push(format!("{e:#}")),
+            Err(e) => at.fallbacks.push(format!("{e:#}")),
         }
         let fentry_result = (|| -> Result<()> {
-            let program: &mut FEntry = program_mut(ebpf, "connect_fentry")?;
-            program
-                .load("security_socket_connect", btf)
-                .map_err(|e| program_error(e, "fentry/security_socket_connect"))?;
-            program
-                .attach()
-                .map_err(|e| program_error(e, "fentry/security_socket_connect"))?;
+            at.forbidden
+                .check(Mechanism::Fentry, "fentry/security_socket_connect")?;
+            at.load(ebpf, "connect_fentry", |ebpf| {
+                let program: &mut FEntry = program_mut(ebpf, "connect_fentry")?;
+                program
+                    .load("security_socket_connect", btf)
+                    .map_err(|e| program_error(e, "fentry/security_socket_connect"))
+            })?;
+            if at.attach {
+                let program: &mut FEntry = program_mut(ebpf, "connect_fentry")?;
+                program
+                    .attach()
+                    .map_err(|e| program_error(e, "fentry/security_socket_connect"))?;
+            }
             Ok(())
         })();
         match fentry_result {
             Ok(()) => return Ok("fentry/security_socket_connect"),
-            Err(e) => fallbacks.push(format!("{e:#}")),
+            Err(e) => at.fallbacks.push(format!("{e:#}")),
         }
     }
     let root = crate::mounts::cgroup2_root().map_err(|e| {
         e.context(format!(
             "no connect hook could be attached (tried: {})",
-            fallbacks.join("; ")
+            at.fallbacks.join("; ")
         ))
     })?;
     let cgroup = fs::File::open(&root)
         .with_context(|| format!("opening the cgroup v2 root {}", root.display()))?;
     for prog in ["connect4", "connect6"] {
+        at.load(ebpf, prog, |ebpf| {
+            let program: &mut CgroupSockAddr = program_mut(ebpf, prog)?;
+            program
+                .load()
+                .map_err(|e| program_error(e, &format!("loading cgroup/{prog}")))
+        })?;
+        if !at.attach {
+            continue;
+        }
         let program: &mut CgroupSockAddr = program_mut(ebpf, prog)?;
-        program
-            .load()
-            .map_err(|e| program_error(e, &format!("loading cgroup/{prog}")))?;
         // Kernels with BPF links (5.7+) take no attach flags (a link always coexists
         // with other programs); older ones attach with BPF_F_ALLOW_MULTI.
         program
@@ -132,19 +220,22 @@ pub(super) fn attach_connect(
     Ok("cgroup/connect4+connect6")
 }
 
-pub(super) fn attach_cgroup_rmdir(
-    ebpf: &mut Ebpf,
-    offsets: &abi::KernelOffsets,
-    fallbacks: &mut Vec<String>,
-) -> &'static str {
-    if offsets.tp_rmdir_path == 0 {
-        fallbacks.push("cgroup_rmdir: no cgroup/cgroup_rmdir tracepoint format".into());
+pub(super) fn attach_cgroup_rmdir(ebpf: &mut Ebpf, at: &mut Attaching) -> &'static str {
+    if at.offsets.tp_rmdir_path == 0 {
+        at.fallbacks
+            .push("cgroup_rmdir: no cgroup/cgroup_rmdir tracepoint format".into());
         return "none";
     }
     let result = (|| -> Result<()> {
         for name in ["cgroup_rmdir", "cgroup_mkdir"] {
+            at.load(ebpf, name, |ebpf| {
+                let program: &mut TracePoint = program_mut(ebpf, name)?;
+                program.load().map_err(|e| program_error(e, name))
+            })?;
+            if !at.attach {
+                continue;
+            }
             let program: &mut TracePoint = program_mut(ebpf, name)?;
-            program.load().map_err(|e| program_error(e, name))?;
             program
                 .attach("cgroup", name)
                 .map_err(|e| program_error(e, name))?;
@@ -154,7 +245,7 @@ pub(super) fn attach_cgroup_rmdir(
     match result {
         Ok(()) => "tracepoint/cgroup/cgroup_mkdir+cgroup_rmdir",
         Err(e) => {
-            fallbacks.push(format!("{e:#}"));
+            at.fallbacks.push(format!("{e:#}"));
             "none"
         }
     }
@@ -163,26 +254,30 @@ pub(super) fn attach_cgroup_rmdir(
 /// The lineage hooks: the exit hook first, and the fork hook only once it is in (an
 /// entry nothing removes could outlive its pid and misattribute a reused one). On
 /// success the caller turns `Config::lineage` on.
-pub(super) fn attach_lineage(
-    ebpf: &mut Ebpf,
-    btf: Option<&Btf>,
-    offsets: &abi::KernelOffsets,
-    fallbacks: &mut Vec<String>,
-) -> &'static str {
+pub(super) fn attach_lineage(ebpf: &mut Ebpf, at: &mut Attaching) -> &'static str {
     let result = (|| -> Result<()> {
-        let btf = btf
-            .filter(|_| offsets.flags & abi::OFFSETS_TASK != 0)
+        let btf = at
+            .btf
+            .filter(|_| at.offsets.flags & abi::OFFSETS_TASK != 0)
             .ok_or_else(|| anyhow!("fork_btf: no kernel BTF"))?;
-        let exit: &mut TracePoint = program_mut(ebpf, "process_exit")?;
-        exit.load().map_err(|e| program_error(e, "process_exit"))?;
-        exit.attach("sched", "sched_process_exit")
-            .map_err(|e| program_error(e, "process_exit"))?;
-        try_btf_tracepoint(ebpf, "fork_btf", "sched_process_fork", btf)
+        at.load(ebpf, "process_exit", |ebpf| {
+            let exit: &mut TracePoint = program_mut(ebpf, "process_exit")?;
+            exit.load().map_err(|e| program_error(e, "process_exit"))
+        })?;
+        if at.attach {
+            let exit: &mut TracePoint = program_mut(ebpf, "process_exit")?;
+            exit.attach("sched", "sched_process_exit")
+                .map_err(|e| program_error(e, "process_exit"))?;
+        }
+        let attach = at.attach;
+        at.load(ebpf, "fork_btf", |ebpf| {
+            try_btf_tracepoint(ebpf, "fork_btf", "sched_process_fork", btf, attach)
+        })
     })();
     match result {
         Ok(()) => "tp_btf/sched_process_fork+tracepoint/sched/sched_process_exit",
         Err(e) => {
-            fallbacks.push(format!(
+            at.fallbacks.push(format!(
                 "lineage (attribution after leaving a cgroup) is off: {e:#}"
             ));
             "none"

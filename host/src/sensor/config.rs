@@ -65,7 +65,11 @@ pub(super) fn build_config(cfg: &ProbeConfig, ring_bytes: u32) -> Result<abi::Co
         idle: 0,
         filter_connects: 0,
         _pad: 0,
+        env_name_masks: [[0; abi::ENV_NAME_WORDS]; abi::ENV_NAMES_MAX],
     };
     config.env_name_lens[..lens.len()].copy_from_slice(&lens);
+    for (slot, len) in lens.iter().enumerate() {
+        config.env_name_masks[slot] = abi::env_name_masks(*len as usize);
+    }
     Ok(config)
 }

@@ -77,6 +77,7 @@ pub fn decode_with_clock(record: &[u8], epoch_offset_ns: i64) -> Result<ProbeEve
                             env: ev.flags & abi::EXEC_ENV_TRUNCATED != 0,
                             env_incomplete: ev.flags & (abi::EXEC_ENV_INCOMPLETE | abi::EXEC_NO_MM)
                                 != 0,
+                            env_from_proc: false,
                         },
                     },
                 },

@@ -3,7 +3,9 @@
 //! kernel allows, and decodes the ring-buffer records into [`Event`]s.
 //!
 //! Hook choice, best first:
-//! - exec: `tp_btf/sched_process_exec`, else `tracepoint/sched/sched_process_exec`;
+//! - exec: `tp_btf/sched_process_exec`, else `tracepoint/sched/sched_process_exec`,
+//!   each walking the environment with `bpf_loop`, else with a bounded loop, else not
+//!   at all (then wanted entries are read from `/proc/<pid>/environ` when drained);
 //! - connect: `lsm/socket_connect` (BPF LSM), else `fentry/security_socket_connect`,
 //!   else `cgroup/connect4` + `cgroup/connect6` on the cgroup v2 root;
 //! - cgroup removal: `tracepoint/cgroup/cgroup_rmdir` (optional).
@@ -16,8 +18,10 @@
 mod attach;
 mod config;
 mod decode;
+mod environ;
 mod offsets;
 mod preflight;
+mod report;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +31,8 @@ use decode::disarmed_exec;
 pub use decode::{decode, decode_with_clock, monotonic_to_epoch_ns};
 use offsets::*;
 use preflight::*;
+pub use report::{EnvCapture, FORBID_HOOKS_ENV, Forbidden, ProgramLoad};
+use report::{Mechanism, timed};
 
 use crate::events::{Body, Event, Process, SocketAddress, SocketType, Truncation};
 use anyhow::{Context, Result, anyhow, bail};
@@ -99,7 +105,11 @@ pub struct Probes {
     connect_hook: &'static str,
     cgroup_hook: &'static str,
     lineage_hook: &'static str,
+    env_capture: EnvCapture,
     fallbacks: Vec<String>,
+    loads: Vec<ProgramLoad>,
+    /// The env names wanted, for the `/proc` fallback.
+    env_vars: Vec<String>,
     config: abi::Config,
     decode_errors: u64,
     /// Cgroups already in `HOST_CGROUPS`, so each costs one map update.
@@ -129,10 +139,13 @@ pod!(PodEnvName, abi::EnvName);
 pod!(PodDrops, abi::DropCounters);
 
 /// Knobs of [`Probes::start_with`], for tests that exercise fallbacks and overflow.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct StartOptions {
-    /// Skip this many exec hook candidates (to run the fallbacks).
-    pub exec_skip: usize,
+    /// Mechanisms to pass over (besides [`FORBID_HOOKS_ENV`]), to run the fallbacks.
+    pub forbidden: Forbidden,
+    /// Load (verify) the programs and choose the hooks, but attach nothing: what
+    /// `run --check` reports.
+    pub load_only: bool,
     /// Ring buffer size instead of [`abi::EVENTS_BYTES`] (a power-of-two number of pages).
     pub ring_bytes: Option<u32>,
 }
@@ -187,17 +200,23 @@ impl Probes {
         write_env_names(&mut ebpf, &cfg.env_vars)?;
         write_config(&mut ebpf, &config)?;
 
-        let mut fallbacks = Vec::new();
-        let exec_hook = attach_exec(
-            &mut ebpf,
-            aya_btf.as_ref(),
-            &offsets,
-            options.exec_skip,
-            &mut fallbacks,
-        )?;
-        let connect_hook = attach_connect(&mut ebpf, aya_btf.as_ref(), &offsets, &mut fallbacks)?;
-        let cgroup_hook = attach_cgroup_rmdir(&mut ebpf, &offsets, &mut fallbacks);
-        let lineage_hook = attach_lineage(&mut ebpf, aya_btf.as_ref(), &offsets, &mut fallbacks);
+        let mut forbidden = Forbidden::from_env()?;
+        forbidden.extend(&options.forbidden);
+        let mut at = Attaching {
+            btf: aya_btf.as_ref(),
+            offsets: &offsets,
+            forbidden,
+            fallbacks: Vec::new(),
+            loads: Vec::new(),
+            attach: !options.load_only,
+        };
+        let (exec_hook, env_capture) = attach_exec(&mut ebpf, &mut at)?;
+        let connect_hook = attach_connect(&mut ebpf, &mut at)?;
+        let cgroup_hook = attach_cgroup_rmdir(&mut ebpf, &mut at);
+        let lineage_hook = attach_lineage(&mut ebpf, &mut at);
+        let Attaching {
+            fallbacks, loads, ..
+        } = at;
         let mut config = config;
         if lineage_hook != "none" {
             config.lineage = 1;
@@ -216,7 +235,10 @@ impl Probes {
             connect_hook,
             cgroup_hook,
             lineage_hook,
+            env_capture,
             fallbacks,
+            loads,
+            env_vars: cfg.env_vars.clone(),
             config,
             decode_errors: 0,
             host_marked: Default::default(),
@@ -233,10 +255,19 @@ impl Probes {
     }
 
     /// The exec hook in use: `tp_btf/sched_process_exec` or
-    /// `tracepoint/sched/sched_process_exec`, either suffixed ` (no env capture)` on
-    /// kernels without `bpf_loop` (before 5.17).
+    /// `tracepoint/sched/sched_process_exec`.
     pub fn exec_hook(&self) -> &'static str {
         self.exec_hook
+    }
+
+    /// How exec events get their wanted env entries on this kernel.
+    pub fn env_capture(&self) -> EnvCapture {
+        self.env_capture
+    }
+
+    /// Each program the kernel loaded, with its verifier figure and load time.
+    pub fn loads(&self) -> &[ProgramLoad] {
+        &self.loads
     }
 
     /// The cgroup-removal hook in use: `tracepoint/cgroup/cgroup_rmdir`, or `none`
@@ -282,7 +313,8 @@ impl Probes {
                 self.unsettled.push(cgroup_id);
             }
             match decode_with_clock(&item, offset) {
-                Ok(event) => {
+                Ok(mut event) => {
+                    environ::complete(&mut event, &self.env_vars);
                     if let ProbeEvent::CgroupRemoved { cgroup_id, .. } = &event {
                         removed.push(*cgroup_id);
                     }
@@ -541,6 +573,7 @@ impl Probes {
         write_env_names(&mut self.ebpf, env_vars)?;
         write_config(&mut self.ebpf, &config)?;
         self.config = config;
+        self.env_vars = env_vars.to_vec();
         Ok(())
     }
 }

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Fetches what `make test-kernels` boots, idempotently: QEMU (Debian's qemu-system-x86),
+# virtme-ng (PyPI, in target/tools/vng) and the Debian kernels pinned in
+# tests/kernels/kernels.list, unpacked into target/kernels/<release>/ with their modules
+# installed into /lib/modules/<release> (virtme-ng boots them with this machine's root,
+# so their modules must be where its init looks). The machine's own apt setup is left
+# untouched: the kernels come through a private sources list and lists directory that
+# reuse the archive addresses this machine's apt already uses, with other suites.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+TOOLS="$ROOT/target/tools"
+KERNELS="$ROOT/target/kernels"
+VIRTME_NG_VERSION=1.42
+
+missing=()
+for package in qemu-system-x86 python3-venv kmod; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! "$TOOLS/vng/bin/vng" --version 2>/dev/null | grep -q "$VIRTME_NG_VERSION"; then
+  python3 -m venv "$TOOLS/vng"
+  "$TOOLS/vng/bin/pip" install -q "virtme-ng==$VIRTME_NG_VERSION"
+fi
+
+# The archive addresses this machine's apt uses (deb822 or one-line sources).
+archive_uri() { # $1: debian | debian-security
+  { grep -rhoE "https?://[^ ]+/$1/?( |$)" /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null || true; } \
+    | head -n1 | tr -d ' '
+}
+DEBIAN_URI=$(archive_uri debian)
+SECURITY_URI=$(archive_uri debian-security)
+[ -n "$DEBIAN_URI" ] || { echo "kernels.sh: no Debian archive in this machine's apt sources" >&2; exit 1; }
+
+need=()
+while read -r suite release; do
+  case "$suite" in ''|'#'*) continue ;; esac
+  [ -f "$KERNELS/$release/vmlinuz" ] && [ -d "/lib/modules/$release/kernel" ] || need+=("$suite $release")
+done < tests/kernels/kernels.list
+[ ${#need[@]} -eq 0 ] && exit 0
+
+APT="$KERNELS/apt"
+mkdir -p "$APT/lists/partial" "$APT/cache/archives/partial"
+: > "$APT/sources.list"
+for entry in "${need[@]}"; do
+  suite=${entry%% *}
+  echo "deb $DEBIAN_URI $suite main" >> "$APT/sources.list"
+  echo "deb $DEBIAN_URI $suite-updates main" >> "$APT/sources.list"
+  [ -n "$SECURITY_URI" ] && echo "deb $SECURITY_URI $suite-security main" >> "$APT/sources.list"
+done
+apt_private=(-o "Dir::Etc::sourcelist=$APT/sources.list" -o "Dir::Etc::sourceparts=-"
+  -o "Dir::State::Lists=$APT/lists" -o "Dir::Cache=$APT/cache" -o "APT::Get::List-Cleanup=0")
+apt-get "${apt_private[@]}" update -qq
+for entry in "${need[@]}"; do
+  release=${entry#* }
+  (cd "$APT" && apt-get "${apt_private[@]}" -o APT::Sandbox::User=root download -qq "linux-image-$release-unsigned")
+  # One package at a time here (each is removed once unpacked); apt may escape the '+'.
+  deb=$(find "$APT" -maxdepth 1 -name 'linux-image-*-unsigned_*.deb' | head -n1)
+  rm -rf "$KERNELS/$release.tmp"
+  dpkg-deb -x "$deb" "$KERNELS/$release.tmp"
+  mkdir -p /lib/modules
+  rm -rf "/lib/modules/$release"
+  # trixie's packages ship modules under usr/lib (merged /usr), older ones under lib.
+  modules=$(find "$KERNELS/$release.tmp" -maxdepth 4 -type d -path "*/lib/modules/$release" | head -n1)
+  cp -a "$modules" "/lib/modules/$release"
+  depmod "$release"
+  mkdir -p "$KERNELS/$release"
+  cp "$KERNELS/$release.tmp/boot/vmlinuz-$release" "$KERNELS/$release/vmlinuz"
+  rm -rf "$KERNELS/$release.tmp" "$deb"
+  echo "kernel $release ready"
+done

@@ -6,8 +6,9 @@
 //!   declares (the env captured at exec, in the kernel or from /proc);
 //! - one connecting to a known endpoint (`--api-server`) with no env;
 //! - one that left its container's cgroup (moved to the root cgroup) and connects;
-//! - one connecting elsewhere: never reported;
-//! and, once per kernel, a container started before the agent (the start-up sweep) and
+//! - one connecting elsewhere: never reported.
+//!
+//! And, once per kernel, a container started before the agent (the start-up sweep) and
 //! the env captured with the in-kernel walk forbidden (the `/proc` fallback, with its
 //! unmet need reported and `run --check` refusing).
 
@@ -34,6 +35,20 @@ fn cache_dir() -> String {
     dir.to_string_lossy().into_owned()
 }
 
+/// Arguments for every agent here: the compile cache, and CPU budgets that a rule call
+/// under QEMU's emulation (tens of times slower) stays within. This file tests the
+/// kernel's hooks; the sandbox's budgets have their own tests.
+fn agent_args(cache: &str) -> Vec<&str> {
+    vec![
+        "--cache-dir",
+        cache,
+        "--rule-cpu-ms",
+        "2000",
+        "--rule-cpu-per-call-ms",
+        "10000",
+    ]
+}
+
 #[test]
 fn detection_holds_through_every_connect_hook_this_kernel_offers() {
     let (_api, api_port) = listener();
@@ -42,9 +57,11 @@ fn detection_holds_through_every_connect_hook_this_kernel_offers() {
     let cache = cache_dir();
     let mut hooks_seen = BTreeSet::new();
     for (round, forbid) in ["", "lsm", "lsm,fentry"].into_iter().enumerate() {
+        let mut args = agent_args(&cache);
+        args.extend(["--api-server", &known]);
         let agent = LiveAgent::start_with_env(
             &format!("kernels-{round}"),
-            &["--api-server", &known, "--cache-dir", &cache],
+            &args,
             &[("RULEHOST_TEST_FORBID_HOOKS", forbid)],
         );
         let hook = agent.ready["connect_hook"].as_str().unwrap().to_owned();
@@ -152,7 +169,8 @@ fn without_an_env_walk_env_comes_from_proc_and_the_unmet_need_is_reported() {
         &[(KSH, "127.0.0.1")],
         &format!("127.0.0.1:{port}"),
     );
-    let agent = LiveAgent::start_with_env("kernels-proc", &["--cache-dir", &cache_dir()], &forbid);
+    let cache = cache_dir();
+    let agent = LiveAgent::start_with_env("kernels-proc", &agent_args(&cache), &forbid);
     assert_eq!(agent.ready["env_capture"], "proc", "{}", agent.ready);
     assert_eq!(
         agent.ready["unmet"][0]["rule"], "TRC-1013",

@@ -3,10 +3,11 @@
 # virtme-ng (this machine's root shared, QEMU's TCG: KVM guests hang at boot on this
 # machine kind, so KVM is used only when a quick probe boots) and runs inside it the
 # tests that touch the kernel: tests/tests/sensor.rs (every exec program, the env walk,
-# connects of each family, cgroup events, wake-ups and drops) and tests/tests/kernels.rs
-# (TRC-1013 through each connect hook, lineage, the kernel filter, the sweep, the /proc
-# env fallback), then `rulehost run --check` for the verifier figures. Prints one summary
-# line per kernel and writes target/kernels/report/<release>/{tests,check}.txt.
+# connects of each family, cgroup events, wake-ups and drops), tests/tests/kernels.rs
+# (TRC-1013 and its evasions through each connect hook, lineage, the sweep, the /proc
+# env fallback) and tests/tests/connect_filter.rs (the kernel's connect filter); then
+# `rulehost run --check` for the verifier figures. Prints one summary line per kernel
+# and writes target/kernels/report/<release>/{tests,check}.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -19,9 +20,9 @@ mkdir -p "$REPORT"
 # The test executables, built once on the host (the guests share this filesystem).
 tests=()
 while read -r path; do tests+=("$path"); done < <(
-  cargo test --release -p rulehost-tests --test sensor --test kernels --no-run 2>&1 \
+  cargo test --release -p rulehost-tests --test sensor --test kernels --test connect_filter --no-run 2>&1 \
     | sed -n 's/.*Executable tests\/[a-z_]*\.rs (\(.*\))$/\1/p')
-[ ${#tests[@]} -eq 2 ] || { echo "test-kernels: expected 2 test executables, found ${#tests[@]}" >&2; exit 1; }
+[ ${#tests[@]} -eq 3 ] || { echo "test-kernels: expected 3 test executables, found ${#tests[@]}" >&2; exit 1; }
 
 # KVM only when a guest boots with it here (nested virtualisation can hang at boot).
 accel=(--disable-kvm)

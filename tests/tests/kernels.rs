@@ -3,7 +3,8 @@
 //! kernel): TRC-1013's cases through each connect hook the kernel offers, each made the
 //! best one by forbidding the better ones (`RULEHOST_TEST_FORBID_HOOKS`):
 //! - a container process connecting to the address its `KUBERNETES_SERVICE_HOST`
-//!   declares (the env captured at exec, in the kernel or from /proc);
+//!   declares (the env captured at exec, in the kernel or from /proc), also as an
+//!   IPv4-mapped IPv6 address, through io_uring and as a TCP Fast Open sendto;
 //! - one connecting to a known endpoint (`--api-server`) with no env;
 //! - one that left its container's cgroup (moved to the root cgroup) and connects;
 //! - one connecting elsewhere: never reported.
@@ -105,6 +106,20 @@ fn detects_env_declared_known_endpoint_and_escape(
         f["data"]["container_id"] == declared.as_str()
     });
     assert_eq!(finding["data"]["port"], u64::from(api_port), "{hook}");
+    // Evasions: the same address as IPv4-mapped IPv6, through io_uring, and as a TCP
+    // Fast Open sendto.
+    cgroup.run(&[], &["tcp", &format!("[::ffff:127.0.0.1]:{api_port}")]);
+    cgroup.run(&[], &["uring", &format!("127.0.0.1:{api_port}")]);
+    cgroup.run(&[], &["tfo", &format!("127.0.0.1:{api_port}")]);
+    agent.wait_for(&format!("{hook}: the three evasions"), |_| {
+        agent.findings_for(&declared).len() >= 4
+    });
+    let families: Vec<Value> = agent
+        .findings_for(&declared)
+        .iter()
+        .map(|f| f["event"]["address"]["family"].clone())
+        .collect();
+    assert_eq!(families, ["ipv4", "ipv6", "ipv4", "ipv4"], "{hook}");
 
     // Elsewhere, then the known endpoint from the same container (no env): the second
     // finding fences the first connect, which must have given none.

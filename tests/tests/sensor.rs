@@ -72,6 +72,7 @@ fn execs_of(events: &[ProbeEvent], pid: u32) -> Vec<&Event> {
 /// entries come from `/proc` (this child lives until it is read: it waits on a pipe).
 #[test]
 fn live_exec_fallbacks() {
+    let walk = best_walk();
     for (forbid, hook, env_capture) in [
         ("", "tp_btf/sched_process_exec", EnvCapture::BpfLoop),
         (
@@ -147,6 +148,20 @@ fn live_exec_fallbacks() {
     }
 }
 
+/// The best environment walk this kernel verifies: `bpf_loop` from Linux 5.17, the
+/// bounded one before.
+fn best_walk() -> EnvCapture {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").expect("the kernel release");
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    match version >= (5, 17) {
+        true => EnvCapture::BpfLoop,
+        false => EnvCapture::Bounded,
+    }
+}
+
 /// `sh -c 'exec env KUBERNETES_SERVICE_HOST=10.1.2.3 cat'` reading a pipe: it lives
 /// until dropped, so `/proc/<pid>/environ` can be read while it runs.
 struct HeldChild {
@@ -191,8 +206,14 @@ fn live_env_walk_handles_large_environments() {
         ring_bytes: None,
     })
     .expect("starting the probes");
+    // It waits on a pipe until read: on a kernel whose walk is bounded, the entries past
+    // it come from /proc, which a process that already exited no longer has.
     let mut command = std::process::Command::new("/bin/sh");
-    command.args(["-c", "exec /usr/bin/env true"]).env_clear();
+    command
+        .args(["-c", "exec /usr/bin/env cat"])
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null());
     for i in 0..300 {
         command.env(format!("FILLER_{i}"), format!("value-{i}"));
     }
@@ -207,19 +228,23 @@ fn live_env_walk_handles_large_environments() {
     command.env("KUBERNETES_SERVICE_HOST", "10.9.9.9");
     command.env("PATH", "/usr/bin:/bin");
     let mut child = command.spawn().unwrap();
-    assert!(child.wait().unwrap().success());
     let pid = child.id();
     let events = collect(
         &mut probes,
         &|events| execs_of(events, pid).len() == 3,
         LIVE_WAIT,
     );
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
     let execs = execs_of(&events, pid);
     assert_eq!(execs.len(), 3, "{} events, execs: {execs:?}", events.len());
+    // Read whole in the kernel with bpf_loop; past the bounded walk, from /proc.
+    let from_proc = best_walk() == EnvCapture::Bounded;
     for exec in &execs {
-        let Body::ProcessExec { env, .. } = &exec.body else {
+        let Body::ProcessExec { env, truncated, .. } = &exec.body else {
             unreachable!()
         };
+        assert_eq!(truncated.env_from_proc, from_proc, "{truncated:?}");
         assert_eq!(env.len(), 2, "{env:?}");
         assert_eq!(env[0], "KUBERNETES_SERVICE_HOST=10.9.9.9");
         assert_eq!(

@@ -185,8 +185,24 @@ fn without_an_env_walk_env_comes_from_proc_and_the_unmet_need_is_reported() {
         &format!("127.0.0.1:{port}"),
     );
     let cache = cache_dir();
-    let agent = LiveAgent::start_with_env("kernels-proc", &agent_args(&cache), &forbid);
+    let mut args = agent_args(&cache);
+    args.extend(["--listen", "127.0.0.1:0"]);
+    let agent = LiveAgent::start_with_env("kernels-proc", &args, &forbid);
     assert_eq!(agent.ready["env_capture"], "proc", "{}", agent.ready);
+    rulehost::install_tls_provider();
+    let metrics = format!("http://{}/metrics", agent.ready["listen"].as_str().unwrap());
+    let scrape = reqwest::blocking::get(metrics)
+        .and_then(|r| r.text())
+        .expect("GET /metrics");
+    let unmet: Vec<&str> = scrape
+        .lines()
+        .filter(|l| l.starts_with("rulehost_unmet_needs{"))
+        .collect();
+    assert_eq!(
+        unmet,
+        ["rulehost_unmet_needs{rule=\"TRC-1013\",need=\"env capture at exec\"} 1"],
+        "the metric's series"
+    );
     assert_eq!(
         agent.ready["unmet"][0]["rule"], "TRC-1013",
         "{}",

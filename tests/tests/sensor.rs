@@ -74,12 +74,8 @@ fn execs_of(events: &[ProbeEvent], pid: u32) -> Vec<&Event> {
 fn live_exec_fallbacks() {
     let walk = best_walk();
     for (forbid, hook, env_capture) in [
-        ("", "tp_btf/sched_process_exec", EnvCapture::BpfLoop),
-        (
-            "tp_btf",
-            "tracepoint/sched/sched_process_exec",
-            EnvCapture::BpfLoop,
-        ),
+        ("", "tp_btf/sched_process_exec", walk),
+        ("tp_btf", "tracepoint/sched/sched_process_exec", walk),
         ("bpf_loop", "tp_btf/sched_process_exec", EnvCapture::Bounded),
         (
             "bpf_loop,tp_btf",

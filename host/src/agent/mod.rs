@@ -93,6 +93,8 @@ struct Agent {
     slices: Option<crate::api_servers::SliceUpdates>,
     /// The rules' interest generation the kernel's connect filter was last set from.
     interest_seen: Option<u64>,
+    /// The rules' needs this kernel does not meet, as last reported.
+    unmet: Vec<needs::Unmet>,
 }
 
 /// What woke the loop.
@@ -265,6 +267,15 @@ impl Agent {
         self.interest_seen = None;
         if let Err(error) = self.probes.set_containers_only(containers_only) {
             tracing::warn!(error = %error_line(error.as_ref()), "cannot update the kernel filter");
+        }
+        // A rule that came may need what this kernel cannot give: said again.
+        let unmet = needs::unmet(&self.pipeline.dispatcher, &self.probes);
+        if unmet != self.unmet {
+            needs::warn(&unmet);
+            if let Some(metrics) = self.pipeline.metrics() {
+                metrics.unmet_needs(&unmet);
+            }
+            self.unmet = unmet;
         }
     }
 

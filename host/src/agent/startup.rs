@@ -237,6 +237,7 @@ pub(super) fn start(
         io,
         slices,
         interest_seen: None,
+        unmet: ready.unmet.clone(),
     }))
 }
 

@@ -124,11 +124,21 @@ mod tests {
 
     #[test]
     fn an_incomplete_exec_of_a_live_process_is_completed_from_proc() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("60")
+        use std::io::BufRead;
+        // It says "ready" once it runs with its environment (after its exec), then
+        // waits for its stdin to close.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "echo ready; read line"])
             .env("RULEHOST_ENVIRON_TEST", "10.0.0.1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
             .spawn()
-            .expect("sleep");
+            .expect("sh");
+        let mut ready = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut ready)
+            .expect("the child's first line");
+        assert_eq!(ready, "ready\n");
         let mut event = ProbeEvent::Event(Event {
             timestamp: 0,
             process: crate::events::Process {
@@ -138,7 +148,7 @@ mod tests {
             cgroup_id: 0,
             container: None,
             body: Body::ProcessExec {
-                filename: "/bin/sleep".into(),
+                filename: "/bin/sh".into(),
                 argv: vec![],
                 env: vec![],
                 synthetic: false,
@@ -149,7 +159,7 @@ mod tests {
             },
         });
         complete(&mut event, &["RULEHOST_ENVIRON_TEST".into()]);
-        let _ = child.kill();
+        drop(child.stdin.take());
         let _ = child.wait();
         let ProbeEvent::Event(Event {
             body: Body::ProcessExec { env, truncated, .. },

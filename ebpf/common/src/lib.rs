@@ -348,9 +348,23 @@ mod tests {
         assert_eq!(size_of::<ConnectEvent>(), 96);
         assert_eq!(size_of::<CgroupRmdirEvent>(), 32);
         assert_eq!(size_of::<DropCounters>(), 40);
-        assert_eq!(size_of::<Config>(), 40);
+        assert_eq!(size_of::<Config>(), 40 + 8 * 8 * 8);
         assert_eq!(size_of::<KernelOffsets>(), 56);
         assert_eq!(align_of::<ExecEvent>(), 8);
         const { assert!(EXEC_RECORD_MAX < 4096) };
+    }
+
+    #[test]
+    fn name_masks_keep_exactly_the_name() {
+        for len in 1..=ENV_NAME_MAX {
+            let masks = env_name_masks(len);
+            let kept: u32 = masks.iter().map(|m| m.count_ones()).sum();
+            assert_eq!(kept as usize, len * 8, "length {len}");
+            // The kept bytes are the first ones (little-endian words).
+            let bytes: [u8; ENV_NAME_MAX + 1] =
+                unsafe { core::mem::transmute::<[u64; ENV_NAME_WORDS], _>(masks) };
+            assert!(bytes[..len].iter().all(|b| *b == 0xff), "length {len}");
+            assert!(bytes[len..].iter().all(|b| *b == 0), "length {len}");
+        }
     }
 }

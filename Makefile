@@ -18,7 +18,7 @@ FIXTURES     := -p fixture-infinite-loop -p fixture-memory-bomb -p fixture-trap-
 MUSL         := x86_64-unknown-linux-musl
 VERSION      := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 
-.PHONY: all setup ebpf guest build image manifests test test-kernels lint bench fuzz run clean
+.PHONY: all setup ebpf guest build image manifests docs-check test test-kernels lint bench fuzz run clean
 
 all: build
 
@@ -49,7 +49,11 @@ image: build
 manifests: build
 	@bash scripts/validate-manifests.sh
 
-test: build image manifests
+# Every rulehost command and flag README.md and docs/ show, checked against the binary.
+docs-check: build
+	@bash scripts/docs-check.sh
+
+test: build image manifests docs-check
 	$(CARGO) test --release --workspace --exclude guest-k8s-api-connection --exclude guest-cloud-metadata-access
 	$(CARGO) test --release $(RULES) --lib
 
@@ -60,6 +64,7 @@ test-kernels: build
 
 lint: build
 	$(CARGO) fmt --all -- --check
+	python3 scripts/import-cycles.py
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release --target $(GUEST_TARGET) $(RULES) $(FIXTURES) -- -D warnings
 

@@ -9,8 +9,8 @@ use rulehost::dispatch::Dispatcher;
 use rulehost::events::{
     Body, Container, ContainerRuntime as Rt, Event, Process, SocketAddress, SocketType,
 };
-use rulehost::rules::reload::{Change, RuleSources, Watcher, plan};
 use rulehost::rules::{Limits, RuleEngine};
+use rulehost::sources::reload::{Change, RuleSources, Watcher, plan};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;

@@ -26,8 +26,11 @@ use anyhow::{Context, Result, anyhow};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// Checks a loaded file's flag keys (`path`, its text, the parsed file).
+pub type FlagCheck = fn(&Path, &str, &Config) -> Result<()>;
+
 /// The configuration file's contents. Other top-level keys are `run` flags
-/// ([`crate::cli_config`]), checked there.
+/// ([`crate::cli`]), checked there.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct Config {
     /// Capabilities granted per rule id, added to the shipped rules' defaults.
@@ -38,7 +41,7 @@ pub struct Config {
     pub exceptions: Vec<ExceptionSpec>,
     /// Webhook sinks with their options (beside `--webhook` URLs).
     #[serde(default)]
-    pub webhooks: Vec<crate::webhooks::WebhookSpec>,
+    pub webhooks: Vec<crate::sinks::WebhookSpec>,
     /// Rule files (optionally pinned), registry rules and rule directories.
     #[serde(default)]
     pub rules: Vec<RuleEntry>,
@@ -48,13 +51,15 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads and parses `path`; the error names the file, line and column in one line.
-    pub fn load(path: &Path) -> Result<Config> {
+    /// Reads and parses `path`, then has `check` refuse keys that are no `run` flag (the
+    /// command line knows its flags; this module does not); the error names the file,
+    /// line and column in one line.
+    pub fn load(path: &Path, check: FlagCheck) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
         let config =
             Config::parse(&text).map_err(|error| anyhow!("config {}: {error}", path.display()))?;
-        crate::cli_config::check_flag_keys(path, &text, config.flags.keys())?;
+        check(path, &text, &config)?;
         Ok(config)
     }
 

@@ -4,7 +4,7 @@
 //! counted per rule, so an exception never hides findings silently. A key that needs
 //! runtime metadata matches only when that metadata is known.
 
-use crate::output::Finding;
+use crate::sinks::Finding;
 use globset::{Glob, GlobMatcher};
 use std::collections::BTreeMap;
 

@@ -11,33 +11,23 @@
 pub(crate) mod agent;
 pub mod api_servers;
 pub mod cli;
-pub mod cli_config;
 pub mod config;
 pub mod containers;
-mod cpu_budget;
 pub mod dispatch;
 pub mod events;
 pub mod exceptions;
-pub(crate) mod listen;
 pub mod logging;
 pub mod metadata;
-pub(crate) mod metrics;
-pub mod mounts;
 pub mod oci;
-pub mod output;
-pub mod persist;
 pub(crate) mod pipeline;
-pub(crate) mod ready;
-pub mod replay;
-pub mod rule_cli;
 pub mod rules;
-pub mod run_args;
 pub mod sensor;
+pub(crate) mod server;
+pub mod sinks;
+pub mod sources;
 pub mod state;
-pub(crate) mod sweep;
-pub(crate) mod trigger;
+pub mod sys;
 pub mod trust;
-pub mod webhooks;
 
 /// Makes rustls's ring provider the process default (once; later calls do nothing).
 /// Every HTTP client here (webhooks, registries) builds its TLS from the default, and

@@ -2,7 +2,7 @@
 //! (rule, sha256, container, path) instead of formatted sentences, one line per message in
 //! text form, or one JSON object per line for machines (`--log-format json`).
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
@@ -75,4 +75,20 @@ pub fn error_line(error: &(dyn std::error::Error + 'static)) -> String {
         next = cause.source();
     }
     parts.join(": ")
+}
+
+/// Writes one line to stdout; an error (a closed pipe) is returned, never a panic.
+pub fn say(line: std::fmt::Arguments<'_>) -> Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{line}").context("writing to stdout")
+}
+
+/// Whether `error` is a closed stdout pipe (`rulehost inspect x | head`): the reader
+/// has all it wanted, so the command ends quietly.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

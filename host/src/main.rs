@@ -7,7 +7,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     rulehost::install_tls_provider();
-    let args = match rulehost::cli_config::with_config_flags(std::env::args_os().collect()) {
+    let args = match rulehost::cli::with_config_flags(std::env::args_os().collect()) {
         Ok(args) => args,
         Err(error) => {
             eprintln!(
@@ -28,7 +28,7 @@ fn main() {
     match rulehost::cli::run(cli) {
         Ok(()) => {}
         // The reader of our stdout has all it wanted (`| head`).
-        Err(error) if rulehost::cli::is_broken_pipe(&error) => {}
+        Err(error) if rulehost::logging::is_broken_pipe(&error) => {}
         Err(error) => {
             // One line: what failed and why, with the chain of causes.
             tracing::error!("{}", rulehost::logging::error_line(error.as_ref()));

@@ -9,9 +9,9 @@ use crate::dispatch::Dispatcher;
 use crate::events::Event;
 use crate::exceptions::Exceptions;
 use crate::metadata::Metadata;
-use crate::metrics::Metrics;
-use crate::output::{Finding, JsonLines};
-use crate::webhooks::Webhooks;
+use crate::server::metrics::Metrics;
+use crate::sinks::Webhooks;
+use crate::sinks::{Finding, JsonLines};
 use anyhow::Result;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -161,7 +161,7 @@ impl Pipeline {
         if let Some(metrics) = metrics {
             let now = crate::events::now_ns();
             for finding in &self.findings {
-                metrics.finding_written(finding, now);
+                metrics.finding_written(&finding.signature.id, finding.timestamp, now);
             }
         }
         for finding in self.findings.drain(..) {

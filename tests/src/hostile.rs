@@ -4,8 +4,8 @@
 
 use crate::*;
 use rulehost::events::Event;
-use rulehost::output::Finding;
 use rulehost::rules::{Limits, RuleEngine};
+use rulehost::sinks::Finding;
 use serde_json::Value;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -40,7 +40,7 @@ pub fn generous_cpu() -> Limits {
 /// Why loading a fixture fails (it must fail).
 pub fn load_error(name: &str) -> String {
     let runtime = RuleEngine::new(Limits::default()).expect("runtime");
-    match rulehost::rules::load_file(&runtime, &fixture(name)) {
+    match rulehost::sources::load_file(&runtime, &fixture(name)) {
         Ok(rule) => panic!("{name} loaded as rule {}", rule.metadata.id),
         Err(error) => format!("{error:#}"),
     }

@@ -15,8 +15,8 @@ use rulehost::dispatch::Dispatcher;
 use rulehost::events::{
     Body, Container, ContainerRuntime, Event, Process, SocketAddress, SocketType,
 };
-use rulehost::output::Finding;
 use rulehost::rules::{Limits, RuleEngine};
+use rulehost::sinks::Finding;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -118,7 +118,7 @@ pub fn host_with(limits: Limits, fixtures: &[&str]) -> Dispatcher {
     let mut dispatcher = Dispatcher::new(runtime.clone());
     let mut paths: Vec<PathBuf> = fixtures.iter().map(|name| fixture(name)).collect();
     paths.push(k8s_rule_file());
-    for rule in rulehost::rules::load_all(&runtime, &paths).expect("rules load") {
+    for rule in rulehost::sources::load_all(&runtime, &paths).expect("rules load") {
         dispatcher.add(rule).expect("add rule");
     }
     dispatcher
@@ -128,7 +128,7 @@ pub fn host_with(limits: Limits, fixtures: &[&str]) -> Dispatcher {
 pub fn k8s_host() -> Dispatcher {
     let runtime = Arc::new(RuleEngine::new(Limits::default()).expect("runtime"));
     let mut dispatcher = Dispatcher::new(runtime.clone());
-    for rule in rulehost::rules::load_all(&runtime, &[] as &[PathBuf]).expect("built-in rule") {
+    for rule in rulehost::sources::load_all(&runtime, &[] as &[PathBuf]).expect("built-in rule") {
         dispatcher.add(rule).expect("add rule");
     }
     dispatcher
@@ -208,7 +208,7 @@ pub fn cloud_rule_file() -> PathBuf {
 pub fn host_with_files(files: &[PathBuf]) -> anyhow::Result<Dispatcher> {
     let runtime = Arc::new(RuleEngine::new(Limits::default())?);
     let mut dispatcher = Dispatcher::new(runtime.clone());
-    for rule in rulehost::rules::load_all(&runtime, files)? {
+    for rule in rulehost::sources::load_all(&runtime, files)? {
         dispatcher.add(rule)?;
     }
     Ok(dispatcher)

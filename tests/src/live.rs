@@ -249,7 +249,7 @@ pub fn read_json_lines(path: &Path) -> Vec<Value> {
 
 /// The cgroup v2 mount (e.g. /sys/fs/cgroup/unified here, /sys/fs/cgroup elsewhere).
 pub fn cgroup_root() -> PathBuf {
-    rulehost::mounts::cgroup2_root().expect("a cgroup v2 mount")
+    rulehost::sys::mounts::cgroup2_root().expect("a cgroup v2 mount")
 }
 
 /// A cgroup directory for a test, removed on drop (after its processes exited).

@@ -23,13 +23,13 @@ fn host_knowing(endpoints: &[&str], rule: PathBuf) -> (Dispatcher, Arc<RuleEngin
     let runtime = Arc::new(RuleEngine::new(Limits::default()).expect("runtime"));
     runtime.set_api_servers(endpoints.iter().map(|e| e.parse().unwrap()).collect());
     let mut host = Dispatcher::new(runtime.clone());
-    for rule in rulehost::rules::load_all(&runtime, &[rule]).expect("rule loads") {
+    for rule in rulehost::sources::load_all(&runtime, &[rule]).expect("rule loads") {
         host.add(rule).expect("add rule");
     }
     (host, runtime)
 }
 
-fn ports(findings: &[rulehost::output::Finding]) -> Vec<u64> {
+fn ports(findings: &[rulehost::sinks::Finding]) -> Vec<u64> {
     findings
         .iter()
         .map(|f| f.data["port"].as_u64().unwrap())

@@ -11,11 +11,11 @@ fn env(value: &str) -> String {
 }
 
 /// Both delivery paths (batched `on-events` and single `on-event`) must agree.
-fn both_ways(events: Vec<rulehost::events::Event>) -> Vec<rulehost::output::Finding> {
+fn both_ways(events: Vec<rulehost::events::Event>) -> Vec<rulehost::sinks::Finding> {
     let batched = run(&mut k8s_host(), events.clone());
     let single = run_one_by_one(&mut k8s_host(), events);
     let data =
-        |f: &Vec<rulehost::output::Finding>| f.iter().map(|f| f.data.clone()).collect::<Vec<_>>();
+        |f: &Vec<rulehost::sinks::Finding>| f.iter().map(|f| f.data.clone()).collect::<Vec<_>>();
     assert_eq!(
         data(&batched),
         data(&single),

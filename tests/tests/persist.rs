@@ -8,8 +8,8 @@
 //! SIGKILL while it sleeps, so nothing of its shutdown ever runs.
 
 use rulehost::dispatch::Dispatcher;
-use rulehost::persist::RestoreReport;
 use rulehost::rules::{Limits, RuleEngine};
+use rulehost::state::store::RestoreReport;
 use rulehost_tests::*;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -51,7 +51,7 @@ impl Drop for TempDir {
 }
 
 /// Findings for a connect from container `tag` to the API server address.
-fn connects(host: &mut Dispatcher, tag: u8) -> Vec<rulehost::output::Finding> {
+fn connects(host: &mut Dispatcher, tag: u8) -> Vec<rulehost::sinks::Finding> {
     run(host, vec![connect(container(tag), "10.96.0.1", 443)])
 }
 

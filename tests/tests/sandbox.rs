@@ -138,7 +138,7 @@ fn a_rule_whose_declared_memory_is_over_the_cap_is_refused_at_load() {
         ..Limits::default()
     };
     let runtime = rulehost::rules::RuleEngine::new(roomy).expect("runtime");
-    rulehost::rules::load_file(&runtime, &fixture("big-minimum"))
+    rulehost::sources::load_file(&runtime, &fixture("big-minimum"))
         .expect("loads under a 256 MiB cap");
 }
 

@@ -348,7 +348,7 @@ fn live_probes_capture_exec_env_connects_and_cgroup_removal() {
     let _b = TcpStream::connect(SocketAddr::from((mapped, v6_port))).unwrap();
     let _c = TcpStream::connect(SocketAddr::from((Ipv6Addr::LOCALHOST, v6_port))).unwrap();
 
-    let cgroup_dir = rulehost::mounts::cgroup2_root()
+    let cgroup_dir = rulehost::sys::mounts::cgroup2_root()
         .unwrap()
         .join(format!("rulehost-probe-test-{}", std::process::id()));
     fs::create_dir(&cgroup_dir).unwrap();

@@ -4,7 +4,7 @@
 
 use crate::exceptions::Exceptions;
 use crate::logging::error_line;
-use crate::rules::reload::{RuleSources, Watcher};
+use crate::sources::reload::{RuleSources, Watcher};
 use anyhow::Result;
 use std::path::PathBuf;
 use tokio::sync::mpsc::{Receiver, channel};
@@ -12,12 +12,14 @@ use tokio::sync::mpsc::{Receiver, channel};
 /// A watched config file.
 pub(crate) struct ConfigWatch {
     path: PathBuf,
+    /// Refuses keys that are no `run` flag (given by the command line).
+    check: crate::config::FlagCheck,
     changed: Receiver<()>,
 }
 
 impl ConfigWatch {
     /// Watches `path`'s directory (atomic renames and ConfigMap swaps included).
-    pub(crate) fn new(path: PathBuf) -> Result<ConfigWatch> {
+    pub(crate) fn new(path: PathBuf, check: crate::config::FlagCheck) -> Result<ConfigWatch> {
         let mut watcher = Watcher::new(&RuleSources {
             files: vec![path.clone()],
             dirs: Vec::new(),
@@ -32,7 +34,11 @@ impl ConfigWatch {
                 }
             }
         });
-        Ok(ConfigWatch { path, changed })
+        Ok(ConfigWatch {
+            path,
+            check,
+            changed,
+        })
     }
 
     /// Waits for a change; never returns without a watch.
@@ -47,7 +53,7 @@ impl ConfigWatch {
 
     /// Rereads the file and replaces the exceptions, or keeps them if it is broken.
     pub(crate) fn reload(&self, exceptions: &mut Exceptions) {
-        match crate::config::Config::load(&self.path) {
+        match crate::config::Config::load(&self.path, self.check) {
             Ok(config) => {
                 exceptions.replace(&config.exceptions);
                 tracing::info!(

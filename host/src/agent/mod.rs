@@ -11,15 +11,14 @@ mod signals;
 mod startup;
 
 pub(crate) use config_watch::report_suppressed;
-pub(crate) use needs::Unmet;
 pub(crate) use startup::RunOptions;
 
 use crate::containers::{ContainerResolver, Resolution, parse_cgroup_path};
 use crate::events::Event;
 use crate::logging::error_line;
 use crate::pipeline::Pipeline;
-use crate::ready::ReadyFile;
 use crate::sensor::{ProbeEvent, Probes};
+use crate::server::ready::ReadyFile;
 use anyhow::Result;
 use health::DropReporter;
 use reloads::{Reloads, Update};
@@ -86,15 +85,15 @@ struct Agent {
     _ready_file: Option<ReadyFile>,
     raw: Vec<ProbeEvent>,
     /// What `/healthz` and `/readyz` report.
-    status: std::sync::Arc<crate::listen::Status>,
+    status: std::sync::Arc<crate::server::listen::Status>,
     /// Runs the listener and the webhook sinks; stopped last.
-    io: Option<crate::listen::IoThread>,
+    io: Option<crate::server::listen::IoThread>,
     /// The EndpointSlices watch, in a cluster.
     slices: Option<crate::api_servers::SliceUpdates>,
     /// The rules' interest generation the kernel's connect filter was last set from.
     interest_seen: Option<u64>,
     /// The rules' needs this kernel does not meet, as last reported.
-    unmet: Vec<needs::Unmet>,
+    unmet: Vec<crate::sensor::Unmet>,
 }
 
 /// What woke the loop.

@@ -4,18 +4,7 @@
 
 use crate::dispatch::Dispatcher;
 use crate::rules::Origin;
-use crate::sensor::{EnvCapture, Probes};
-
-/// One need of one rule the kernel does not meet.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub(crate) struct Unmet {
-    /// The rule's id.
-    pub rule: String,
-    /// What it needs, in a few words (also the metric's `need` label).
-    pub need: &'static str,
-    /// Why the kernel cannot give it, and what stands in for it.
-    pub reason: String,
-}
+use crate::sensor::{EnvCapture, Probes, Unmet};
 
 /// The unmet needs of every loaded rule, given the hooks the probes got.
 pub(crate) fn unmet(dispatcher: &Dispatcher, probes: &Probes) -> Vec<Unmet> {

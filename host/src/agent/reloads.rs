@@ -7,8 +7,8 @@
 
 use crate::dispatch::Dispatcher;
 use crate::logging::error_line;
-use crate::rules::reload::{Change, Compile, Loaded, RuleSources, Scan, Watcher};
 use crate::rules::{Rule, RuleEngine};
+use crate::sources::reload::{Change, Compile, Loaded, RuleSources, Scan, Watcher};
 use crate::trust::Verdict;
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
@@ -101,7 +101,7 @@ impl Reloads {
         let (sources, tx) = (self.sources.clone(), self.updates_tx.clone());
         let (rules, rejected) = (self.loaded.rules.clone(), self.loaded.rejected.clone());
         tokio::task::spawn_blocking(move || {
-            let scan = crate::rules::reload::scan(&sources, &rules, &rejected);
+            let scan = crate::sources::reload::scan(&sources, &rules, &rejected);
             let _ = tx.blocking_send(Update::Scanned(scan));
         });
     }

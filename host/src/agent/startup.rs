@@ -7,17 +7,17 @@ use super::health::DropReporter;
 use super::reloads::{Reloads, apply, log_rule};
 use crate::containers::ContainerResolver;
 use crate::dispatch::Dispatcher;
-use crate::listen::{IoThread, Status};
 use crate::logging::error_line;
-use crate::metrics::Metrics;
-use crate::output::JsonLines;
 use crate::pipeline::Pipeline;
-use crate::ready::{Ready, ReadyFile};
-use crate::rules::reload::{Change, Loaded, RuleSources};
 use crate::rules::{Limits, Origin, RuleEngine};
 use crate::sensor::{ProbeConfig, Probes};
+use crate::server::listen::{IoThread, Status};
+use crate::server::metrics::Metrics;
+use crate::server::ready::{Ready, ReadyFile};
+use crate::sinks::JsonLines;
+use crate::sinks::Webhooks;
+use crate::sources::reload::{Change, Loaded, RuleSources};
 use crate::trust::Verdict;
-use crate::webhooks::Webhooks;
 use anyhow::Result;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -49,8 +49,9 @@ pub(crate) struct RunOptions {
     pub grants: crate::rules::Grants,
     /// Findings not to write; reloaded when `config` changes.
     pub exceptions: Vec<crate::exceptions::ExceptionSpec>,
-    /// The config file, watched for exception changes.
-    pub config: Option<PathBuf>,
+    /// The config file, watched for exception changes, and what checks its flag keys
+    /// when it is read again (the command line's flags).
+    pub config: Option<(PathBuf, crate::config::FlagCheck)>,
     /// Named in every finding.
     pub node: Option<String>,
     /// Runtime sockets to ask for container metadata.
@@ -60,7 +61,7 @@ pub(crate) struct RunOptions {
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub listen: Option<std::net::SocketAddr>,
     /// Where findings are POSTed, beside the output.
-    pub webhooks: Vec<crate::webhooks::WebhookSpec>,
+    pub webhooks: Vec<crate::sinks::WebhookSpec>,
     /// Where the API server endpoints rules see come from.
     pub api_servers: crate::api_servers::Sources,
 }
@@ -99,7 +100,7 @@ pub(super) fn start(
     let status = Arc::new(Status::new());
     let metrics = options.listen.map(|_| Arc::new(Metrics::new()));
     let listen = match (options.listen, &io, &metrics) {
-        (Some(addr), Some(io), Some(metrics)) => Some(crate::listen::serve(
+        (Some(addr), Some(io), Some(metrics)) => Some(crate::server::listen::serve(
             addr,
             io.handle(),
             status.clone(),
@@ -139,12 +140,12 @@ pub(super) fn start(
     let config = options
         .config
         .clone()
-        .map(super::config_watch::ConfigWatch::new)
+        .map(|(path, check)| super::config_watch::ConfigWatch::new(path, check))
         .transpose()?;
 
     // Containers already running (which may never exec again) are seen through /proc;
     // the probes are attached first, so nothing starting meanwhile slips through.
-    let swept = crate::sweep::running_containers(&mut resolver, &dispatcher.env_vars());
+    let swept = crate::containers::sweep::running_containers(&mut resolver, &dispatcher.env_vars());
     for event in &swept {
         if let Err(error) = probes.seed_lineage(event.process.pid, event.cgroup_id) {
             tracing::debug!(error = %error_line(error.as_ref()), "lineage not seeded");
@@ -247,7 +248,7 @@ fn load_rules(runtime: &Arc<RuleEngine>, sources: &RuleSources) -> Result<(Dispa
     let mut dispatcher = Dispatcher::new(runtime.clone());
     let mut loaded = Loaded::default();
     if sources.is_empty() {
-        let rule = crate::rules::load_all(runtime, &[] as &[PathBuf])?.remove(0);
+        let rule = crate::sources::load_all(runtime, &[] as &[PathBuf])?.remove(0);
         // Compiled into the binary: as trusted as the binary itself.
         log_rule(
             "rule loaded",
@@ -259,7 +260,7 @@ fn load_rules(runtime: &Arc<RuleEngine>, sources: &RuleSources) -> Result<(Dispa
         dispatcher.add(rule)?;
         return Ok((dispatcher, loaded));
     }
-    for change in crate::rules::reload::plan(runtime, sources, &loaded.rules, &loaded.rejected) {
+    for change in crate::sources::reload::plan(runtime, sources, &loaded.rules, &loaded.rejected) {
         if let Change::Reject { path, reason, .. } = &change
             && sources.files.contains(path)
         {
@@ -280,36 +281,36 @@ fn check(dispatcher: &Dispatcher, probe_config: &ProbeConfig) -> Result<()> {
             true => String::new(),
             false => format!(", granted env {}", env.join(",")),
         };
-        crate::cli::say(format_args!(
+        crate::logging::say(format_args!(
             "rule {}: {} v{} sha256 {} ok{granted}",
             rule.name, rule.metadata.id, rule.metadata.version, rule.sha256
         ))?;
     }
     Probes::check_env_vars(&dispatcher.env_vars())?;
     for fact in Probes::preflight()? {
-        crate::cli::say(format_args!("{fact}"))?;
+        crate::logging::say(format_args!("{fact}"))?;
     }
     let load_only = crate::sensor::StartOptions {
         load_only: true,
         ..Default::default()
     };
     let probes = Probes::start_with(probe_config, load_only)?;
-    crate::cli::say(format_args!(
+    crate::logging::say(format_args!(
         "hooks: exec {}, connect {}, cgroup {}, lineage {}",
         probes.exec_hook(),
         probes.connect_hook(),
         probes.cgroup_hook(),
         probes.lineage_hook()
     ))?;
-    crate::cli::say(format_args!(
+    crate::logging::say(format_args!(
         "env capture: {}",
         probes.env_capture().describe()
     ))?;
     for load in probes.loads() {
-        crate::cli::say(format_args!("{}", load.describe()))?;
+        crate::logging::say(format_args!("{}", load.describe()))?;
     }
     for fallback in probes.fallbacks() {
-        crate::cli::say(format_args!("passed over: {fallback}"))?;
+        crate::logging::say(format_args!("passed over: {fallback}"))?;
     }
     let unmet = super::needs::unmet(dispatcher, &probes);
     if let Some(first) = unmet.first() {
@@ -324,7 +325,7 @@ fn check(dispatcher: &Dispatcher, probe_config: &ProbeConfig) -> Result<()> {
             }
         );
     }
-    crate::cli::say(format_args!("check passed"))
+    crate::logging::say(format_args!("check passed"))
 }
 
 /// Whether every loaded rule wants only container events (so the kernel can drop the rest).

@@ -2,6 +2,8 @@
 //! runtime, and mapping the kernel's cgroup id (the cgroup v2 directory's inode number,
 //! what `bpf_get_current_cgroup_id` returns) to a path and container with a bounded cache.
 
+pub(crate) mod sweep;
+
 use crate::events::{Container, ContainerRuntime, Pod};
 use std::collections::HashMap;
 use std::fs;

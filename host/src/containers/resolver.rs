@@ -88,7 +88,7 @@ impl ContainerResolver {
 
     /// A resolver over this host's cgroup v2 mount, found in `/proc/self/mounts`.
     pub fn detect() -> anyhow::Result<ContainerResolver> {
-        Ok(ContainerResolver::new(crate::mounts::cgroup2_root()?))
+        Ok(ContainerResolver::new(crate::sys::mounts::cgroup2_root()?))
     }
 
     /// Overrides the cache bound (at least 1) and the minimum time between walks, for

@@ -592,7 +592,7 @@ fn fuzz_like_inputs_never_panic() {
         {
             assert!(is_container_id(&found.id), "input {input:?}");
         }
-        let _ = crate::mounts::cgroup2_root_in(&crate::mounts::parse(&input));
+        let _ = crate::sys::mounts::cgroup2_root_in(&crate::sys::mounts::parse(&input));
         let _ = proc_cgroup_v2_path(&input);
     }
 }

@@ -174,10 +174,10 @@ impl Dispatcher {
                         Delivery::Typed(std::slice::from_ref(&self.wit_events[i]))
                     };
                     instance.lend(events, vec![host_index], std::mem::take(&mut self.handles));
-                    let call_started = crate::cpu_budget::thread_cpu_time();
+                    let call_started = crate::rules::cpu_budget::thread_cpu_time();
                     let result = instance.deliver(one, self.runtime.limits());
-                    redo_spent +=
-                        (crate::cpu_budget::thread_cpu_time() - call_started).min(one_budget);
+                    redo_spent += (crate::rules::cpu_budget::thread_cpu_time() - call_started)
+                        .min(one_budget);
                     (events, _, self.handles) = instance.take_back();
                     match result {
                         Ok(findings) => self.counters.count_findings(collect(

@@ -4,14 +4,14 @@
 
 use crate::events::{Event, EventKind};
 use crate::logging::error_line;
-use crate::output::{EventRecord, FieldValue, Finding, FindingData, RuleRef};
-use crate::persist::{RestoreReport, StateStore};
 use crate::rules::{
     ApiServers, Containers, Delivery, DestinationKey, Interest, PackedBatch, Refusals, Rule,
     RuleEngine, RuleFinding, RuleInstance, SharedInterest, WitEvent, WitIpAddress, WitValue,
     to_wit,
 };
+use crate::sinks::{EventRecord, FieldValue, Finding, FindingData, RuleRef};
 use crate::state::RuleState;
+use crate::state::store::{RestoreReport, StateStore};
 use anyhow::{Result, bail};
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -81,7 +81,7 @@ pub struct Dispatcher {
     persist: Option<Box<StateStore>>,
     pub counters: Counters,
     /// Per-rule faults, drops and refusals are counted here too, when set.
-    pub(crate) metrics: Option<Arc<crate::metrics::Metrics>>,
+    pub(crate) metrics: Option<Arc<crate::server::metrics::Metrics>>,
 }
 
 impl Dispatcher {

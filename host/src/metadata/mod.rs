@@ -8,7 +8,7 @@ pub mod cri;
 pub mod docker;
 
 use crate::events::Container;
-use crate::output::Finding;
+use crate::sinks::Finding;
 use cri::Cri;
 use docker::DockerEngine;
 use rustc_hash::FxHashMap;
@@ -249,11 +249,22 @@ fn unanswered(socket: &std::path::Path, error: &anyhow::Error) {
     );
 }
 
+/// The node to name in findings: the flag, else `$NODE_NAME`, else the host name.
+pub(crate) fn node_name_or_default(flag: Option<String>) -> Option<String> {
+    flag.or_else(|| std::env::var("NODE_NAME").ok())
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|name| name.trim().to_owned())
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::events::{Body, ContainerRuntime, Event, Process, SocketAddress, SocketType};
-    use crate::output::{EventRecord, FindingData, RuleRef};
+    use crate::sinks::{EventRecord, FindingData, RuleRef};
 
     fn finding(container: &Arc<Container>, timestamp: u64) -> Finding {
         Finding {

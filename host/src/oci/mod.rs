@@ -283,7 +283,7 @@ pub fn artifact_name(reference: &Reference) -> &str {
 /// [`Registry::fetch`] for a command that has no async runtime of its own.
 pub fn fetch_blocking(source: &str, trust: &Trust) -> Result<Pulled> {
     let reference = parse_reference(source)?;
-    crate::cli::block_on(async { Registry::new(&reference)?.fetch(&reference, trust).await })
+    block_on(async { Registry::new(&reference)?.fetch(&reference, trust).await })
 }
 
 /// A blob's destination that refuses bytes past the size its descriptor announced (the
@@ -349,4 +349,13 @@ fn signed_digest(payload: &[u8]) -> Option<String> {
     payload["critical"]["image"]["docker-manifest-digest"]
         .as_str()
         .map(str::to_owned)
+}
+
+/// Runs a command's async work (registry calls) on a private single-threaded runtime.
+pub(crate) fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(future)
 }

@@ -9,9 +9,7 @@ use std::net::IpAddr;
 /// Most addresses one rule may watch; past it the rule gets every connect again.
 pub const WATCH_MAX: usize = 1024;
 
-/// An IP address as the kernel filter keys it: IPv4 as its IPv4-mapped IPv6 form, so
-/// `10.96.0.1` and `::ffff:10.96.0.1` are one destination.
-pub type DestinationKey = [u8; 16];
+pub use crate::state::DestinationKey;
 
 /// The key of `ip`.
 pub fn destination_key(ip: IpAddr) -> DestinationKey {

@@ -1,10 +1,13 @@
-//! Rules: where they come from (files, the built-in, reload), and the wasmtime side: compiling rule components, checking what they import, and running
-//! each rule in its own sandboxed store.
+//! The wasmtime side of rules, handed bytes `sources` already read and vouched for:
+//! compiling rule components, checking what they import, and running each rule in its
+//! own sandboxed store.
 //!
 //! A [`Rule`] is compiled code plus what the host learned from it at load (metadata,
 //! sha256). A [`RuleInstance`] is one live instance with its own `Store`, memory cap
 //! and CPU deadline. Per-container state is held in [`RuleState`] outside the instance,
 //! so replacing or recreating an instance never loses it.
+
+pub(crate) mod cpu_budget;
 
 mod cluster;
 mod compiler;
@@ -19,22 +22,19 @@ mod limiter;
 mod log_budget;
 mod metadata;
 mod packed;
-pub mod reload;
 mod ticker;
 mod validate;
 mod world;
 
+pub use crate::state::{ContainerTable, Containers};
 pub use cluster::{ApiServers, ClusterFacts};
 use compiler::Compiler;
 pub use compiler::{CompileLimits, compile_rule_child};
 pub use convert::*;
 pub use engine::{Limits, RuleEngine, sha256_hex};
-pub use files::{
-    BUILTIN_K8S_API_CONNECTION, BUILTIN_NAME, MAX_RULE_BYTES, load_all, load_bytes, load_file,
-    oci_source, read_rule_file, read_rule_source, rule_name,
-};
+pub use files::{BUILTIN_K8S_API_CONNECTION, BUILTIN_NAME, MAX_RULE_BYTES, read_rule_file};
 pub use grants::{Grant, Grants, parse_grant};
-pub use imports::{Batch, ContainerTable, Containers, InstanceState};
+pub use imports::{Batch, InstanceState};
 pub use instance::{Delivery, Refusals, RuleInstance};
 pub use interest::{DestinationKey, Interest, SharedInterest, WATCH_MAX, destination_key};
 pub use metadata::{Metadata, Mitre, Origin, Rule};
@@ -42,14 +42,13 @@ pub use packed::{FieldNames, PackedBatch, RuleFinding, decode_findings};
 pub use validate::validate_metadata;
 use world::*;
 
-use crate::cpu_budget::CallBudget;
-use crate::events::{Container, Event, EventKind};
+use crate::events::{Event, EventKind};
 use crate::logging::{error_line, one_line};
+use crate::rules::cpu_budget::CallBudget;
 use crate::state::{RuleState, StateLimits, StateRefusal};
 use anyhow::{Context, Result, anyhow, bail};
 use limiter::RuleLimiter;
 use log_budget::LogBudget;
-use rustc_hash::FxHashMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

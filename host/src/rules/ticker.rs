@@ -3,7 +3,7 @@
 //! otherwise, so an idle agent is not woken a thousand times a second; a call's
 //! deadline still counts from its start, because the ticker is woken before the call.
 
-use crate::cpu_budget::EPOCH_TICK;
+use crate::rules::cpu_budget::EPOCH_TICK;
 use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

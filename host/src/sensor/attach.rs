@@ -184,7 +184,7 @@ pub(super) fn attach_connect(ebpf: &mut Ebpf, at: &mut Attaching) -> Result<&'st
             Err(e) => at.fallbacks.push(format!("{e:#}")),
         }
     }
-    let root = crate::mounts::cgroup2_root().map_err(|e| {
+    let root = crate::sys::mounts::cgroup2_root().map_err(|e| {
         e.context(format!(
             "no connect hook could be attached (tried: {})",
             at.fallbacks.join("; ")

@@ -31,7 +31,7 @@ use decode::disarmed_exec;
 pub use decode::{decode, decode_with_clock, monotonic_to_epoch_ns};
 use offsets::*;
 use preflight::*;
-pub use report::{EnvCapture, FORBID_HOOKS_ENV, Forbidden, ProgramLoad};
+pub use report::{EnvCapture, FORBID_HOOKS_ENV, Forbidden, ProgramLoad, Unmet};
 use report::{Mechanism, timed};
 
 use crate::events::{Body, Event, Process, SocketAddress, SocketType, Truncation};

@@ -53,7 +53,7 @@ pub(super) fn mount(fstype: &str, target: &Path) -> bool {
 /// The tracefs mount (mounting it at /sys/kernel/tracing if none), if any.
 pub(super) fn ensure_tracefs() -> Option<PathBuf> {
     let find = || {
-        crate::mounts::find(&crate::mounts::current(), "tracefs")
+        crate::sys::mounts::find(&crate::sys::mounts::current(), "tracefs")
             .filter(|p| p.join("events").is_dir())
     };
     if let Some(path) = find() {
@@ -70,7 +70,7 @@ pub(super) fn ensure_tracefs() -> Option<PathBuf> {
 
 pub(super) fn ensure_bpffs() {
     let target = Path::new("/sys/fs/bpf");
-    if crate::mounts::current()
+    if crate::sys::mounts::current()
         .iter()
         .any(|m| m.fstype == "bpf" && m.target == target)
     {
@@ -104,7 +104,7 @@ pub(super) fn facts() -> Result<Vec<String>> {
     }
     facts.push(format!(
         "cgroup v2: {}",
-        crate::mounts::cgroup2_root()?.display()
+        crate::sys::mounts::cgroup2_root()?.display()
     ));
     let ebpf = EbpfLoader::new()
         .load(EMBEDDED_OBJECT)

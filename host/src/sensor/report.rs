@@ -149,3 +149,14 @@ pub(super) fn timed<T>(load: impl FnOnce() -> T) -> (T, Duration) {
     let result = load();
     (result, started.elapsed())
 }
+
+/// One need of one rule the kernel does not meet.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Unmet {
+    /// The rule's id.
+    pub rule: String,
+    /// What it needs, in a few words (also the metric's `need` label).
+    pub need: &'static str,
+    /// Why the kernel cannot give it, and what stands in for it.
+    pub reason: String,
+}

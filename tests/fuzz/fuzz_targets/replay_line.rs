@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rulehost::replay::{Line, parse_line};
+use rulehost::events::parse::{Line, parse_line};
 
 fuzz_target!(|data: &[u8]| {
     // Replay reads lines of text; non-UTF-8 input never gets this far.

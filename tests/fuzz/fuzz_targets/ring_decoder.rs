@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use rulehost::sensor::{ProbeEvent, decode_with_clock};
-use rulehost::replay::{Line, parse_line};
+use rulehost::events::parse::{Line, parse_line};
 
 /// A realistic CLOCK_REALTIME - CLOCK_MONOTONIC offset (large kernel timestamps clamp
 /// at u64::MAX), and one that clamps every timestamp at 0.

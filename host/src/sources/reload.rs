@@ -110,7 +110,7 @@ impl Compile {
     /// (a bounded child process when the engine isolates compiles): run it off the
     /// event path.
     pub fn run(self, runtime: &RuleEngine) -> Change {
-        match runtime.load(&crate::rules::rule_name(&self.path), &self.bytes) {
+        match runtime.load(&crate::sources::rule_name(&self.path), &self.bytes) {
             Ok(rule) if self.replaces => Change::Replace {
                 path: self.path,
                 rule,

@@ -1,12 +1,13 @@
 //! `rulehost run`'s flags, and the agent options they make. Every flag is also a key
-//! of the `--config` file ([`crate::cli_config`]).
+//! of the `--config` file ([`crate::cli`]).
 
-use crate::cli::{SandboxArgs, node_name_or_default};
+use super::SandboxArgs;
 use crate::config::RuleEntry;
+use crate::metadata::node_name_or_default;
 use crate::oci::follow::OciRule;
-use crate::rules::reload::RuleSources;
+use crate::sources::reload::RuleSources;
 use crate::trust::{PublicKey, Trust};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -95,7 +96,7 @@ pub struct RunArgs {
     /// The JSON the --webhook sinks post: rulehost's finding, or Falco's event as
     /// falcosidekick accepts it.
     #[arg(long, value_enum, default_value = "rulehost")]
-    pub webhook_format: crate::webhooks::WebhookFormat,
+    pub webhook_format: crate::sinks::WebhookFormat,
     /// An API server endpoint (ADDR:PORT) connects to which are TRC-1013 findings,
     /// whatever the container's environment declares. Repeatable (config key
     /// `api_servers`); merged with the agent's own pod environment and the kubelet's
@@ -139,7 +140,7 @@ impl RunArgs {
             webhooks: self
                 .webhooks
                 .into_iter()
-                .map(|url| crate::webhooks::WebhookSpec::new(url, format))
+                .map(|url| crate::sinks::WebhookSpec::new(url, format))
                 .chain(config.webhooks)
                 .collect(),
             check: self.check,
@@ -155,7 +156,12 @@ impl RunArgs {
             limits: self.sandbox.limits(),
             grants: self.sandbox.grants()?,
             exceptions: config.exceptions,
-            config: self.sandbox.config.clone(),
+            config: self.sandbox.config.clone().map(|path| {
+                (
+                    path,
+                    super::run_config::check_flags as crate::config::FlagCheck,
+                )
+            }),
             node: node_name_or_default(self.node_name),
             sockets: crate::metadata::Sockets {
                 cri: self.cri_sockets,
@@ -200,4 +206,17 @@ impl RunArgs {
         let trust = Arc::new(Trust::new(keys, pins));
         Ok((RuleSources { files, dirs, trust }, oci))
     }
+}
+
+/// Runs the agent on a single-threaded runtime until it stops.
+pub(super) fn run(options: crate::agent::RunOptions) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(crate::agent::run(options));
+    // A reload plan still compiling an (untrusted) rule must not hold the exit: it is
+    // abandoned, not waited for.
+    runtime.shutdown_background();
+    result
 }

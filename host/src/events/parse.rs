@@ -232,7 +232,7 @@ fn u32_field(value: &Value, key: &str) -> Result<u32> {
 mod tests {
     use super::*;
 
-    const TRACEE: &str = include_str!("../../tests/events/tracee-v0.24.jsonl");
+    const TRACEE: &str = include_str!("../../../tests/events/tracee-v0.24.jsonl");
 
     #[test]
     fn tracee_sample_decodes() {

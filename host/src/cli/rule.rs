@@ -1,7 +1,8 @@
 //! `rulehost rule ...`: what a rule author and an operator need to ship rules they can
 //! trust, with the formats cosign uses (so either tool works on either side).
 
-use crate::cli::say;
+use crate::logging::say;
+use crate::oci::block_on;
 use crate::trust::keys::write_new;
 use crate::trust::{PublicKey, SigningKey, Trust, signature_path, with_suffix};
 use anyhow::{Context, Result};
@@ -59,7 +60,7 @@ pub enum RuleCommand {
 }
 
 /// Runs one `rule` command.
-pub fn run(command: RuleCommand) -> Result<()> {
+pub(super) fn run(command: RuleCommand) -> Result<()> {
     match command {
         RuleCommand::Keygen { output_prefix } => keygen(&output_prefix),
         RuleCommand::Sign { key, rule, output } => sign(&key, &rule, output),
@@ -67,12 +68,12 @@ pub fn run(command: RuleCommand) -> Result<()> {
             rule,
             reference,
             key,
-        } => crate::cli::block_on(push(&rule, &reference, key.as_deref())),
+        } => block_on(push(&rule, &reference, key.as_deref())),
         RuleCommand::Pull {
             reference,
             output,
             trusted_keys,
-        } => crate::cli::block_on(pull(&reference, output, &trusted_keys)),
+        } => block_on(pull(&reference, output, &trusted_keys)),
     }
 }
 

@@ -3,7 +3,7 @@
 //! and a busy loop never waits for a scrape. hyper is the HTTP server tokio and reqwest
 //! are built on; three GET routes need nothing above it.
 
-use crate::metrics::Metrics;
+use crate::server::metrics::Metrics;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::Full;

@@ -1,6 +1,8 @@
 //! The one event type every source decodes into: live kernel events (`probes`),
 //! rulehost's own recorded JSON lines, and Tracee's `-o json` output (`replay`).
 
+pub mod parse;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -45,16 +45,13 @@ fn config_path(args: &[OsString]) -> Option<std::path::PathBuf> {
 }
 
 /// Refuses a key that is no `run` flag (a typo must not be ignored).
-pub fn check_flag_keys<'a>(
-    path: &Path,
-    text: &str,
-    keys: impl Iterator<Item = &'a String>,
-) -> Result<()> {
-    let command = crate::cli::Cli::command();
+/// A [`crate::config::FlagCheck`].
+pub(crate) fn check_flags(path: &Path, text: &str, config: &crate::config::Config) -> Result<()> {
+    let command = super::Cli::command();
     let run = command
         .find_subcommand("run")
         .ok_or_else(|| anyhow!("no run command"))?;
-    for key in keys {
+    for key in config.flags.keys() {
         run_flag(run, path, text, key)?;
     }
     Ok(())
@@ -90,7 +87,7 @@ fn flags_of(path: &Path, text: &str) -> Result<Vec<OsString>> {
         Ok(None) => return Ok(Vec::new()),
         Err(error) => bail!("config {}: {error}", path.display()),
     };
-    let command = crate::cli::Cli::command();
+    let command = super::Cli::command();
     let run = command
         .find_subcommand("run")
         .ok_or_else(|| anyhow!("no run command"))?;

@@ -4,7 +4,6 @@
 //! and writes the OpenMetrics text format every Prometheus scrapes.
 
 use crate::events::{Event, EventKind};
-use crate::output::Finding;
 use crate::rules::Rule;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -178,12 +177,13 @@ impl Metrics {
         self.connect_events.inc_by(batch.len() as u64 - exec);
     }
 
-    /// A finding written; `now_ns` is the wall clock, in the events' timescale.
-    pub(crate) fn finding_written(&self, finding: &Finding, now_ns: u64) {
+    /// A finding of rule `rule_id` about an event at `event_ns` written; `now_ns` is the
+    /// wall clock, in the events' timescale.
+    pub(crate) fn finding_written(&self, rule_id: &str, event_ns: u64, now_ns: u64) {
         self.findings
-            .get_or_create(&[("rule", finding.signature.id.clone())])
+            .get_or_create(&[("rule", rule_id.to_owned())])
             .inc();
-        let seconds = now_ns.saturating_sub(finding.timestamp) as f64 / 1e9;
+        let seconds = now_ns.saturating_sub(event_ns) as f64 / 1e9;
         self.latency.observe(seconds);
     }
 
@@ -249,7 +249,7 @@ impl Metrics {
     }
 
     /// The needs of loaded rules this kernel cannot meet.
-    pub(crate) fn unmet_needs(&self, unmet: &[crate::agent::Unmet]) {
+    pub(crate) fn unmet_needs(&self, unmet: &[crate::sensor::Unmet]) {
         self.unmet_needs.clear();
         for need in unmet {
             self.unmet_needs

@@ -18,7 +18,7 @@
 
 use crate::events::{Container, ContainerRuntime};
 use crate::logging::error_line;
-use crate::rules::ContainerTable;
+use crate::state::ContainerTable;
 use crate::state::{Changes, RuleState};
 use anyhow::{Result, anyhow, bail};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};

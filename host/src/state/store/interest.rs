@@ -3,7 +3,7 @@
 //! so what it watched comes back too, or the connect filter would hide their connects.
 
 use super::*;
-use crate::rules::DestinationKey;
+use crate::state::DestinationKey;
 
 /// One row per rule id: its watched destinations, 16 bytes each.
 const INTEREST: TableDefinition<&str, &[u8]> = TableDefinition::new("interest");

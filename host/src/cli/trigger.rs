@@ -25,7 +25,7 @@ pub(crate) struct ThrowawayCgroup {
 impl ThrowawayCgroup {
     /// Creates `<cgroup v2 root>/rulehost-trigger.slice/cri-containerd-<id>.scope`.
     pub(crate) fn create(tag: &str) -> Result<ThrowawayCgroup> {
-        let root = crate::mounts::cgroup2_root()?;
+        let root = crate::sys::mounts::cgroup2_root()?;
         let container_id = pseudo_container_id(tag);
         let path = root
             .join(format!("rulehost-{tag}.slice"))
@@ -122,7 +122,7 @@ pub(crate) fn run(scenario: Scenario, findings: Option<PathBuf>, timeout: Durati
         let _ = std::fs::remove_file(&findings_file);
     }
     let finding = finding?;
-    crate::cli::say(format_args!("{finding}"))?;
+    crate::logging::say(format_args!("{finding}"))?;
     tracing::info!("trigger: detected");
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! A finding in the shape Falco's `http_output` posts and falcosidekick accepts, so
 //! rulehost can feed falcosidekick's ~60 targets unchanged.
 
-use crate::output::Finding;
+use super::Finding;
 use serde::Serialize;
 use serde_json::{Map, Value};
 

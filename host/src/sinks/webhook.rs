@@ -4,10 +4,10 @@
 //! full queue refuses is counted and logged, so a slow or dead sink costs nothing but
 //! its own drops. reqwest is the maintained HTTP client for tokio.
 
-mod falco;
+use super::falco;
 
-use crate::metrics::Metrics;
-use crate::output::Finding;
+use super::Finding;
+use crate::server::metrics::Metrics;
 use anyhow::{Result, bail};
 use bytes::Bytes;
 use std::sync::Arc;

@@ -9,6 +9,15 @@
 //! dispatcher takes those [`Changes`] after each batch and writes them in one
 //! transaction. Without persistence nothing is recorded (one branch per write).
 
+mod handles;
+pub mod store;
+
+pub use handles::{ContainerTable, Containers};
+
+/// An IP address as the kernel filter keys it: IPv4 as its IPv4-mapped IPv6 form, so
+/// `10.96.0.1` and `::ffff:10.96.0.1` are one destination.
+pub type DestinationKey = [u8; 16];
+
 use rustc_hash::{FxHashMap, FxHashSet};
 
 /// Bounds on one rule's state.

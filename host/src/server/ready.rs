@@ -21,14 +21,14 @@ pub(crate) struct Ready {
     /// Each program the kernel loaded: its verifier figure and load time.
     pub programs: Vec<crate::sensor::ProgramLoad>,
     /// Needs of loaded rules this kernel cannot meet (also logged at WARN).
-    pub unmet: Vec<crate::agent::Unmet>,
+    pub unmet: Vec<crate::sensor::Unmet>,
     /// The env names the kernel captures for the loaded rules.
     pub env_vars: Vec<String>,
     /// Processes and containers found running by the start-up sweep.
     pub swept_processes: usize,
     pub swept_containers: usize,
     /// Persisted state put back (absent without a state directory).
-    pub restored: Option<crate::persist::RestoreReport>,
+    pub restored: Option<crate::state::store::RestoreReport>,
     /// Loaded rules by id.
     pub rules: Vec<String>,
     /// Where `/healthz`, `/readyz` and `/metrics` are served (`--listen`; port 0

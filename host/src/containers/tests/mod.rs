@@ -1,0 +1,4 @@
+//! The containers module's tests, by concern.
+
+mod paths;
+mod resolver;

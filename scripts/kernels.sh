@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fetches what `make test-kernels` boots, idempotently: QEMU (Debian's qemu-system-x86),
 # virtme-ng (PyPI, in target/tools/vng) and the Debian kernels pinned in
-# tests/kernels/kernels.list, unpacked into target/kernels/<release>/ with their modules
-# installed into /lib/modules/<release> (virtme-ng boots them with this machine's root,
+# tests/kernels/kernels.list, their images kept in $RULEHOST_KERNELS (default
+# /var/cache/rulehost/kernels, outside any clone, so a new clone does not fetch them
+# again) with their modules installed into /lib/modules/<release> (virtme-ng boots them with this machine's root,
 # so their modules must be where its init looks). The machine's own apt setup is left
 # untouched: the kernels come through a private sources list and lists directory that
 # reuse the archive addresses this machine's apt already uses, with other suites.
@@ -10,18 +11,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 TOOLS="$ROOT/target/tools"
-KERNELS="$ROOT/target/kernels"
+KERNELS="${RULEHOST_KERNELS:-/var/cache/rulehost/kernels}"
 VIRTME_NG_VERSION=1.42
 
-missing=()
-for package in qemu-system-x86 python3-venv kmod; do
-  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# kmod: depmod, for the kernels' modules.
+source scripts/debs.sh
+ensure_debs qemu-system-x86 python3-venv kmod
 
 if ! "$TOOLS/vng/bin/vng" --version 2>/dev/null | grep -q "$VIRTME_NG_VERSION"; then
   python3 -m venv "$TOOLS/vng"
@@ -44,7 +39,8 @@ while read -r suite release; do
 done < tests/kernels/kernels.list
 [ ${#need[@]} -eq 0 ] && exit 0
 
-APT="$KERNELS/apt"
+APT="$ROOT/target/kernels/apt"
+mkdir -p "$KERNELS"
 mkdir -p "$APT/lists/partial" "$APT/cache/archives/partial"
 : > "$APT/sources.list"
 for entry in "${need[@]}"; do

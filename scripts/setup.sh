@@ -9,18 +9,11 @@ cd "$(dirname "$0")/.."
 # protoc: the CRI bindings (k8s-cri) are generated at build time. containerd and
 # docker.io and busybox-static: the runtime tests start a real containerd and Docker
 # Engine and build their one image.
-missing=()
 # musl-tools: the image's static binary (its C parts, mimalloc, compile with musl-gcc).
 # docker-registry: the local OCI registry the rule push/pull tests start; openssl: an
 # independent ECDSA implementation the signature tests check interoperability with.
-for package in protobuf-compiler containerd docker.io busybox-static musl-tools docker-registry openssl; do
-  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+source scripts/debs.sh
+ensure_debs protobuf-compiler containerd docker.io busybox-static musl-tools docker-registry openssl
 
 STABLE=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 NIGHTLY=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' ebpf/rust-toolchain.toml)

@@ -15,6 +15,7 @@ bash scripts/kernels.sh
 export PATH="$ROOT/target/tools/vng/bin:$PATH"
 VNG=vng
 REPORT="$ROOT/target/kernels/report"
+KERNELS="${RULEHOST_KERNELS:-/var/cache/rulehost/kernels}"
 mkdir -p "$REPORT"
 
 # The test executables, built once on the host (the guests share this filesystem).
@@ -26,7 +27,7 @@ while read -r path; do tests+=("$path"); done < <(
 
 # KVM only when a guest boots with it here (nested virtualisation can hang at boot).
 accel=(--disable-kvm)
-if [ -e /dev/kvm ] && timeout 20 "$VNG" --run "$(ls -d "$ROOT"/target/kernels/6.1*/vmlinuz | head -n1)" \
+if [ -e /dev/kvm ] && timeout 20 "$VNG" --run "$(ls -d "$KERNELS"/6.1*/vmlinuz | head -n1)" \
     --user root --exec true >/dev/null 2>&1; then
   accel=()
 fi
@@ -42,7 +43,7 @@ while read -r suite release; do
   done
   script+="; echo \$? > $out/rc; $ROOT/target/release/rulehost run --check > $out/check.txt 2>&1; echo \$? > $out/check-rc"
   started=$(date +%s)
-  timeout 900 "$VNG" "${accel[@]}" --run "$ROOT/target/kernels/$release/vmlinuz" --user root \
+  timeout 900 "$VNG" "${accel[@]}" --run "$KERNELS/$release/vmlinuz" --user root \
     --memory 2G --rwdir "$out" --exec "$script" > "$out/vng.txt" 2>&1 || true
   took=$(( $(date +%s) - started ))
   rc=$(cat "$out/rc" 2>/dev/null || echo "no result")

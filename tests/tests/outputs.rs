@@ -384,3 +384,55 @@ fn a_receiver_that_never_answers_costs_only_counted_drops() {
     assert!(undelivered.field("undelivered").parse::<u64>().unwrap() >= 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A fresh agent's first scrape already has every series whose labels it knows: the
+/// kernel's drop kinds and filter reasons, reload results, each loaded rule's counters
+/// and each configured sink's, all at 0 (a dashboard shows 0, an alert on absence stays
+/// quiet).
+#[test]
+fn a_fresh_agent_exports_every_known_series_at_zero() {
+    let agent = LiveAgent::start(
+        "fresh-metrics",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--webhook",
+            "http://127.0.0.1:9/never-called",
+        ],
+    );
+    let scrape = get(&agent, "/metrics").1;
+    let series = [
+        "rulehost_kernel_drops_total{kind=\"exec\"}",
+        "rulehost_kernel_drops_total{kind=\"connect\"}",
+        "rulehost_kernel_drops_total{kind=\"cgroup\"}",
+        "rulehost_kernel_filtered_total{reason=\"host_cgroup\"}",
+        "rulehost_reloads_total{result=\"rejected\"}",
+        "rulehost_findings_total{rule=\"TRC-1013\"}",
+        "rulehost_findings_suppressed_total{rule=\"TRC-1013\"}",
+        "rulehost_findings_dropped_total{rule=\"TRC-1013\"}",
+        "rulehost_rule_faults_total{rule=\"TRC-1013\"}",
+        "rulehost_rule_refusals_total{rule=\"TRC-1013\",bound=\"log_lines\"}",
+        "rulehost_output_sent_total{sink=\"webhook:http://127.0.0.1:9/never-called\"}",
+        "rulehost_output_dropped_total{sink=\"webhook:http://127.0.0.1:9/never-called\"}",
+    ];
+    // The kernel's host-cgroup filter may already have counted (host processes run);
+    // everything else here cannot have moved yet.
+    let exact = |s: &str| !s.starts_with("rulehost_kernel_filtered_total");
+    let missing: Vec<&str> = series
+        .iter()
+        .copied()
+        .filter(|s| {
+            !scrape.lines().any(|l| match exact(s) {
+                true => l == format!("{s} 0"),
+                false => l.starts_with(&format!("{s} ")),
+            })
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} series missing (or not at 0) in a fresh scrape: {}",
+        missing.len(),
+        series.len(),
+        brief(&missing)
+    );
+}

@@ -39,7 +39,7 @@ impl DropReporter {
         let counters = probes.counters();
         let filtered = [counters.filtered, counters.unwatched];
         if let Some(metrics) = pipeline.metrics() {
-            for ((reason, now), before) in ["host_cgroup", "unwatched"]
+            for ((reason, now), before) in crate::server::metrics::FILTER_REASONS
                 .into_iter()
                 .zip(filtered)
                 .zip(self.filtered)
@@ -61,7 +61,7 @@ impl DropReporter {
         );
         let kinds = [counters.exec, counters.connect, counters.cgroup];
         if let Some(metrics) = pipeline.metrics() {
-            for ((name, now), before) in ["exec", "connect", "cgroup"]
+            for ((name, now), before) in crate::server::metrics::KERNEL_KINDS
                 .into_iter()
                 .zip(kinds)
                 .zip(self.kinds)

@@ -18,6 +18,15 @@ type Labels2 = [(&'static str, String); 2];
 /// A loaded rule's identity.
 type RuleInfo = [(&'static str, String); 4];
 
+/// `rulehost_kernel_drops_total`'s kinds.
+pub(crate) const KERNEL_KINDS: [&str; 3] = ["exec", "connect", "cgroup"];
+/// `rulehost_kernel_filtered_total`'s reasons.
+pub(crate) const FILTER_REASONS: [&str; 2] = ["host_cgroup", "unwatched"];
+/// `rulehost_reloads_total`'s results.
+const RELOAD_RESULTS: [&str; 4] = ["loaded", "replaced", "removed", "rejected"];
+/// `rulehost_rule_refusals_total`'s bounds.
+const REFUSAL_BOUNDS: [&str; 2] = ["log_lines", "context_calls"];
+
 /// Every metric the agent exports, with the registry that encodes them.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -153,9 +162,31 @@ impl Metrics {
         registry.register(name, text, metrics.unmet_needs.clone());
         let (name, text) = next();
         registry.register(name, text, metrics.latency.clone());
+        metrics.known_at_zero();
         Metrics {
             registry,
             ..metrics
+        }
+    }
+
+    /// Every series whose labels are known before anything happens, at 0: a dashboard
+    /// shows 0, not "no data", and an alert on absence does not fire (Prometheus's
+    /// instrumentation guidelines). Per-rule and per-sink series follow as those load.
+    fn known_at_zero(&self) {
+        for kind in KERNEL_KINDS {
+            drop(
+                self.kernel_drops
+                    .get_or_create(&[("kind", kind.to_owned())]),
+            );
+        }
+        for reason in FILTER_REASONS {
+            drop(
+                self.kernel_filtered
+                    .get_or_create(&[("reason", reason.to_owned())]),
+            );
+        }
+        for result in RELOAD_RESULTS {
+            drop(self.reloads.get_or_create(&[("result", result.to_owned())]));
         }
     }
 
@@ -233,10 +264,26 @@ impl Metrics {
         }
     }
 
-    /// The loaded rules now (after a start or a reload).
+    /// The loaded rules now (after a start or a reload); each one's counters exist from
+    /// its load, at 0 until they count.
     pub(crate) fn rules_loaded<'a>(&self, rules: impl Iterator<Item = &'a std::sync::Arc<Rule>>) {
         self.rule_info.clear();
         for rule in rules {
+            let id = &rule.metadata.id;
+            for family in [
+                &self.findings,
+                &self.suppressed,
+                &self.findings_dropped,
+                &self.rule_faults,
+            ] {
+                drop(family.get_or_create(&[("rule", id.clone())]));
+            }
+            for bound in REFUSAL_BOUNDS {
+                drop(
+                    self.rule_refusals
+                        .get_or_create(&[("rule", id.clone()), ("bound", bound.to_owned())]),
+                );
+            }
             self.rule_info
                 .get_or_create(&[
                     ("rule", rule.metadata.id.clone()),
@@ -272,6 +319,13 @@ impl Metrics {
             .inc_by(count);
     }
 
+    /// A configured sink: its counters exist from the start, at 0.
+    pub(crate) fn sink_configured(&self, sink: &str) {
+        for family in [&self.output_sent, &self.output_dropped] {
+            drop(family.get_or_create(&[("sink", sink.to_owned())]));
+        }
+    }
+
     /// A finding an output delivered.
     pub(crate) fn output_sent(&self, sink: &str) {
         self.output_sent
@@ -283,6 +337,27 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_series_are_there_at_zero_from_the_start() {
+        let metrics = Metrics::new();
+        let text = metrics.encode();
+        for series in [
+            "rulehost_kernel_drops_total{kind=\"exec\"} 0",
+            "rulehost_kernel_drops_total{kind=\"cgroup\"} 0",
+            "rulehost_kernel_filtered_total{reason=\"unwatched\"} 0",
+            "rulehost_reloads_total{result=\"rejected\"} 0",
+        ] {
+            assert!(
+                text.contains(series),
+                "{series} missing from a fresh scrape"
+            );
+        }
+        metrics.sink_configured("webhook:a");
+        let text = metrics.encode();
+        assert!(text.contains("rulehost_output_sent_total{sink=\"webhook:a\"} 0"));
+        assert!(text.contains("rulehost_output_dropped_total{sink=\"webhook:a\"} 0"));
+    }
 
     #[test]
     fn metrics_are_named_as_documented() {

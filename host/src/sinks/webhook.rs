@@ -127,6 +127,9 @@ impl Webhooks {
         for spec in specs {
             let url = spec.parsed()?;
             let label: Arc<str> = spec.label(&url).into();
+            if let Some(metrics) = &metrics {
+                metrics.sink_configured(&label);
+            }
             let (queue, receiver) = mpsc::channel(spec.queue.unwrap_or(DEFAULT_QUEUE));
             let (done_tx, done) = std::sync::mpsc::channel();
             let pending = Arc::new(AtomicU64::new(0));

@@ -2,7 +2,7 @@
 # Fetches what `make test-kernels` boots, idempotently: QEMU (Debian's qemu-system-x86),
 # virtme-ng (PyPI, in target/tools/vng) and the Debian kernels pinned in
 # tests/kernels/kernels.list, their images kept in $RULEHOST_KERNELS (default
-# /var/cache/rulehost/kernels, outside any clone, so a new clone does not fetch them
+# /var/cache/rulehost-test-kernels, outside any clone, so a new clone does not fetch them
 # again) with their modules installed into /lib/modules/<release> (virtme-ng boots them with this machine's root,
 # so their modules must be where its init looks). The machine's own apt setup is left
 # untouched: the kernels come through a private sources list and lists directory that
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 TOOLS="$ROOT/target/tools"
-KERNELS="${RULEHOST_KERNELS:-/var/cache/rulehost/kernels}"
+KERNELS="${RULEHOST_KERNELS:-/var/cache/rulehost-test-kernels}"
 VIRTME_NG_VERSION=1.42
 
 # kmod: depmod, for the kernels' modules.

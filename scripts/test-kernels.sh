@@ -15,7 +15,7 @@ bash scripts/kernels.sh
 export PATH="$ROOT/target/tools/vng/bin:$PATH"
 VNG=vng
 REPORT="$ROOT/target/kernels/report"
-KERNELS="${RULEHOST_KERNELS:-/var/cache/rulehost/kernels}"
+KERNELS="${RULEHOST_KERNELS:-/var/cache/rulehost-test-kernels}"
 mkdir -p "$REPORT"
 
 # The test executables, built once on the host (the guests share this filesystem).

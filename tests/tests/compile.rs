@@ -164,3 +164,53 @@ fn a_slow_compile_holds_back_no_other_reload_and_dies_with_the_agent() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Precompiled code is trusted code: the compile cache is created 0700 with artifacts
+/// 0600, and a cache directory or artifact another user could have written (group or
+/// others may write it) is refused in one line naming it and its mode; the rule is
+/// compiled afresh and still loads, and a refused artifact is replaced by the agent's own.
+#[test]
+fn a_cache_others_could_write_is_refused_and_rules_compile_afresh() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = test_dir("cache-trust");
+    let cache = dir.join("cache");
+    let check = || rulehost(&["run", "--check", "--cache-dir", cache.to_str().unwrap()]);
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().mode() & 0o777;
+    let chmod = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let out = check();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mode(&cache), 0o700);
+    let artifacts: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    let artifact = &artifacts[0];
+    assert_eq!(mode(artifact), 0o600);
+
+    chmod(artifact, 0o666);
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not the agent's own") && stderr.contains("mode 0666"),
+        "{stderr}"
+    );
+    assert_eq!(mode(artifact), 0o600, "the refused artifact is replaced");
+
+    chmod(&cache, 0o777);
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no compile cache") && stderr.contains("mode 0777"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -42,9 +42,11 @@ impl Compiler {
     /// The compiled component, from the cache or a bounded child process.
     pub(super) fn compile(&self, engine: &Engine, bytes: &[u8], sha256: &str) -> Result<Component> {
         let cached = self.cache_path(engine, sha256);
-        if let Some(path) = &cached
-            // SAFETY: the file was written by this host from a child's precompile output for
-            // this engine's configuration; wasmtime checks the artifact's version and
+        if let Some(path) = cached.as_ref().filter(|path| path.exists())
+            && self.trusted(path)
+            // SAFETY: the file is the agent's own (owned by its user, writable by no one
+            // else: `cache_trust`), written by this host from a child's precompile output
+            // for this engine's configuration; wasmtime checks the artifact's version and
             // settings and refuses a mismatch.
             && let Ok(component) = unsafe { Component::deserialize_file(engine, path) }
         {
@@ -59,6 +61,19 @@ impl Compiler {
             keep_in_cache(&path, &artifact);
         }
         Ok(component)
+    }
+
+    /// Whether a cached artifact may be loaded; if not, says why and the rule is compiled
+    /// afresh (its artifact then replaced by the agent's own).
+    fn trusted(&self, path: &Path) -> bool {
+        let Some(why) = super::cache_trust::refusal(path, false) else {
+            return true;
+        };
+        tracing::warn!(
+            reason = %why,
+            "a compiled rule in the cache is not the agent's own: compiled afresh"
+        );
+        false
     }
 
     fn cache_path(&self, engine: &Engine, sha256: &str) -> Option<PathBuf> {
@@ -145,7 +160,8 @@ fn last_message(stderr: &str) -> String {
 /// costs a compile next time.
 fn keep_in_cache(path: &Path, artifact: &[u8]) {
     let temp = path.with_extension("tmp");
-    let written = std::fs::write(&temp, artifact).and_then(|()| std::fs::rename(&temp, path));
+    let written = super::cache_trust::write_private(&temp, artifact)
+        .and_then(|()| std::fs::rename(&temp, path));
     if let Err(error) = written {
         let _ = std::fs::remove_file(&temp);
         tracing::debug!(path = %path.display(), %error, "cannot cache a compiled rule");

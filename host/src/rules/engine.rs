@@ -110,12 +110,11 @@ impl RuleEngine {
         cache_dir: Option<&std::path::Path>,
     ) -> Result<RuleEngine> {
         let exe = std::env::current_exe().context("finding this binary to compile rules with")?;
-        let cache_dir = cache_dir.and_then(|dir| match std::fs::create_dir_all(dir) {
+        let cache_dir = cache_dir.and_then(|dir| match super::cache_trust::prepare_dir(dir) {
             Ok(()) => Some(dir.to_path_buf()),
-            Err(error) => {
+            Err(reason) => {
                 tracing::warn!(
-                    dir = %dir.display(),
-                    %error,
+                    %reason,
                     "no compile cache: rules are compiled on every load"
                 );
                 None

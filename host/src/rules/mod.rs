@@ -7,6 +7,7 @@
 //! and CPU deadline. Per-container state is held in [`RuleState`] outside the instance,
 //! so replacing or recreating an instance never loses it.
 
+mod cache_trust;
 pub(crate) mod cpu_budget;
 
 mod cluster;

@@ -14,7 +14,7 @@ import glob, re, subprocess, sys
 
 binary = sys.argv[1]
 # Other tools' flags the pages show, by tool.
-FOREIGN = {"--fresh": "scripts/repeat-tests.sh", "--from-file": "kubectl",
+FOREIGN = {"--fresh": "scripts/repeat-tests.sh", "--from-file": "kubectl", "--bench": "cargo",
            "--network": "docker", "--privileged": "docker", "--rm": "docker"}
 COMMANDS = ["run", "replay", "inspect", "trigger", "rule keygen", "rule sign",
             "rule push", "rule pull"]

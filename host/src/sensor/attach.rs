@@ -69,10 +69,8 @@ pub(super) fn attach_exec(
     for candidate in &EXEC_PROGRAMS {
         let prog = candidate.name;
         let result = (|| -> Result<&'static str> {
-            match candidate.env {
-                EnvCapture::BpfLoop => at.forbidden.check(Mechanism::BpfLoop, prog)?,
-                EnvCapture::Bounded => at.forbidden.check(Mechanism::EnvWalk, prog)?,
-                EnvCapture::Proc => {}
+            if candidate.env == EnvCapture::BpfLoop {
+                at.forbidden.check(Mechanism::BpfLoop, prog)?;
             }
             if candidate.env != EnvCapture::Proc {
                 at.forbidden.check(Mechanism::EnvWalk, prog)?;

@@ -8,8 +8,10 @@ pub mod hostile;
 pub mod live;
 pub mod registry;
 pub mod scene;
+pub mod scrape;
 pub mod signing;
 pub mod slow_compile;
+pub mod tls;
 
 use rulehost::dispatch::Dispatcher;
 use rulehost::events::{

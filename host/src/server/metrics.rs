@@ -43,6 +43,7 @@ pub(crate) struct Metrics {
     reloads: Family<Label, Counter>,
     output_dropped: Family<Label, Counter>,
     output_sent: Family<Label, Counter>,
+    output_failures: Family<Label, Counter>,
     unmet_needs: Family<Labels2, Gauge>,
     latency: Histogram,
 }
@@ -71,6 +72,7 @@ impl Metrics {
             reloads: Family::default(),
             output_dropped: Family::default(),
             output_sent: Family::default(),
+            output_failures: Family::default(),
             unmet_needs: Family::default(),
             // 0.5 ms to about 8 s.
             latency: Histogram::new(exponential_buckets(0.0005, 2.0, 15)),
@@ -123,6 +125,10 @@ impl Metrics {
                 "Findings an output delivered, by sink.",
             ),
             (
+                "rulehost_output_failures",
+                "Delivery attempts that failed (connection, TLS, timeout, 5xx) and are retried, by sink.",
+            ),
+            (
                 "rulehost_unmet_needs",
                 "1 per need of a loaded rule this kernel cannot meet, by rule id and need (the log's WARN says why).",
             ),
@@ -154,6 +160,7 @@ impl Metrics {
             &metrics.reloads,
             &metrics.output_dropped,
             &metrics.output_sent,
+            &metrics.output_failures,
         ] {
             let (name, text) = next();
             registry.register(name, text, family.clone());
@@ -321,9 +328,20 @@ impl Metrics {
 
     /// A configured sink: its counters exist from the start, at 0.
     pub(crate) fn sink_configured(&self, sink: &str) {
-        for family in [&self.output_sent, &self.output_dropped] {
+        for family in [
+            &self.output_sent,
+            &self.output_dropped,
+            &self.output_failures,
+        ] {
             drop(family.get_or_create(&[("sink", sink.to_owned())]));
         }
+    }
+
+    /// A delivery attempt that failed and will be retried.
+    pub(crate) fn output_failed(&self, sink: &str) {
+        self.output_failures
+            .get_or_create(&[("sink", sink.to_owned())])
+            .inc();
     }
 
     /// A finding an output delivered.

@@ -4,6 +4,7 @@
 mod falco;
 mod finding;
 mod jsonl;
+mod tls;
 mod webhook;
 
 pub use finding::*;

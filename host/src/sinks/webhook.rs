@@ -2,14 +2,16 @@
 //! its own bounded queue and task on the I/O thread: the event loop only enqueues (never
 //! waits), a receiver that is down is retried with backoff until it is back, and what a
 //! full queue refuses is counted and logged, so a slow or dead sink costs nothing but
-//! its own drops. reqwest is the maintained HTTP client for tokio.
+//! its own drops. reqwest is the maintained HTTP client for tokio; TLS through rustls
+//! (`sinks::tls`).
 
 use super::falco;
 
 use super::Finding;
 use crate::server::metrics::Metrics;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use bytes::Bytes;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -40,7 +42,7 @@ pub enum WebhookFormat {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSpec {
-    /// `http://host:port/path`.
+    /// `http://host:port/path` or `https://…`.
     pub url: String,
     #[serde(default)]
     pub format: WebhookFormat,
@@ -53,6 +55,15 @@ pub struct WebhookSpec {
     /// The sink's name in logs and metrics (default: the URL without its query).
     #[serde(default)]
     pub name: Option<String>,
+    /// `https://` only: trust these CAs (PEM) instead of the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `https://` only: the client certificate chain (PEM) for mutual TLS.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// `https://` only: the client certificate's private key (PEM), with `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 impl WebhookSpec {
@@ -64,23 +75,39 @@ impl WebhookSpec {
             queue: None,
             timeout_ms: None,
             name: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
         }
     }
 
-    /// The URL, checked: http only (put falcosidekick or a TLS proxy in front for https).
+    /// The URL, checked: http or https, TLS files only with https.
     fn parsed(&self) -> Result<reqwest::Url> {
         let url = reqwest::Url::parse(&self.url)
             .map_err(|e| anyhow::anyhow!("webhook {:?}: {e}", self.url))?;
-        if url.scheme() != "http" {
-            bail!(
-                "webhook {:?}: only http:// is supported (send to falcosidekick or a TLS-terminating proxy on the node)",
+        match url.scheme() {
+            "https" => {}
+            "http" if self.tls_files().is_none() => {}
+            "http" => bail!(
+                "webhook {:?}: ca_file, cert_file and key_file need an https:// URL",
                 self.url
-            );
+            ),
+            other => bail!(
+                "webhook {:?}: scheme {other:?} is not supported (http:// or https://)",
+                self.url
+            ),
         }
         if self.queue == Some(0) {
             bail!("webhook {:?}: queue must be at least 1", self.url);
         }
         Ok(url)
+    }
+
+    /// The first TLS file set, if any (for the http:// check).
+    fn tls_files(&self) -> Option<&PathBuf> {
+        [&self.ca_file, &self.cert_file, &self.key_file]
+            .into_iter()
+            .find_map(Option::as_ref)
     }
 
     /// What logs and metrics call the sink: its name, or the URL without query or
@@ -133,13 +160,15 @@ impl Webhooks {
             let (queue, receiver) = mpsc::channel(spec.queue.unwrap_or(DEFAULT_QUEUE));
             let (done_tx, done) = std::sync::mpsc::channel();
             let pending = Arc::new(AtomicU64::new(0));
-            let client = reqwest::Client::builder()
+            let builder = reqwest::Client::builder()
                 .timeout(
                     spec.timeout_ms
                         .map_or(DEFAULT_TIMEOUT, Duration::from_millis),
                 )
-                .user_agent(concat!("rulehost/", env!("CARGO_PKG_VERSION")))
-                .build()?;
+                .user_agent(concat!("rulehost/", env!("CARGO_PKG_VERSION")));
+            let client = super::tls::configure(builder, spec)
+                .and_then(|builder| Ok(builder.build()?))
+                .with_context(|| format!("webhook {label}"))?;
             let post = Post {
                 client,
                 url,
@@ -151,7 +180,7 @@ impl Webhooks {
                 post.run(receiver).await;
                 let _ = done_tx.send(());
             });
-            tracing::info!(sink = %label, format = ?spec.format, "webhook sink started");
+            tracing::info!(sink = %label, format = ?spec.format, tls = super::tls::describe(spec), "webhook sink started");
             sinks.push(Sink {
                 label,
                 format: spec.format,
@@ -273,8 +302,12 @@ impl Post {
                     return;
                 }
                 Ok(r) => format!("HTTP {}", r.status().as_u16()),
-                Err(error) => crate::logging::error_line(&error),
+                // Without the URL: its query may carry a token.
+                Err(error) => crate::logging::error_line(&error.without_url()),
             };
+            if let Some(metrics) = &self.metrics {
+                metrics.output_failed(&self.label);
+            }
             if failures == 0 {
                 tracing::warn!(sink = %self.label, error = %failure, "webhook receiver unavailable; retrying with backoff");
             }
@@ -306,7 +339,7 @@ mod tests {
             "webhook:http://h/x"
         );
         for (url, expected) in [
-            ("https://h/", "only http:// is supported"),
+            ("ftp://h/", "scheme \"ftp\" is not supported"),
             ("not a url", "relative URL without a base"),
         ] {
             let error = WebhookSpec::new(url.into(), WebhookFormat::Rulehost)
@@ -315,6 +348,10 @@ mod tests {
                 .to_string();
             assert!(error.contains(expected) && error.contains(url), "{error}");
         }
+        let mut plain = WebhookSpec::new("http://h/".into(), WebhookFormat::Rulehost);
+        plain.ca_file = Some("/etc/ca.pem".into());
+        let error = plain.parsed().unwrap_err().to_string();
+        assert!(error.contains("need an https:// URL"), "{error}");
         let error = crate::config::Config::parse("webhooks:\n  - url: http://h/\n    queu: 1\n")
             .unwrap_err()
             .to_string();

@@ -11,9 +11,11 @@ cd "$(dirname "$0")/.."
 # Engine and build their one image.
 # musl-tools: the image's static binary (its C parts, mimalloc, compile with musl-gcc).
 # docker-registry: the local OCI registry the rule push/pull tests start; openssl: an
-# independent ECDSA implementation the signature tests check interoperability with.
+# independent ECDSA implementation the signature tests check interoperability with;
+# apache2-utils: htpasswd, which writes the bcrypt file the registry-credential tests use.
 source scripts/debs.sh
-ensure_debs protobuf-compiler containerd docker.io busybox-static musl-tools docker-registry openssl
+ensure_debs protobuf-compiler containerd docker.io busybox-static musl-tools docker-registry openssl \
+  apache2-utils
 
 STABLE=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 NIGHTLY=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' ebpf/rust-toolchain.toml)

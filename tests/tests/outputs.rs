@@ -374,6 +374,7 @@ fn a_fresh_agent_exports_every_known_series_at_zero() {
         "rulehost_rule_refusals_total{rule=\"TRC-1013\",bound=\"log_lines\"}",
         "rulehost_output_sent_total{sink=\"webhook:http://127.0.0.1:9/never-called\"}",
         "rulehost_output_dropped_total{sink=\"webhook:http://127.0.0.1:9/never-called\"}",
+        "rulehost_output_failures_total{sink=\"webhook:http://127.0.0.1:9/never-called\"}",
     ];
     // The kernel's host-cgroup filter may already have counted (host processes run);
     // everything else here cannot have moved yet.

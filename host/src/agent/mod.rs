@@ -39,7 +39,13 @@ const IDLE_INTERVAL: Duration = Duration::from_secs(1);
 /// Runs the agent until SIGINT or SIGTERM (or, with `--check`, validates and returns).
 pub(crate) async fn run(options: RunOptions) -> Result<()> {
     let mut signals = signals::watch()?;
-    crate::oci::follow::start(&options.oci, &options.sources.trust, options.oci_follow).await?;
+    crate::oci::follow::start(
+        &options.oci,
+        &options.sources.trust,
+        &options.registry_credentials,
+        options.oci_follow,
+    )
+    .await?;
     let metadata = match options.check {
         true => None,
         false => {

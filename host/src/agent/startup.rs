@@ -36,6 +36,8 @@ pub(crate) struct RunOptions {
     pub oci: Vec<crate::oci::follow::OciRule>,
     /// How often registry tags are re-resolved (zero: never).
     pub oci_follow: std::time::Duration,
+    /// Logins for the registries of `oci`.
+    pub registry_credentials: crate::oci::Credentials,
     /// Where compiled rules are cached across reloads and restarts.
     pub cache_dir: Option<PathBuf>,
     /// Where per-container rule state is persisted; `None`: memory only.

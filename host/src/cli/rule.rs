@@ -2,7 +2,7 @@
 //! trust, with the formats cosign uses (so either tool works on either side).
 
 use crate::logging::say;
-use crate::oci::block_on;
+use crate::oci::{Credentials, block_on};
 use crate::trust::keys::write_new;
 use crate::trust::{PublicKey, SigningKey, Trust, signature_path, with_suffix};
 use anyhow::{Context, Result};
@@ -43,6 +43,10 @@ pub enum RuleCommand {
         /// Also sign the pushed digest with this private key (PKCS#8 or SEC1 PEM).
         #[arg(long, value_name = "FILE.key")]
         key: Option<PathBuf>,
+        /// Docker's config.json with the registry's login (default:
+        /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json, if present).
+        #[arg(long, value_name = "FILE")]
+        registry_config: Option<PathBuf>,
     },
     /// Pulls a rule from a registry, checking every digest, and with --trusted-key its
     /// cosign signature; writes it to a file.
@@ -56,6 +60,10 @@ pub enum RuleCommand {
         /// A public key the artifact's signature must verify with; repeatable.
         #[arg(long = "trusted-key", value_name = "FILE.pub")]
         trusted_keys: Vec<PathBuf>,
+        /// Docker's config.json with the registry's login (default:
+        /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json, if present).
+        #[arg(long, value_name = "FILE")]
+        registry_config: Option<PathBuf>,
     },
 }
 
@@ -68,12 +76,20 @@ pub(super) fn run(command: RuleCommand) -> Result<()> {
             rule,
             reference,
             key,
-        } => block_on(push(&rule, &reference, key.as_deref())),
+            registry_config,
+        } => {
+            let credentials = Credentials::load(registry_config.as_deref())?;
+            block_on(push(&rule, &reference, key.as_deref(), &credentials))
+        }
         RuleCommand::Pull {
             reference,
             output,
             trusted_keys,
-        } => block_on(pull(&reference, output, &trusted_keys)),
+            registry_config,
+        } => {
+            let credentials = Credentials::load(registry_config.as_deref())?;
+            block_on(pull(&reference, output, &trusted_keys, &credentials))
+        }
     }
 }
 
@@ -100,12 +116,17 @@ fn sign(key: &Path, rule: &Path, output: Option<PathBuf>) -> Result<()> {
     say(format_args!("{signature}"))
 }
 
-async fn push(rule: &Path, reference: &str, key: Option<&Path>) -> Result<()> {
+async fn push(
+    rule: &Path,
+    reference: &str,
+    key: Option<&Path>,
+    credentials: &Credentials,
+) -> Result<()> {
     let key = key.map(SigningKey::load).transpose()?;
     let bytes = crate::rules::read_rule_file(rule)
         .with_context(|| format!("cannot push {}", rule.display()))?;
     let reference = crate::oci::parse_reference(reference)?;
-    let registry = crate::oci::Registry::new(&reference)?;
+    let registry = crate::oci::Registry::new(&reference, credentials)?;
     let digest = registry.push(&reference, &bytes).await?;
     if let Some(key) = &key {
         registry.sign(&reference, &digest, key).await?;
@@ -113,10 +134,15 @@ async fn push(rule: &Path, reference: &str, key: Option<&Path>) -> Result<()> {
     say(format_args!("{reference}@{digest}"))
 }
 
-async fn pull(reference: &str, output: Option<PathBuf>, keys: &[PathBuf]) -> Result<()> {
+async fn pull(
+    reference: &str,
+    output: Option<PathBuf>,
+    keys: &[PathBuf],
+    credentials: &Credentials,
+) -> Result<()> {
     let trust = Trust::new(PublicKey::load_all(keys)?, Default::default());
     let parsed = crate::oci::parse_reference(reference)?;
-    let registry = crate::oci::Registry::new(&parsed)?;
+    let registry = crate::oci::Registry::new(&parsed, credentials)?;
     let pulled = registry
         .fetch(&parsed, &trust)
         .await

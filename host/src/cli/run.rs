@@ -38,6 +38,11 @@ pub struct RunArgs {
     /// verified and hot-reloaded. 0 never re-resolves.
     #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub oci_follow: std::time::Duration,
+    /// Docker's config.json with registry logins for `oci://` rules (a Kubernetes
+    /// dockerconfigjson Secret's file). Default: $DOCKER_CONFIG/config.json, else
+    /// ~/.docker/config.json, if present.
+    #[arg(long, value_name = "FILE")]
+    pub registry_config: Option<PathBuf>,
     /// Where compiled rules are cached, so restarts and reloads to a version seen
     /// before skip compilation.
     #[arg(long, value_name = "DIR", default_value = "/var/cache/rulehost")]
@@ -130,6 +135,11 @@ impl RunArgs {
         let config = self.sandbox.config()?;
         let format = self.webhook_format;
         let (sources, oci) = self.rule_sources(&config.rules)?;
+        // Read only when a registry rule needs it: a bad file fails the start, naming it.
+        let registry_credentials = match oci.is_empty() {
+            true => crate::oci::Credentials::default(),
+            false => crate::oci::Credentials::load(self.registry_config.as_deref())?,
+        };
         Ok(crate::agent::RunOptions {
             api_servers: crate::api_servers::Sources {
                 flags: self.api_servers,
@@ -148,6 +158,7 @@ impl RunArgs {
             sources,
             oci,
             oci_follow: self.oci_follow,
+            registry_credentials,
             cache_dir: Some(self.cache_dir),
             state_dir: (!self.no_state_dir).then_some(self.state_dir),
             output: self.output,

@@ -6,7 +6,7 @@
 //! unreachable update is one log line, and the running version stays; a refused digest
 //! is tried again at every turn, as its signature may be pushed just after it.
 
-use super::{Registry, parse_reference};
+use super::{Credentials, Evidence, Registry, parse_reference};
 use crate::rules::sha256_hex;
 use crate::trust::{Pin, Trust};
 use anyhow::{Context, Result, anyhow};
@@ -50,15 +50,28 @@ impl OciRule {
     }
 }
 
-/// Pulls every registry rule into its file (a failure stops the start, naming the
-/// rule), then follows the tags every `interval` (zero: never).
-pub async fn start(rules: &[OciRule], trust: &Arc<Trust>, interval: Duration) -> Result<()> {
+/// Pulls every registry rule into its file, then follows the tags every `interval`
+/// (zero: never). A registry that does not answer at start is survived with the last
+/// verified copy in the cache, checked again first; a rule with neither stops the start,
+/// naming it.
+pub async fn start(
+    rules: &[OciRule],
+    trust: &Arc<Trust>,
+    credentials: &Credentials,
+    interval: Duration,
+) -> Result<()> {
     for rule in rules {
-        let registry = Registry::new(&rule.reference)?;
-        let digest = update(&registry, rule, trust)
-            .await
-            .with_context(|| format!("cannot load rule {}", rule.source))?;
-        tracing::info!(source = %rule.source, digest = %digest, path = %rule.path.display(), "rule pulled");
+        let registry = Registry::new(&rule.reference, credentials)?;
+        let digest = match registry.resolve(&rule.reference).await {
+            Ok(_) => {
+                let digest = update(&registry, rule, trust)
+                    .await
+                    .with_context(|| format!("cannot load rule {}", rule.source))?;
+                tracing::info!(source = %rule.source, digest = %digest, path = %rule.path.display(), "rule pulled");
+                digest
+            }
+            Err(outage) => from_cache(rule, trust, &outage)?,
+        };
         if rule.follows() && !interval.is_zero() {
             tokio::spawn(follow(
                 registry,
@@ -72,9 +85,40 @@ pub async fn start(rules: &[OciRule], trust: &Arc<Trust>, interval: Duration) ->
     Ok(())
 }
 
+/// The cached copy of a rule whose registry did not answer, its chain checked again and
+/// its file pinned; returns its digest. One WARN says the agent runs on it.
+fn from_cache(rule: &OciRule, trust: &Trust, outage: &anyhow::Error) -> Result<String> {
+    let outage = crate::logging::error_line(outage.as_ref());
+    let cached = Evidence::read(&rule.path).and_then(|evidence| {
+        let bytes = std::fs::read(&rule.path)
+            .with_context(|| format!("reading {}", rule.path.display()))?;
+        let verified_by = evidence.check(&bytes, trust)?;
+        check_pinned(rule, &bytes)?;
+        Ok((evidence.digest, bytes, verified_by))
+    });
+    let (digest, bytes, verified_by) = cached.map_err(|reason| {
+        anyhow!(
+            "cannot load rule {}: {outage}; and no verified copy in the cache ({})",
+            rule.source,
+            crate::logging::error_line(reason.as_ref())
+        )
+    })?;
+    let sha256 = sha256_hex(&bytes);
+    tracing::warn!(source = %rule.source, digest = %digest, sha256 = %sha256, error = %outage, "registry unavailable at start; running the verified cached copy and following the tag");
+    trust.pin(
+        &rule.path,
+        Pin {
+            sha256,
+            verified_by,
+        },
+    );
+    Ok(digest)
+}
+
 /// Re-resolves a tag forever; a new digest is pulled, verified and put in place. A
 /// refused digest is tried again at every turn (a signature is pushed after its
-/// artifact, so a turn can fall between the two) and logged once.
+/// artifact, so a turn can fall between the two) and logged once; an outage is logged
+/// when it starts and when it ends.
 async fn follow(
     registry: Registry,
     rule: OciRule,
@@ -83,15 +127,23 @@ async fn follow(
     interval: Duration,
 ) {
     let mut refused: Option<String> = None;
+    let mut unreachable = 0u64;
     loop {
         tokio::time::sleep(interval).await;
         let now = match registry.resolve(&rule.reference).await {
             Ok(now) => now,
             Err(error) => {
-                tracing::warn!(source = %rule.source, error = %crate::logging::error_line(error.as_ref()), "registry unreachable; the running version stays");
+                if unreachable == 0 {
+                    tracing::warn!(source = %rule.source, error = %crate::logging::error_line(error.as_ref()), "registry unreachable; the running version stays");
+                }
+                unreachable += 1;
                 continue;
             }
         };
+        if unreachable > 0 {
+            tracing::info!(source = %rule.source, failed_turns = unreachable, "registry answers again");
+            unreachable = 0;
+        }
         if now == digest {
             continue;
         }
@@ -110,26 +162,30 @@ async fn follow(
     }
 }
 
+/// The rule's configured sha256 pin, if any, holds for `bytes`.
+fn check_pinned(rule: &OciRule, bytes: &[u8]) -> Result<()> {
+    let sha256 = sha256_hex(bytes);
+    match &rule.sha256 {
+        Some(pinned) if *pinned != sha256 => Err(anyhow!(
+            "sha256 mismatch: pinned {pinned}, the artifact has {sha256}"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Pulls and verifies the rule's current digest, pins its file to the bytes and writes
-/// them there; returns the digest.
+/// them there, with the pull's evidence beside them; returns the digest.
 async fn update(registry: &Registry, rule: &OciRule, trust: &Trust) -> Result<String> {
     let pulled = registry.fetch(&rule.reference, trust).await?;
-    let sha256 = sha256_hex(&pulled.bytes);
-    if let Some(pinned) = &rule.sha256
-        && *pinned != sha256
-    {
-        return Err(anyhow!(
-            "sha256 mismatch: pinned {pinned}, {} has {sha256}",
-            pulled.digest
-        ));
-    }
+    check_pinned(rule, &pulled.bytes).with_context(|| pulled.digest.clone())?;
     trust.pin(
         &rule.path,
         Pin {
-            sha256,
+            sha256: sha256_hex(&pulled.bytes),
             verified_by: pulled.verified_by,
         },
     );
+    write_atomically(&Evidence::path_for(&rule.path), &pulled.evidence.to_json())?;
     write_atomically(&rule.path, &pulled.bytes)?;
     Ok(pulled.digest)
 }

@@ -5,7 +5,12 @@
 //! annotation, stored under the tag `sha256-<hex>.sig`. Every pull checks the chain
 //! signature -> manifest digest -> layer digest -> bytes before anything is loaded.
 
+mod credentials;
+mod evidence;
 pub mod follow;
+
+pub use credentials::Credentials;
+pub use evidence::Evidence;
 
 use crate::rules::{MAX_RULE_BYTES, sha256_hex};
 use crate::trust::{SigningKey, Trust};
@@ -40,6 +45,9 @@ pub fn parse_reference(text: &str) -> Result<Reference> {
 pub struct Registry {
     client: Client,
     auth: RegistryAuth,
+    /// host[:port], for messages.
+    registry: String,
+    credentials: Credentials,
 }
 
 /// A verified pull.
@@ -49,10 +57,14 @@ pub struct Pulled {
     pub bytes: Vec<u8>,
     /// The trusted key the registry signature verified with, when keys are configured.
     pub verified_by: Option<String>,
+    /// What the pull checked, to check again from the cache during an outage.
+    pub evidence: Evidence,
 }
 
 impl Registry {
-    pub fn new(reference: &Reference) -> Result<Registry> {
+    /// A client logging in with `credentials`' entry for the reference's registry, if
+    /// it has one.
+    pub fn new(reference: &Reference, credentials: &Credentials) -> Result<Registry> {
         crate::install_tls_provider();
         let registry = reference.resolve_registry().to_owned();
         let host = registry
@@ -64,7 +76,7 @@ impl Registry {
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback());
         let protocol = match loopback {
-            true => ClientProtocol::HttpsExcept(vec![registry]),
+            true => ClientProtocol::HttpsExcept(vec![registry.clone()]),
             false => ClientProtocol::Https,
         };
         let client = Client::try_from(ClientConfig {
@@ -74,8 +86,19 @@ impl Registry {
         .map_err(|e| anyhow!("registry client: {e}"))?;
         Ok(Registry {
             client,
-            auth: RegistryAuth::Anonymous,
+            auth: credentials.auth_for(&registry),
+            registry,
+            credentials: credentials.clone(),
         })
+    }
+
+    /// An oci-client error as one line, a refused login explained.
+    fn failed(
+        &self,
+        what: String,
+        error: oci_client::errors::OciDistributionError,
+    ) -> anyhow::Error {
+        self.credentials.explain(&self.registry, &what, error)
     }
 
     /// Pushes rule bytes as a wasm artifact; returns the manifest digest.
@@ -91,7 +114,7 @@ impl Registry {
         self.client
             .push(reference, &[layer], config, &self.auth, None)
             .await
-            .map_err(|e| anyhow!("pushing {reference}: {e}"))?;
+            .map_err(|e| self.failed(format!("pushing {reference}"), e))?;
         self.resolve(reference).await
     }
 
@@ -118,7 +141,7 @@ impl Registry {
         self.client
             .push(&target, &[layer], config, &self.auth, None)
             .await
-            .map_err(|e| anyhow!("pushing the signature {target}: {e}"))?;
+            .map_err(|e| self.failed(format!("pushing the signature {target}"), e))?;
         Ok(())
     }
 
@@ -130,34 +153,36 @@ impl Registry {
         self.client
             .fetch_manifest_digest(reference, &self.auth)
             .await
-            .map_err(|e| anyhow!("resolving {reference}: {e}"))
+            .map_err(|e| self.failed(format!("resolving {reference}"), e))
     }
 
     /// Resolves, checks the signature when keys are configured, and pulls the bytes
     /// that digest names.
     pub async fn fetch(&self, reference: &Reference, trust: &Trust) -> Result<Pulled> {
         let digest = self.resolve(reference).await?;
-        let verified_by = match trust.requires_signatures() {
+        let signed = match trust.requires_signatures() {
             true => Some(self.verify(reference, &digest, trust).await?),
             false => None,
         };
-        let bytes = self.pull(reference, &digest).await?;
+        let (bytes, manifest) = self.pull(reference, &digest).await?;
+        let verified_by = signed.as_ref().map(|s| s.key.clone());
         Ok(Pulled {
+            evidence: Evidence::new(digest.clone(), manifest, signed),
             digest,
             bytes,
             verified_by,
         })
     }
 
-    /// The trusted key a cosign signature of `digest` verifies with.
-    pub async fn verify(
+    /// The cosign signature of `digest` that verifies with a trusted key.
+    async fn verify(
         &self,
         reference: &Reference,
         digest: &str,
         trust: &Trust,
-    ) -> Result<String> {
+    ) -> Result<evidence::Signed> {
         let target = signature_reference(reference, digest)?;
-        let manifest = self
+        let (_, manifest) = self
             .manifest(&target)
             .await
             .map_err(|e| anyhow!("unsigned: no cosign signature {target} ({e:#})"))?;
@@ -178,10 +203,9 @@ impl Registry {
                 reasons.push("payload too large".to_owned());
                 continue;
             }
-            let payload = self.blob(&target, layer).await?;
-            match trust.verify(&payload, signature.as_bytes()) {
-                Ok(key) if signed_digest(&payload).as_deref() == Some(digest) => return Ok(key),
-                Ok(_) => reasons.push("a valid signature for another digest".to_owned()),
+            let signed = evidence::Signed::new(self.blob(&target, layer).await?, signature);
+            match signed.check(digest, trust) {
+                Ok(signed) => return Ok(signed),
                 Err(reason) => reasons.push(reason),
             }
         }
@@ -195,49 +219,27 @@ impl Registry {
         )
     }
 
-    /// The wasm bytes of manifest `digest`, each link of the chain checked.
-    pub async fn pull(&self, reference: &Reference, digest: &str) -> Result<Vec<u8>> {
+    /// The wasm bytes of manifest `digest`, each link of the chain checked, and the
+    /// manifest's own bytes.
+    async fn pull(&self, reference: &Reference, digest: &str) -> Result<(Vec<u8>, Vec<u8>)> {
         let target = Reference::with_digest(
             reference.resolve_registry().to_owned(),
             reference.repository().to_owned(),
             digest.to_owned(),
         );
-        let manifest = self.manifest(&target).await?;
-        if manifest.config.media_type != WASM_CONFIG {
-            bail!(
-                "{target}: config media type {} is not a wasm artifact's ({WASM_CONFIG})",
-                manifest.config.media_type
-            );
-        }
-        let [layer] = manifest.layers.as_slice() else {
-            bail!(
-                "{target}: {} layers, a wasm artifact has one",
-                manifest.layers.len()
-            );
-        };
-        if layer.media_type != WASM_LAYER {
-            bail!(
-                "{target}: layer media type {} is not {WASM_LAYER}",
-                layer.media_type
-            );
-        }
-        if layer.size < 0 || layer.size as usize > MAX_RULE_BYTES {
-            bail!(
-                "{target}: layer of {} bytes, over the {} MiB a rule may be",
-                layer.size,
-                MAX_RULE_BYTES >> 20
-            );
-        }
-        self.blob(&target, layer).await
+        let (raw, manifest) = self.manifest(&target).await?;
+        let layer = wasm_layer(&target, &manifest)?;
+        Ok((self.blob(&target, layer).await?, raw))
     }
 
-    /// A manifest whose bytes hash to the digest it was asked by (when by digest).
-    async fn manifest(&self, target: &Reference) -> Result<OciImageManifest> {
+    /// A manifest whose bytes hash to the digest it was asked by (when by digest), raw
+    /// and parsed.
+    async fn manifest(&self, target: &Reference) -> Result<(Vec<u8>, OciImageManifest)> {
         let (raw, digest) = self
             .client
             .pull_manifest_raw(target, &self.auth, &[OCI_IMAGE_MEDIA_TYPE])
             .await
-            .map_err(|e| anyhow!("{e}"))?;
+            .map_err(|e| self.failed(format!("{target}"), e))?;
         if raw.len() > MAX_SIGNATURE_BLOB {
             bail!("{target}: manifest of {} bytes is too large", raw.len());
         }
@@ -246,7 +248,9 @@ impl Registry {
         if actual != expected {
             bail!("{target}: manifest bytes hash to {actual}, not {expected} (tampered)");
         }
-        serde_json::from_slice(&raw).with_context(|| format!("{target}: not an OCI image manifest"))
+        let manifest = serde_json::from_slice(&raw)
+            .with_context(|| format!("{target}: not an OCI image manifest"))?;
+        Ok((raw.to_vec(), manifest))
     }
 
     /// A blob whose bytes hash to its descriptor's digest.
@@ -262,7 +266,7 @@ impl Registry {
         self.client
             .pull_blob(target, layer, &mut sink)
             .await
-            .map_err(|e| anyhow!("{target}: pulling {}: {e}", layer.digest))?;
+            .map_err(|e| self.failed(format!("{target}: pulling {}", layer.digest), e))?;
         let bytes = sink.bytes;
         let actual = format!("sha256:{}", sha256_hex(&bytes));
         if actual != layer.digest {
@@ -275,15 +279,54 @@ impl Registry {
     }
 }
 
+/// The one wasm layer of a rule artifact's manifest, its media types and size checked.
+fn wasm_layer<'m>(
+    target: &dyn std::fmt::Display,
+    manifest: &'m OciImageManifest,
+) -> Result<&'m oci_client::manifest::OciDescriptor> {
+    if manifest.config.media_type != WASM_CONFIG {
+        bail!(
+            "{target}: config media type {} is not a wasm artifact's ({WASM_CONFIG})",
+            manifest.config.media_type
+        );
+    }
+    let [layer] = manifest.layers.as_slice() else {
+        bail!(
+            "{target}: {} layers, a wasm artifact has one",
+            manifest.layers.len()
+        );
+    };
+    if layer.media_type != WASM_LAYER {
+        bail!(
+            "{target}: layer media type {} is not {WASM_LAYER}",
+            layer.media_type
+        );
+    }
+    if layer.size < 0 || layer.size as usize > MAX_RULE_BYTES {
+        bail!(
+            "{target}: layer of {} bytes, over the {} MiB a rule may be",
+            layer.size,
+            MAX_RULE_BYTES >> 20
+        );
+    }
+    Ok(layer)
+}
+
 /// What a rule pulled from `reference` is called: the repository's last segment.
 pub fn artifact_name(reference: &Reference) -> &str {
     reference.repository().rsplit('/').next().unwrap_or("rule")
 }
 
-/// [`Registry::fetch`] for a command that has no async runtime of its own.
+/// [`Registry::fetch`] for a command that has no async runtime of its own, with Docker's
+/// default credentials.
 pub fn fetch_blocking(source: &str, trust: &Trust) -> Result<Pulled> {
     let reference = parse_reference(source)?;
-    block_on(async { Registry::new(&reference)?.fetch(&reference, trust).await })
+    let credentials = Credentials::load(None)?;
+    block_on(async {
+        Registry::new(&reference, &credentials)?
+            .fetch(&reference, trust)
+            .await
+    })
 }
 
 /// A blob's destination that refuses bytes past the size its descriptor announced (the
@@ -341,14 +384,6 @@ fn signature_reference(reference: &Reference, digest: &str) -> Result<Reference>
         reference.repository().to_owned(),
         format!("sha256-{hex}.sig"),
     ))
-}
-
-/// The manifest digest a simple-signing payload vouches for.
-fn signed_digest(payload: &[u8]) -> Option<String> {
-    let payload: serde_json::Value = serde_json::from_slice(payload).ok()?;
-    payload["critical"]["image"]["docker-manifest-digest"]
-        .as_str()
-        .map(str::to_owned)
 }
 
 /// Runs a command's async work (registry calls) on a private single-threaded runtime.

@@ -23,15 +23,6 @@ if ! "$TOOLS/vng/bin/vng" --version 2>/dev/null | grep -q "$VIRTME_NG_VERSION"; 
   "$TOOLS/vng/bin/pip" install -q "virtme-ng==$VIRTME_NG_VERSION"
 fi
 
-# The archive addresses this machine's apt uses (deb822 or one-line sources).
-archive_uri() { # $1: debian | debian-security
-  { grep -rhoE "https?://[^ ]+/$1/?( |$)" /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null || true; } \
-    | head -n1 | tr -d ' '
-}
-DEBIAN_URI=$(archive_uri debian)
-SECURITY_URI=$(archive_uri debian-security)
-[ -n "$DEBIAN_URI" ] || { echo "kernels.sh: no Debian archive in this machine's apt sources" >&2; exit 1; }
-
 need=()
 while read -r suite release; do
   case "$suite" in ''|'#'*) continue ;; esac
@@ -41,20 +32,12 @@ done < tests/kernels/kernels.list
 
 APT="$ROOT/target/kernels/apt"
 mkdir -p "$KERNELS"
-mkdir -p "$APT/lists/partial" "$APT/cache/archives/partial"
-: > "$APT/sources.list"
-for entry in "${need[@]}"; do
-  suite=${entry%% *}
-  echo "deb $DEBIAN_URI $suite main" >> "$APT/sources.list"
-  echo "deb $DEBIAN_URI $suite-updates main" >> "$APT/sources.list"
-  [ -n "$SECURITY_URI" ] && echo "deb $SECURITY_URI $suite-security main" >> "$APT/sources.list"
-done
-apt_private=(-o "Dir::Etc::sourcelist=$APT/sources.list" -o "Dir::Etc::sourceparts=-"
-  -o "Dir::State::Lists=$APT/lists" -o "Dir::Cache=$APT/cache" -o "APT::Get::List-Cleanup=0")
-apt-get "${apt_private[@]}" update -qq
+suites=()
+for entry in "${need[@]}"; do suites+=("${entry%% *}"); done
+private_apt "$APT" "${suites[@]}"
 for entry in "${need[@]}"; do
   release=${entry#* }
-  (cd "$APT" && apt-get "${apt_private[@]}" -o APT::Sandbox::User=root download -qq "linux-image-$release-unsigned")
+  (cd "$APT" && apt-get "${APT_PRIVATE[@]}" -o APT::Sandbox::User=root download -qq "linux-image-$release-unsigned")
   # One package at a time here (each is removed once unpacked); apt may escape the '+'.
   deb=$(find "$APT" -maxdepth 1 -name 'linux-image-*-unsigned_*.deb' | head -n1)
   rm -rf "$KERNELS/$release.tmp"

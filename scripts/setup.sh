@@ -54,3 +54,7 @@ if ! "$TOOLS/bin/bpf-linker" --version 2>/dev/null | grep -q "$BPF_LINKER_VERSIO
     cargo +"$STABLE" install bpf-linker --locked --version "$BPF_LINKER_VERSION" \
       --no-default-features --features "llvm-$LLVM_MAJOR" --root "$TOOLS"
 fi
+
+# cosign and kustomize from Debian trixie (the signature interoperability tests, `make
+# manifests`).
+bash scripts/trixie-tools.sh

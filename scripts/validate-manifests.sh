@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Validates every Kubernetes manifest in deploy/kubernetes (and the rules ConfigMap
-# generated from the built rules) strictly, offline, with kubernetes-validate (PyPI),
+# Validates every Kubernetes manifest in deploy/kubernetes, what `kustomize build` makes
+# of them (kustomize from Debian trixie, scripts/trixie-tools.sh) and the rules ConfigMap
+# generated from the built rules, strictly, offline, with kubernetes-validate (PyPI),
 # installed once into target/tools/kubernetes-validate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,5 +25,22 @@ if [ "$size" -gt 1048576 ]; then
   echo "the rules ConfigMap is $size bytes: over Kubernetes' 1 MiB" >&2
   exit 1
 fi
-"$VENV/bin/kubernetes-validate" --strict --quiet deploy/kubernetes/*.yaml "$generated"
-echo "manifests valid (deploy/kubernetes, rules ConfigMap of $size bytes)"
+bash scripts/trixie-tools.sh >/dev/null
+built=target/image/kustomize-build.yaml
+target/tools/bin/kustomize build deploy/kubernetes > "$built"
+# Every manifest but the kustomization itself is in the build, once.
+for manifest in deploy/kubernetes/*.yaml; do
+  [ "$(basename "$manifest")" = kustomization.yaml ] && continue
+  kind=$(sed -n 's/^kind: //p' "$manifest" | head -n1)
+  name=$(sed -n '/^metadata:/,/^[a-z]/s/^  name: //p' "$manifest" | head -n1)
+  grep -q "^kind: $kind" "$built" && grep -q "^  name: $name$" "$built" || {
+    echo "kustomize build deploy/kubernetes lacks $kind $name ($manifest): add it to kustomization.yaml" >&2
+    exit 1
+  }
+done
+manifests=()
+for manifest in deploy/kubernetes/*.yaml; do
+  [ "$(basename "$manifest")" = kustomization.yaml ] || manifests+=("$manifest")
+done
+"$VENV/bin/kubernetes-validate" --strict --quiet "${manifests[@]}" "$built" "$generated"
+echo "manifests valid (deploy/kubernetes, its kustomize build, rules ConfigMap of $size bytes)"

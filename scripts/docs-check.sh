@@ -15,7 +15,10 @@ import glob, re, subprocess, sys
 binary = sys.argv[1]
 # Other tools' flags the pages show, by tool.
 FOREIGN = {"--fresh": "scripts/repeat-tests.sh", "--from-file": "kubectl", "--bench": "cargo",
-           "--network": "docker", "--privileged": "docker", "--rm": "docker"}
+           "--network": "docker", "--privileged": "docker", "--rm": "docker",
+           "--docker-server": "kubectl", "--docker-username": "kubectl",
+           "--docker-password": "kubectl", "--signature": "cosign", "--tlog-upload": "cosign",
+           "--insecure-ignore-tlog": "cosign", "--output-signature": "cosign"}
 COMMANDS = ["run", "replay", "inspect", "trigger", "rule keygen", "rule sign",
             "rule push", "rule pull"]
 
@@ -39,7 +42,8 @@ for page in pages:
         if line.startswith("```"):
             in_block = not in_block
             continue
-        match = re.search(r"(?:^|[\s/$])rulehost\s+(.*)", line)
+        # rulehost as a command: at the line's start, after a pipe, `;`, `&&`, `$(` or a path.
+        match = re.search(r"(?:^\s*|[|;&(]\s*|/)rulehost\s+(.*)", line)
         if not in_block or not match:
             continue
         words = match.group(1).split("#")[0].split()

@@ -53,3 +53,14 @@ pub fn sign(key: &Path, rule: &Path) {
 pub fn signature_of(rule: &Path) -> PathBuf {
     PathBuf::from(format!("{}.sig", rule.display()))
 }
+
+/// The real cosign (Debian trixie's 2.5, fetched by `make setup` into target/tools/bin)
+/// run with `args`, offline: keys only, no transparency log; an empty key password.
+pub fn cosign(args: &[&str]) -> Output {
+    let bin = crate::target_dir().join("tools/bin/cosign");
+    std::process::Command::new(&bin)
+        .args(args)
+        .env("COSIGN_PASSWORD", "")
+        .output()
+        .unwrap_or_else(|e| panic!("{} (`make setup` fetches it): {e}", bin.display()))
+}

@@ -90,7 +90,11 @@ impl Containerd {
     }
 
     fn import_image(&self) {
-        let tar = oci_image(&self.dir.join("image"));
+        self.import(&oci_image(&self.dir.join("image")));
+    }
+
+    /// Imports an image tarball (OCI layout or `docker save`) as kubelet's images are.
+    pub fn import(&self, tar: &Path) {
         let status = Command::new("ctr")
             .arg("--address")
             .arg(&self.socket)
@@ -102,11 +106,15 @@ impl Containerd {
                 "--snapshotter",
                 "native",
             ])
-            .arg(&tar)
+            .arg(tar)
             .stdout(Stdio::null())
             .status()
             .expect("ctr");
-        assert!(status.success(), "ctr images import failed: {status}");
+        assert!(
+            status.success(),
+            "ctr images import {} failed: {status}",
+            tar.display()
+        );
     }
 
     /// Runs a pod as kubelet would, and starts its container; returns the container id.
@@ -124,7 +132,7 @@ impl Containerd {
                 namespace: spec.namespace.into(),
                 attempt: 0,
             }),
-            log_directory: self.dir.join("logs").display().to_string(),
+            log_directory: self.log_directory().display().to_string(),
             labels: labels(spec.labels),
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: format!("/kubepods/besteffort/pod{}", spec.uid),
@@ -139,17 +147,6 @@ impl Containerd {
             }),
             ..PodSandboxConfig::default()
         };
-        let mut client = self.client.clone();
-        let pod_id = self
-            .runtime
-            .block_on(client.run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(sandbox.clone()),
-                runtime_handler: String::new(),
-            }))
-            .expect("RunPodSandbox")
-            .into_inner()
-            .pod_sandbox_id;
-        self.pods.push(pod_id.clone());
         let container = ContainerConfig {
             metadata: Some(ContainerMetadata {
                 name: spec.container.into(),
@@ -177,6 +174,23 @@ impl Containerd {
             log_path: format!("{}.log", spec.container),
             ..ContainerConfig::default()
         };
+        self.run(sandbox, container)
+    }
+
+    /// Runs a pod sandbox, then creates and starts its container, as kubelet does;
+    /// returns the container id.
+    pub fn run(&mut self, sandbox: PodSandboxConfig, container: ContainerConfig) -> String {
+        let mut client = self.client.clone();
+        let pod_id = self
+            .runtime
+            .block_on(client.run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(sandbox.clone()),
+                runtime_handler: String::new(),
+            }))
+            .expect("RunPodSandbox")
+            .into_inner()
+            .pod_sandbox_id;
+        self.pods.push(pod_id.clone());
         let container_id = self
             .runtime
             .block_on(client.create_container(CreateContainerRequest {
@@ -184,19 +198,24 @@ impl Containerd {
                 config: Some(container),
                 sandbox_config: Some(sandbox),
             }))
-            .expect("CreateContainer")
+            .unwrap_or_else(|e| panic!("CreateContainer: {}", e.message()))
             .into_inner()
             .container_id;
         self.runtime
             .block_on(client.start_container(StartContainerRequest {
                 container_id: container_id.clone(),
             }))
-            .expect("StartContainer");
+            .unwrap_or_else(|e| panic!("StartContainer: {}", e.message()));
         container_id
     }
 }
 
 impl Containerd {
+    /// Where pods' container logs go (CRI's log_directory).
+    pub fn log_directory(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
     /// Waits until container `id` has exited.
     pub fn wait_exited(&self, id: &str) {
         let exited = || {

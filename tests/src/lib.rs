@@ -3,6 +3,7 @@
 
 pub mod apiserver;
 pub mod cri;
+pub mod daemonset;
 pub mod docker;
 pub mod hostile;
 pub mod live;

@@ -58,8 +58,9 @@ test: build image manifests docs-check
 	$(CARGO) test --release $(RULES) --lib
 
 # The kernel matrix: Debian's 5.10, 6.1 and 6.12 (tests/kernels/kernels.list) booted with
-# virtme-ng and QEMU, the kernel-facing tests and `run --check` run inside each.
-test-kernels: build
+# virtme-ng and QEMU, the kernel-facing tests (the DaemonSet's pod, from the image,
+# among them) and `run --check` run inside each.
+test-kernels: build image
 	@bash scripts/test-kernels.sh
 
 lint: build

@@ -5,7 +5,9 @@
 # tests that touch the kernel: tests/tests/sensor.rs (every exec program, the env walk,
 # connects of each family, cgroup events, wake-ups and drops), tests/tests/kernels.rs
 # (TRC-1013 and its evasions through each connect hook, lineage, the sweep, the /proc
-# env fallback) and tests/tests/connect_filter.rs (the kernel's connect filter); then
+# env fallback), tests/tests/connect_filter.rs (the kernel's connect filter) and
+# tests/tests/daemonset.rs (the DaemonSet's pod under containerd; the old-kernels overlay
+# on kernels before 5.11); then
 # `rulehost run --check` for the verifier figures. Prints one summary line per kernel
 # and writes target/kernels/report/<release>/{tests,check}.txt.
 set -euo pipefail
@@ -21,9 +23,9 @@ mkdir -p "$REPORT"
 # The test executables, built once on the host (the guests share this filesystem).
 tests=()
 while read -r path; do tests+=("$path"); done < <(
-  cargo test --release -p rulehost-tests --test sensor --test kernels --test connect_filter --no-run 2>&1 \
+  cargo test --release -p rulehost-tests --test sensor --test kernels --test connect_filter --test daemonset --no-run 2>&1 \
     | sed -n 's/.*Executable tests\/[a-z_]*\.rs (\(.*\))$/\1/p')
-[ ${#tests[@]} -eq 3 ] || { echo "test-kernels: expected 3 test executables, found ${#tests[@]}" >&2; exit 1; }
+[ ${#tests[@]} -eq 4 ] || { echo "test-kernels: expected 4 test executables, found ${#tests[@]}" >&2; exit 1; }
 
 # KVM only when a guest boots with it here (nested virtualisation can hang at boot).
 accel=(--disable-kvm)

@@ -257,7 +257,11 @@ impl Drop for Containerd {
 }
 
 async fn connect(socket: &Path) -> Option<RuntimeServiceClient<Channel>> {
-    let channel = rulehost::metadata::cri::channel(socket).await.ok()?;
+    // Pod creation is slow under emulation (the kernel matrix's VMs): minutes, not seconds.
+    let timeout = std::time::Duration::from_secs(300);
+    let channel = rulehost::metadata::cri::channel_with_timeout(socket, timeout)
+        .await
+        .ok()?;
     let mut client = RuntimeServiceClient::new(channel);
     client.version(VersionRequest::default()).await.ok()?;
     Some(client)

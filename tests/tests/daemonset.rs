@@ -94,6 +94,54 @@ fn status_field(pid: u32, field: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The DaemonSet this kernel needs: the manifest, or on kernels before 5.11 (BPF maps
+/// charged to RLIMIT_MEMLOCK) the old-kernels overlay's build of it.
+fn daemonset_for_this_kernel() -> Value {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut numbers = release
+        .split(['.', '-'])
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    if version >= (5, 11) {
+        return read_manifest(&manifests_dir().join("daemonset.yaml"));
+    }
+    let overlay = manifests_dir().join("../overlays/old-kernels");
+    let out = std::process::Command::new(target_dir().join("tools/bin/kustomize"))
+        .arg("build")
+        .arg(&overlay)
+        .output()
+        .expect("kustomize (`make setup` fetches it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split("\n---\n")
+        .map(|doc| serde_saphyr::from_str::<Value>(doc).unwrap())
+        .find(|doc| doc["kind"] == "DaemonSet")
+        .expect("the overlay builds a DaemonSet")
+}
+
+/// The effective capability mask of a capability list as the manifest names them.
+fn capability_mask(names: &Value) -> u64 {
+    names
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|name| match name.as_str().unwrap() {
+            "NET_ADMIN" => 12,
+            "SYS_PTRACE" => 19,
+            "SYS_ADMIN" => 21,
+            "SYS_RESOURCE" => 24,
+            "PERFMON" => 38,
+            "BPF" => 39,
+            other => panic!("capability {other} not mapped here"),
+        })
+        .fold(0, |mask, bit| mask | (1u64 << bit))
+}
+
 fn tracefs_mounted() {
     if !Path::new("/sys/kernel/tracing/events").exists() {
         let status = std::process::Command::new("mount")
@@ -111,7 +159,7 @@ fn the_daemonsets_pod_becomes_ready_reports_a_pod_and_hot_reloads_a_configmap_sw
     containerd.import(&target_dir().join("image/rulehost.tar"));
     let dir = std::env::temp_dir().join(format!("rulehost-daemonset-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let daemonset = read_manifest(&manifests_dir().join("daemonset.yaml"));
+    let daemonset = daemonset_for_this_kernel();
     let container = daemonset["spec"]["template"]["spec"]["containers"][0].clone();
     let config = config_map_files(&read_manifest(&manifests_dir().join("config.yaml")));
     let shipped: Vec<PathBuf> = ["k8s_api_connection.wasm", "cloud_metadata_access.wasm"]
@@ -172,11 +220,11 @@ fn the_daemonsets_pod_becomes_ready_reports_a_pod_and_hot_reloads_a_configmap_sw
     assert_eq!(status(&liveness), 200, "{liveness:?}");
 
     // It runs confined as the manifest asks: seccomp filter on, no new privileges, and
-    // exactly BPF, PERFMON, NET_ADMIN and SYS_PTRACE effective.
+    // exactly the capabilities it adds effective.
     let agent_pid = pid_of(&agent_id);
     assert_eq!(status_field(agent_pid, "Seccomp"), "2", "seccomp mode");
     assert_eq!(status_field(agent_pid, "NoNewPrivs"), "1");
-    let caps = (1u64 << 12) | (1 << 19) | (1 << 38) | (1 << 39);
+    let caps = capability_mask(&container["securityContext"]["capabilities"]["add"]);
     assert_eq!(status_field(agent_pid, "CapEff"), format!("{caps:016x}"));
 
     // A connect from another pod is reported with that pod's name, namespace and image.

@@ -25,11 +25,20 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A gRPC channel to a Unix socket (for the CRI clients here and in tests).
 pub async fn channel(socket: &Path) -> Result<Channel, tonic::transport::Error> {
+    channel_with_timeout(socket, CALL_TIMEOUT).await
+}
+
+/// [`channel`] with calls bounded by `timeout` (a test's pod creation under emulation
+/// takes far longer than a metadata lookup may).
+pub async fn channel_with_timeout(
+    socket: &Path,
+    timeout: std::time::Duration,
+) -> Result<Channel, tonic::transport::Error> {
     let path = socket.to_path_buf();
     // The URI is a placeholder: the connector dials the Unix socket.
     Endpoint::from_static("http://[::]:50051")
-        .connect_timeout(CALL_TIMEOUT)
-        .timeout(CALL_TIMEOUT)
+        .connect_timeout(timeout)
+        .timeout(timeout)
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
             async move {

@@ -344,13 +344,15 @@ pub(super) fn is_eperm(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 pub(super) fn load_error(error: aya::EbpfError, what: &str) -> anyhow::Error {
-    let text = error.to_string();
-    let hint = if text.contains("Operation not permitted") || text.contains("EPERM") {
-        " (needs CAP_BPF or CAP_SYS_ADMIN)"
+    let text = crate::logging::error_line(&error);
+    let hint = if text.contains("failed to create map") {
+        super::preflight::memlock_hint()
+    } else if text.contains("Operation not permitted") || text.contains("EPERM") {
+        " (needs CAP_BPF or CAP_SYS_ADMIN)".into()
     } else if text.contains("Invalid argument") && text.contains("ring") {
-        " (the kernel may lack BPF ring buffers: Linux 5.8 or later is needed)"
+        " (the kernel may lack BPF ring buffers: Linux 5.8 or later is needed)".into()
     } else {
-        ""
+        String::new()
     };
     anyhow!("{what}: {}{hint}", text.replace('\n', " "))
 }

@@ -28,14 +28,43 @@ pub(super) fn check_capabilities() -> Result<()> {
     Ok(())
 }
 
-/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+/// The RLIMIT_MEMLOCK left in bytes when it could not be lifted (0: unlimited), for
+/// the hint on a map that cannot be created.
+static MEMLOCK_LEFT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK: lifted when the agent may
+/// (CAP_SYS_RESOURCE), else raised to its hard limit, and what is left remembered.
 pub(super) fn raise_memlock_limit() {
     let unlimited = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,
     };
-    // SAFETY: plain syscall with a valid pointer.
-    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+    // SAFETY: plain syscalls with valid pointers.
+    unsafe {
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) == 0 {
+            return;
+        }
+        let mut limit = std::mem::zeroed::<libc::rlimit>();
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit);
+            if limit.rlim_max != libc::RLIM_INFINITY {
+                MEMLOCK_LEFT.store(limit.rlim_max, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Why a map may not be created on a kernel before 5.11, when the limit could not be
+/// lifted; empty otherwise.
+pub(super) fn memlock_hint() -> String {
+    match MEMLOCK_LEFT.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => String::new(),
+        left => format!(
+            " (RLIMIT_MEMLOCK is {} KiB and could not be lifted: kernels before 5.11 charge BPF maps to it; grant CAP_SYS_RESOURCE, as deploy/overlays/old-kernels does)",
+            left >> 10
+        ),
+    }
 }
 
 /// (mount point, fs type) pairs of /proc/self/mounts.

@@ -69,7 +69,9 @@ pub fn error_line(error: &(dyn std::error::Error + 'static)) -> String {
             .unwrap_or("")
             .trim()
             .trim_end_matches(':');
-        if !first.is_empty() {
+        // A cause its parent already quoted (`map error: failed to create map X` over
+        // `failed to create map X`) is said once.
+        if !first.is_empty() && !parts.last().is_some_and(|p: &String| p.contains(first)) {
             parts.push(first.to_owned());
         }
         next = cause.source();

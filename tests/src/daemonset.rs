@@ -133,7 +133,6 @@ pub fn pod_configs(daemonset: &Value, node: &Node) -> (PodSandboxConfig, Contain
         linux: Some(LinuxContainerConfig {
             resources: Some(resources(&container["resources"])),
             security_context: Some(security_context(&container["securityContext"], namespaces)),
-            ..LinuxContainerConfig::default()
         }),
         ..ContainerConfig::default()
     };

@@ -40,6 +40,12 @@
 //! functions measure the same thing as the "off" ones: the ratios then show the
 //! machine's noise floor for this off-then-on sequence.
 //!
+//! # `node`
+//!
+//! See `live/node.rs`: 50 containers' mix of execs, API-server and other connects at a
+//! busy node's rate, agent off then on: throughput, the agent's CPU and RSS, findings
+//! delivered, latency, drops.
+//!
 //! # `idle`
 //!
 //! See `live/idle.rs`: the agent's CPU share and wake-ups per second with no traffic.
@@ -75,6 +81,8 @@
 
 #[path = "live/idle.rs"]
 mod idle;
+#[path = "live/node.rs"]
+mod node;
 #[path = "live/progstats.rs"]
 mod progstats;
 
@@ -125,6 +133,9 @@ fn main() {
     if let Ok(spec) = std::env::var(BURST_ENV) {
         burst_child(&spec);
     }
+    if let Ok(spec) = std::env::var(node::NODE_ENV) {
+        node::worker(&spec);
+    }
     // Ahead of unrelated work on the machine; the agent and the workload's children
     // inherit it, so they compete with each other as equals.
     // SAFETY: setpriority on this (still single-threaded) process.
@@ -158,6 +169,9 @@ fn main() {
     }
     if !listing && selected("idle") {
         idle::idle(benchmarking);
+    }
+    if !listing && selected("node") {
+        node::node(benchmarking);
     }
     criterion.final_summary();
 }
@@ -893,7 +907,7 @@ fn clock_ticks() -> f64 {
 
 // ---- sockets and helpers ------------------------------------------------------------
 
-/// A non-blocking listener on 127.0.0.1 (backlog 4096). The connecting thread accepts
+/// A non-blocking listener on a loopback address (backlog 4096). The connecting thread accepts
 /// and drops each connection itself after its connect (untimed): no second thread is
 /// woken per connection.
 struct Listener {
@@ -904,12 +918,16 @@ struct Listener {
 
 impl Listener {
     fn new() -> Listener {
+        Listener::on([127, 0, 0, 1])
+    }
+
+    fn on(ip: [u8; 4]) -> Listener {
         // SAFETY: plain socket(2); the fd is owned right away.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
         assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
         // SAFETY: fd is a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let any_port = sockaddr(SocketAddrV4::new([127, 0, 0, 1].into(), 0));
+        let any_port = sockaddr(SocketAddrV4::new(ip.into(), 0));
         // SAFETY: a valid fd and sockaddr_in for the calls' duration.
         unsafe {
             assert_eq!(
@@ -942,6 +960,13 @@ impl Listener {
 
     fn port(&self) -> u16 {
         u16::from_be(self.address.sin_port)
+    }
+
+    /// One connect from a fresh socket, accepted and dropped (a reset at close).
+    fn connect_once(&self) {
+        let socket = tcp_socket();
+        let _ = connect(&socket, &self.address);
+        self.discard_pending();
     }
 
     /// Accepts and drops every pending connection.

@@ -38,6 +38,8 @@ struct Half {
     other: u64,
     /// Time spent inside the operations themselves, summed over workers.
     busy: Duration,
+    /// The longest a worker took from its first operation's due time to its last
+    /// operation's end: the window its paced operations took (longer if it fell behind).
     wall: Duration,
 }
 
@@ -76,7 +78,13 @@ pub(super) fn node(benchmarking: bool) {
     let (mut seen, mut quiet_since) = (0, Instant::now());
     while quiet_since.elapsed() < E2E_QUIET {
         std::thread::sleep(Duration::from_millis(50));
-        let count = tail.lines.lock().unwrap().iter().filter(|l| ours(&l.1)).count();
+        let count = tail
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| ours(&l.1))
+            .count();
         if count != seen {
             (seen, quiet_since) = (count, Instant::now());
         }
@@ -95,7 +103,14 @@ pub(super) fn node(benchmarking: bool) {
         })
         .collect();
     latency.sort_unstable();
-    report(&off, &on, agent_cpu_on, (rss, peak), (latency, expected), &stopped);
+    report(
+        &off,
+        &on,
+        agent_cpu_on,
+        (rss, peak),
+        (latency, expected),
+        &stopped,
+    );
     for (_, cgroup) in &cgroups {
         cgroup.remove();
     }
@@ -148,7 +163,6 @@ fn report(
 fn run_half(cgroups: &[(String, TestCgroup)], seconds: u64) -> Half {
     let (execs, api, other) = RATES;
     let spec = format!("{seconds},{execs},{api},{other}");
-    let started = Instant::now();
     let children: Vec<std::process::Child> = cgroups
         .iter()
         .map(|(_, cgroup)| {
@@ -176,20 +190,20 @@ fn run_half(cgroups: &[(String, TestCgroup)], seconds: u64) -> Half {
             .split_whitespace()
             .filter_map(|n| n.parse().ok())
             .collect();
-        let [e, a, o, busy] = counts[..] else {
+        let [e, a, o, busy, elapsed] = counts[..] else {
             panic!("node worker printed {counts:?}")
         };
         half.execs += e;
         half.api += a;
         half.other += o;
         half.busy += Duration::from_nanos(busy);
+        half.wall = half.wall.max(Duration::from_nanos(elapsed));
     }
-    half.wall = started.elapsed();
     half
 }
 
 /// A worker: paces its execs and connects for the given seconds, then prints
-/// `EXECS API OTHER BUSY_NS`.
+/// `EXECS API OTHER BUSY_NS ELAPSED_NS`.
 pub(super) fn worker(spec: &str) -> ! {
     let numbers: Vec<u64> = spec.split(',').filter_map(|n| n.parse().ok()).collect();
     let [seconds, execs, api, other] = numbers[..] else {
@@ -231,7 +245,14 @@ pub(super) fn worker(spec: &str) -> ! {
         done[kind] += 1;
         due[kind] += kinds[kind];
     }
-    println!("{} {} {} {}", done[0], done[1], done[2], busy.as_nanos());
+    println!(
+        "{} {} {} {} {}",
+        done[0],
+        done[1],
+        done[2],
+        busy.as_nanos(),
+        start.elapsed().as_nanos()
+    );
     std::process::exit(0);
 }
 

@@ -337,7 +337,7 @@ fn workload(criterion: &mut Criterion, start_agent: bool, listing: bool) {
         cgroup.run(&[(KSH, "10.96.0.1")], &["none"]);
     }
     let stats = agent.as_ref().and_then(|_| progstats::StatsOn::enable());
-    let programs_before = agent.as_ref().map(|a| progstats::by_type(a.pid()));
+    let programs_before = agent.as_ref().map(|a| progstats::by_program(a.pid()));
     {
         let _inside = InCgroup::enter(&cgroup.path);
         let (cpu_before, connects_before) = (agent_ticks(), connects_sampled(connect_on));
@@ -362,7 +362,7 @@ fn workload(criterion: &mut Criterion, start_agent: bool, listing: bool) {
     if let (Some(agent), Some(before), Some(_)) = (&agent, &programs_before, &stats) {
         eprintln!(
             "workload: kernel programs' own time during the \"on\" half: {}",
-            progstats::report(before, &progstats::by_type(agent.pid()))
+            progstats::report(before, &progstats::by_program(agent.pid()))
         );
     }
     drop(stats);

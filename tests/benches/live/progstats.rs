@@ -28,8 +28,13 @@ impl Drop for StatsOn {
     }
 }
 
-/// Run time (ns) and runs, summed per program type, of the programs `pid` holds.
-pub fn by_type(pid: u32) -> BTreeMap<&'static str, (u64, u64)> {
+/// Run time (ns) and runs of each program `pid` holds, by the program's name (the
+/// kernel's 16-byte name, from aya's view of the loaded programs).
+pub fn by_program(pid: u32) -> BTreeMap<String, (u64, u64)> {
+    let names: BTreeMap<u32, String> = aya::programs::loaded_programs()
+        .flatten()
+        .map(|p| (p.id(), p.name_as_str().unwrap_or("?").to_owned()))
+        .collect();
     let mut totals = BTreeMap::new();
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return totals;
@@ -42,14 +47,21 @@ pub fn by_type(pid: u32) -> BTreeMap<&'static str, (u64, u64)> {
             info.lines()
                 .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
         };
-        let (Some(kind), Some(time), Some(runs)) = (
+        let (Some(kind), Some(id), Some(time), Some(runs)) = (
             field("prog_type:"),
+            field("prog_id:"),
             field("run_time_ns:"),
             field("run_cnt:"),
         ) else {
             continue;
         };
-        let entry = totals.entry(type_name(kind)).or_insert((0, 0));
+        let name = names
+            .get(&(id as u32))
+            .cloned()
+            .unwrap_or_else(|| format!("id {id}"));
+        let entry = totals
+            .entry(format!("{name} ({})", type_name(kind)))
+            .or_insert((0, 0));
         entry.0 += time;
         entry.1 += runs;
     }
@@ -59,23 +71,25 @@ pub fn by_type(pid: u32) -> BTreeMap<&'static str, (u64, u64)> {
 /// What the agent uses each program type for.
 fn type_name(kind: u64) -> &'static str {
     match kind {
-        5 => "tracepoint (exit, cgroup mkdir/rmdir, exec fallback)",
-        18 => "cgroup/connect4+6",
-        26 => "tp_btf (exec, fork)",
+        5 => "tracepoint",
+        18 => "cgroup sock_addr",
+        26 => "tp_btf",
         _ => "other",
     }
 }
 
 /// One line: ns per run of each program type over what ran between two readings.
 pub fn report(
-    before: &BTreeMap<&'static str, (u64, u64)>,
-    after: &BTreeMap<&'static str, (u64, u64)>,
+    before: &BTreeMap<String, (u64, u64)>,
+    after: &BTreeMap<String, (u64, u64)>,
 ) -> String {
     let mut parts = Vec::new();
     for (name, &(time, runs)) in after {
         let (time0, runs0) = before.get(name).copied().unwrap_or((0, 0));
         let runs = runs - runs0;
-        if let Some(each) = (time - time0).checked_div(runs) {
+        if let Some(each) = (time - time0).checked_div(runs)
+            && runs > 0
+        {
             parts.push(format!("{name} {each} ns/run over {runs} runs"));
         }
     }

@@ -152,6 +152,18 @@ pub fn run_one_by_one(host: &mut Dispatcher, events: Vec<Event>) -> Vec<Finding>
         .collect()
 }
 
+/// Rule CPU budgets that a rule call under QEMU's emulation (tens of times slower, the
+/// kernel matrix's VMs) stays within, for tests about the kernel rather than the
+/// sandbox (whose budgets have their own tests).
+pub const EMULATION_BUDGETS: [&str; 4] =
+    ["--rule-cpu-ms", "2000", "--rule-cpu-per-call-ms", "10000"];
+
+/// Whether the tests run in the kernel matrix's emulated VMs (`make test-kernels` sets
+/// `RULEHOST_TEST_EMULATED`).
+pub fn emulated() -> bool {
+    std::env::var_os("RULEHOST_TEST_EMULATED").is_some()
+}
+
 /// A 64-hex container id unique to this test process and `tag`.
 pub fn trigger_id(tag: u8) -> String {
     format!("{:08x}{tag:02x}", std::process::id()).repeat(7)[..64].to_owned()

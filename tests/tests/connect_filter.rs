@@ -24,7 +24,10 @@ fn unwatched(metrics: &str) -> u64 {
 
 #[test]
 fn unrelated_connects_stay_in_the_kernel_and_exec_then_connect_is_always_seen() {
-    let agent = LiveAgent::start("connect-filter", &["--listen", "127.0.0.1:0"]);
+    // The emulation budgets: this tests the kernel's filter, here and in the matrix's VMs.
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    args.extend(rulehost_tests::EMULATION_BUDGETS);
+    let agent = LiveAgent::start("connect-filter", &args);
     let metrics = format!("http://{}/metrics", agent.ready["listen"].as_str().unwrap());
     let id = trigger_id(0x90);
     let quiet = TestCgroup::new(&format!("cri-containerd-{id}.scope"));

@@ -36,18 +36,12 @@ fn cache_dir() -> String {
     dir.to_string_lossy().into_owned()
 }
 
-/// Arguments for every agent here: the compile cache, and CPU budgets that a rule call
-/// under QEMU's emulation (tens of times slower) stays within. This file tests the
-/// kernel's hooks; the sandbox's budgets have their own tests.
+/// Arguments for every agent here: the compile cache, and the emulation budgets (this
+/// file tests the kernel's hooks, here and in the matrix's VMs).
 fn agent_args(cache: &str) -> Vec<&str> {
-    vec![
-        "--cache-dir",
-        cache,
-        "--rule-cpu-ms",
-        "2000",
-        "--rule-cpu-per-call-ms",
-        "10000",
-    ]
+    let mut args = vec!["--cache-dir", cache];
+    args.extend(rulehost_tests::EMULATION_BUDGETS);
+    args
 }
 
 #[test]

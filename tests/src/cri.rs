@@ -95,7 +95,9 @@ impl Containerd {
 
     /// Imports an image tarball (OCI layout or `docker save`) as kubelet's images are.
     pub fn import(&self, tar: &Path) {
-        let status = Command::new("ctr")
+        // Bounded (coreutils' timeout): a stuck import fails the test with containerd's log.
+        let status = Command::new("timeout")
+            .args(["300", "ctr"])
             .arg("--address")
             .arg(&self.socket)
             .args([
@@ -112,8 +114,9 @@ impl Containerd {
             .expect("ctr");
         assert!(
             status.success(),
-            "ctr images import {} failed: {status}",
-            tar.display()
+            "ctr images import {} failed: {status}; {}",
+            tar.display(),
+            self.log_tail()
         );
     }
 
@@ -187,7 +190,7 @@ impl Containerd {
                 config: Some(sandbox.clone()),
                 runtime_handler: String::new(),
             }))
-            .expect("RunPodSandbox")
+            .unwrap_or_else(|e| panic!("RunPodSandbox: {}; {}", e.message(), self.log_tail()))
             .into_inner()
             .pod_sandbox_id;
         self.pods.push(pod_id.clone());
@@ -198,19 +201,29 @@ impl Containerd {
                 config: Some(container),
                 sandbox_config: Some(sandbox),
             }))
-            .unwrap_or_else(|e| panic!("CreateContainer: {}", e.message()))
+            .unwrap_or_else(|e| panic!("CreateContainer: {}; {}", e.message(), self.log_tail()))
             .into_inner()
             .container_id;
         self.runtime
             .block_on(client.start_container(StartContainerRequest {
                 container_id: container_id.clone(),
             }))
-            .unwrap_or_else(|e| panic!("StartContainer: {}", e.message()));
+            .unwrap_or_else(|e| panic!("StartContainer: {}; {}", e.message(), self.log_tail()));
         container_id
     }
 }
 
 impl Containerd {
+    /// The last lines of containerd's own log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!(
+            "containerd log: {}",
+            crate::brief(&lines[lines.len().saturating_sub(3)..])
+        )
+    }
+
     /// Where pods' container logs go (CRI's log_directory).
     pub fn log_directory(&self) -> PathBuf {
         self.dir.join("logs")
@@ -238,17 +251,20 @@ impl Containerd {
 impl Drop for Containerd {
     fn drop(&mut self) {
         let mut client = self.client.clone();
+        // Each call bounded short: after a failure containerd may be the one stuck, and
+        // it is killed below anyway.
+        let bound = std::time::Duration::from_secs(15);
         for pod in std::mem::take(&mut self.pods) {
-            let _ = self
-                .runtime
-                .block_on(client.stop_pod_sandbox(StopPodSandboxRequest {
-                    pod_sandbox_id: pod.clone(),
-                }));
-            let _ = self
-                .runtime
-                .block_on(client.remove_pod_sandbox(RemovePodSandboxRequest {
-                    pod_sandbox_id: pod,
-                }));
+            let stop = StopPodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            };
+            let remove = RemovePodSandboxRequest {
+                pod_sandbox_id: pod,
+            };
+            self.runtime.block_on(async {
+                let _ = tokio::time::timeout(bound, client.stop_pod_sandbox(stop)).await;
+                let _ = tokio::time::timeout(bound, client.remove_pod_sandbox(remove)).await;
+            });
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -256,15 +272,21 @@ impl Drop for Containerd {
     }
 }
 
+/// A client once containerd answers `Version` (asked with a short bound, so a starting
+/// containerd is polled, not waited on).
 async fn connect(socket: &Path) -> Option<RuntimeServiceClient<Channel>> {
-    // Pod creation is slow under emulation (the kernel matrix's VMs): minutes, not seconds.
-    let timeout = std::time::Duration::from_secs(300);
+    let probe = rulehost::metadata::cri::channel(socket).await.ok()?;
+    RuntimeServiceClient::new(probe)
+        .version(VersionRequest::default())
+        .await
+        .ok()?;
+    // Pod creation is slow under emulation (the kernel matrix's VMs): a minute or two,
+    // not seconds (bounded, so a stuck containerd fails the test with its log).
+    let timeout = std::time::Duration::from_secs(120);
     let channel = rulehost::metadata::cri::channel_with_timeout(socket, timeout)
         .await
         .ok()?;
-    let mut client = RuntimeServiceClient::new(channel);
-    client.version(VersionRequest::default()).await.ok()?;
-    Some(client)
+    Some(RuntimeServiceClient::new(channel))
 }
 
 /// `containerd config default`, with this machine's needs: a private root, state and

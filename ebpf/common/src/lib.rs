@@ -180,8 +180,10 @@ pub const MAP_HOST_CGROUPS: &str = "HOST_CGROUPS";
 /// and connect programs, so a process that left its container's cgroup (or whose
 /// parent did) is still reported with the container it came from.
 pub const MAP_LINEAGE: &str = "LINEAGE";
-/// Capacity of `LINEAGE` (LRU: only a node with more live processes loses the oldest
-/// entries, i.e. their attribution after leaving a cgroup; never a false one).
+/// Capacity of `LINEAGE`, a plain hash map (an LRU update cost a fork and an exec more
+/// than the rest of the lineage work): entries go at exit, so it holds live container
+/// processes only; on a node with more, new ones go untracked (their attribution after
+/// leaving a cgroup is lost, never a false one).
 pub const LINEAGE_MAX: u32 = 65536;
 
 /// `HashMap<[u8; 16], u8>`: the destinations some rule watches (IPv4 as IPv4-mapped

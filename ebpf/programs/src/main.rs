@@ -30,7 +30,9 @@ use core::{
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{
+        BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+    },
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
         generated::{
@@ -76,7 +78,7 @@ static ENV_NAMES: HashMap<EnvName, u8> = HashMap::with_max_entries(ENV_NAMES_MAX
 static HOST_CGROUPS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(HOST_CGROUPS_MAX, 0);
 
 #[map]
-static LINEAGE: LruHashMap<u32, u64> = LruHashMap::with_max_entries(LINEAGE_MAX, 0);
+static LINEAGE: HashMap<u32, u64> = HashMap::with_max_entries(LINEAGE_MAX, 0);
 
 #[map]
 static WATCHED: HashMap<[u8; 16], u8> = HashMap::with_max_entries(WATCHED_MAX, 0);
@@ -501,6 +503,11 @@ fn lengths(ev: *mut ExecEvent) -> (usize, usize, usize) {
 #[inline(always)]
 fn anchor_lineage(tgid: u32, cgroup_id: u64) {
     if lineage_on() && !is_host(cgroup_id) {
+        // Most execs already carry this lineage (forked in the same cgroup): an LRU
+        // update costs far more than the lookup that skips it.
+        if unsafe { LINEAGE.get(&tgid) }.is_some_and(|&origin| origin == cgroup_id) {
+            return;
+        }
         let _ = LINEAGE.insert(&tgid, &cgroup_id, 0);
     }
 }

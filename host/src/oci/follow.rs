@@ -63,8 +63,8 @@ pub async fn start(
     for rule in rules {
         let registry = Registry::new(&rule.reference, credentials)?;
         let digest = match registry.resolve(&rule.reference).await {
-            Ok(_) => {
-                let digest = update(&registry, rule, trust)
+            Ok(resolved) => {
+                let digest = update(&registry, rule, trust, resolved)
                     .await
                     .with_context(|| format!("cannot load rule {}", rule.source))?;
                 tracing::info!(source = %rule.source, digest = %digest, path = %rule.path.display(), "rule pulled");
@@ -147,7 +147,7 @@ async fn follow(
         if now == digest {
             continue;
         }
-        match update(&registry, &rule, &trust).await {
+        match update(&registry, &rule, &trust, now.clone()).await {
             Ok(pulled) => {
                 tracing::info!(source = %rule.source, digest = %pulled, previous_digest = %digest, "rule pulled");
                 digest = pulled;
@@ -173,10 +173,17 @@ fn check_pinned(rule: &OciRule, bytes: &[u8]) -> Result<()> {
     }
 }
 
-/// Pulls and verifies the rule's current digest, pins its file to the bytes and writes
-/// them there, with the pull's evidence beside them; returns the digest.
-async fn update(registry: &Registry, rule: &OciRule, trust: &Trust) -> Result<String> {
-    let pulled = registry.fetch(&rule.reference, trust).await?;
+/// Pulls and verifies the rule's resolved `digest`, pins its file to the bytes and
+/// writes them there, with the pull's evidence beside them; returns the digest.
+async fn update(
+    registry: &Registry,
+    rule: &OciRule,
+    trust: &Trust,
+    digest: String,
+) -> Result<String> {
+    let pulled = registry
+        .fetch_digest(&rule.reference, digest, trust)
+        .await?;
     check_pinned(rule, &pulled.bytes).with_context(|| pulled.digest.clone())?;
     trust.pin(
         &rule.path,

@@ -160,6 +160,16 @@ impl Registry {
     /// that digest names.
     pub async fn fetch(&self, reference: &Reference, trust: &Trust) -> Result<Pulled> {
         let digest = self.resolve(reference).await?;
+        self.fetch_digest(reference, digest, trust).await
+    }
+
+    /// [`Registry::fetch`] of a digest already resolved.
+    pub async fn fetch_digest(
+        &self,
+        reference: &Reference,
+        digest: String,
+        trust: &Trust,
+    ) -> Result<Pulled> {
         let signed = match trust.requires_signatures() {
             true => Some(self.verify(reference, &digest, trust).await?),
             false => None,

@@ -47,6 +47,7 @@ impl Findings {
     }
 
     /// Adds a finding about the `event`-th event of the batch, from named values.
+    #[inline]
     pub fn report(&mut self, event: u32, fields: &[(&str, Value)]) {
         match &mut self.sink {
             Sink::Records(records) => records.push(Finding {

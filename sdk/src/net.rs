@@ -4,6 +4,7 @@ use crate::{IpAddress, SocketAddress};
 use std::net::IpAddr;
 
 /// A world address as a `std` one.
+#[inline]
 pub fn to_std(ip: IpAddress) -> IpAddr {
     match ip {
         IpAddress::Ipv4((a, b, c, d)) => IpAddr::from([a, b, c, d]),
@@ -12,6 +13,7 @@ pub fn to_std(ip: IpAddress) -> IpAddr {
 }
 
 /// A `std` address as a world one (for a finding's `Value::Ip`).
+#[inline]
 pub fn from_std(ip: IpAddr) -> IpAddress {
     match ip {
         IpAddr::V4(v4) => {
@@ -26,6 +28,7 @@ pub fn from_std(ip: IpAddr) -> IpAddress {
 }
 
 /// The IP and port a socket address names; `None` for AF_UNIX and other families.
+#[inline]
 pub fn socket_ip_port(address: &SocketAddress) -> Option<(IpAddr, u16)> {
     match *address {
         SocketAddress::Ipv4(a) => Some((to_std(IpAddress::Ipv4(a.address)), a.port)),

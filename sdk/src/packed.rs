@@ -94,6 +94,7 @@ fn socket_address(family: u8, reader: &mut Reader<'_>) -> Result<SocketAddress, 
 }
 
 /// Appends one finding to packed findings.
+#[inline]
 pub(crate) fn put_finding<'a>(
     bytes: &mut Vec<u8>,
     event: u32,

@@ -73,11 +73,7 @@ impl Rule for Echo {
 }
 
 fn value<'a>(finding: &'a RuleFinding, name: &str) -> Option<&'a WitValue> {
-    finding
-        .data
-        .iter()
-        .find(|(n, _)| &**n == name)
-        .map(|(_, v)| v)
+    finding.get(name)
 }
 
 fn unsigned(finding: &RuleFinding, name: &str) -> u64 {
@@ -205,8 +201,8 @@ fn every_kind_of_event_and_value_crosses_both_ways() {
         }
         // Every finding shares one copy of each name.
         assert!(std::sync::Arc::ptr_eq(
-            &echo.data[0].0,
-            &findings[0].data[0].0
+            &echo.names[0],
+            &findings[0].names[0]
         ));
         let record = &findings[2 * index + 1];
         assert!(

@@ -14,6 +14,7 @@ pub(super) fn collect(
     out: &mut Vec<Finding>,
 ) -> (u64, u64) {
     let limits = runtime.limits();
+    let containers = containers.read().expect("container lock");
     let (mut delivered, mut dropped) = (0, 0);
     let mut per_event: Vec<u32> = vec![0; selected.len()];
     for finding in findings {
@@ -27,12 +28,12 @@ pub(super) fn collect(
             dropped += 1;
             continue;
         }
-        if data_size(&finding.data) > limits.max_finding_bytes {
+        if data_size(&finding) > limits.max_finding_bytes {
             dropped += 1;
             continue;
         }
         let event = &events[host_index as usize];
-        let data = to_data(finding.data, event, containers);
+        let data = to_data(finding, event, &containers);
         out.push(Finding {
             node: None,
             signature: slot.signature.clone(),
@@ -66,9 +67,11 @@ const VALUE_BYTES: usize = 64;
 
 /// Bytes a finding's data takes as printed in JSON: every field costs its overhead,
 /// and every character its escaped length, so no field counts as empty.
-pub(super) fn data_size(fields: &[(Arc<str>, WitValue)]) -> usize {
-    fields
+pub(super) fn data_size(finding: &RuleFinding) -> usize {
+    finding
+        .names
         .iter()
+        .zip(&finding.values)
         .map(|(name, value)| {
             FIELD_OVERHEAD
                 + escaped_len(name)
@@ -95,33 +98,25 @@ fn escaped_len(text: &str) -> usize {
 /// Turns a rule's fields into finding data; host-filled values (container id, comm)
 /// are resolved here, so no string crossed the wasm boundary for them.
 pub(super) fn to_data(
-    fields: Vec<(Arc<str>, WitValue)>,
+    finding: RuleFinding,
     event: &Event,
-    containers: &Containers,
+    containers: &crate::state::ContainerTable,
 ) -> FindingData {
-    FindingData::new(
-        fields
-            .into_iter()
-            .map(|(name, value)| {
-                let value = match value {
-                    WitValue::Text(text) => FieldValue::Text(text),
-                    WitValue::Signed(n) => FieldValue::Signed(n),
-                    WitValue::Unsigned(n) => FieldValue::Unsigned(n),
-                    WitValue::Boolean(b) => FieldValue::Boolean(b),
-                    WitValue::Ip(ip) => FieldValue::Ip(ip_from_wit(ip)),
-                    WitValue::ContainerId(handle) => FieldValue::Container(
-                        containers
-                            .read()
-                            .expect("container lock")
-                            .get_shared(handle),
-                    ),
-                    // A finding's fields describe its own event.
-                    WitValue::Comm(_) => FieldValue::Comm(event.process.comm),
-                };
-                (name, value)
-            })
-            .collect(),
-    )
+    let values = finding
+        .values
+        .into_iter()
+        .map(|value| match value {
+            WitValue::Text(text) => FieldValue::Text(text),
+            WitValue::Signed(n) => FieldValue::Signed(n),
+            WitValue::Unsigned(n) => FieldValue::Unsigned(n),
+            WitValue::Boolean(b) => FieldValue::Boolean(b),
+            WitValue::Ip(ip) => FieldValue::Ip(ip_from_wit(ip)),
+            WitValue::ContainerId(handle) => FieldValue::Container(containers.get_shared(handle)),
+            // A finding's fields describe its own event.
+            WitValue::Comm(_) => FieldValue::Comm(event.process.comm),
+        })
+        .collect();
+    FindingData::new(finding.names, values)
 }
 
 pub(super) fn ip_from_wit(ip: WitIpAddress) -> IpAddr {

@@ -55,7 +55,7 @@ struct Slot {
     key: String,
     rule: Arc<Rule>,
     signature: Arc<crate::rules::Metadata>,
-    rule_ref: RuleRef,
+    rule_ref: Arc<RuleRef>,
     instance: Option<RuleInstance>,
     /// Kept here while no instance exists (after a fault that could not recover).
     parked_state: RuleState,
@@ -248,10 +248,7 @@ impl Dispatcher {
         self.slots.push(Slot {
             key: key.to_owned(),
             signature: Arc::new(rule.metadata.clone()),
-            rule_ref: RuleRef {
-                name: rule.name.as_str().into(),
-                sha256: rule.sha256.as_str().into(),
-            },
+            rule_ref: rule_ref(&rule),
             rule,
             instance: Some(instance),
             parked_state: RuleState::default(),
@@ -297,10 +294,7 @@ impl Dispatcher {
             }
         };
         slot.signature = Arc::new(rule.metadata.clone());
-        slot.rule_ref = RuleRef {
-            name: rule.name.as_str().into(),
-            sha256: rule.sha256.as_str().into(),
-        };
+        slot.rule_ref = rule_ref(&rule);
         if let Some(store) = self.persist.as_deref_mut()
             && rule.metadata.id != slot.rule.metadata.id
         {
@@ -434,4 +428,12 @@ fn slot_state(slot: &mut Slot) -> (&str, &mut RuleState) {
         None => &mut slot.parked_state,
     };
     (slot.rule.metadata.id.as_str(), state)
+}
+
+/// What each finding of `rule` says it came from.
+fn rule_ref(rule: &Rule) -> Arc<RuleRef> {
+    Arc::new(RuleRef {
+        name: rule.name.as_str().into(),
+        sha256: rule.sha256.as_str().into(),
+    })
 }

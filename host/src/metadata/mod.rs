@@ -271,10 +271,10 @@ mod tests {
             node: None,
             signature: Arc::default(),
             data: FindingData::default(),
-            rule: RuleRef {
+            rule: Arc::new(RuleRef {
                 name: "r".into(),
                 sha256: "s".into(),
-            },
+            }),
             timestamp,
             event: EventRecord {
                 name: "security_socket_connect",

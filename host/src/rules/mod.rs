@@ -39,7 +39,7 @@ pub use imports::{Batch, InstanceState};
 pub use instance::{Delivery, Refusals, RuleInstance};
 pub use interest::{DestinationKey, Interest, SharedInterest, WATCH_MAX, destination_key};
 pub use metadata::{Metadata, Mitre, Origin, Rule};
-pub use packed::{FieldNames, PackedBatch, RuleFinding, decode_findings};
+pub use packed::{FieldNames, FieldShape, PackedBatch, RuleFinding, decode_findings};
 pub use validate::validate_metadata;
 use world::*;
 

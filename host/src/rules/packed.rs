@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::events::{Body, SocketAddress, SocketType};
-use rulehost_wire::{Malformed, Put, Reader, address, body, ip, value};
+use rulehost_wire::{EVENT_HEAD_BYTES, Malformed, Put, Reader, address, body, ip, value};
 
 /// A batch packed for a rule that exports `packed`; the buffer is reused across batches.
 pub struct PackedBatch {
@@ -46,16 +46,13 @@ impl PackedBatch {
     /// Appends an event for a rule: only the env entries it asked for cross over.
     pub fn push(&mut self, event: &Event, container: Option<u64>, metadata: &Metadata) {
         let bytes = &mut self.bytes;
-        bytes.put_u64(event.timestamp);
-        bytes.put_u32(event.process.pid);
-        bytes.put_u32(event.process.tid);
-        bytes.put_u32(event.process.ppid);
-        bytes.put_u32(event.process.uid);
-        bytes.put_u8(u8::from(container.is_some()));
-        bytes.put_u64(container.unwrap_or(0));
+        let tag = match &event.body {
+            Body::ProcessExec { .. } => body::PROCESS_EXEC,
+            Body::SocketConnect { .. } => body::SOCKET_CONNECT,
+        };
+        bytes.extend_from_slice(&head(event, container, tag));
         match &event.body {
             Body::ProcessExec { env, synthetic, .. } => {
-                bytes.put_u8(body::PROCESS_EXEC);
                 bytes.put_u8(u8::from(*synthetic));
                 let count_at = bytes.len();
                 bytes.put_u32(0);
@@ -70,7 +67,6 @@ impl PackedBatch {
                 address,
                 socket_type,
             } => {
-                bytes.put_u8(body::SOCKET_CONNECT);
                 bytes.put_u8(socket_type_tag(*socket_type));
                 put_address(bytes, address);
             }
@@ -78,6 +74,21 @@ impl PackedBatch {
         self.count += 1;
         self.bytes[..4].copy_from_slice(&self.count.to_le_bytes());
     }
+}
+
+/// An event's fixed-size head, built whole so the buffer grows once for it.
+fn head(event: &Event, container: Option<u64>, body_tag: u8) -> [u8; EVENT_HEAD_BYTES] {
+    let mut head = [0u8; EVENT_HEAD_BYTES];
+    let process = &event.process;
+    head[0..8].copy_from_slice(&event.timestamp.to_le_bytes());
+    head[8..12].copy_from_slice(&process.pid.to_le_bytes());
+    head[12..16].copy_from_slice(&process.tid.to_le_bytes());
+    head[16..20].copy_from_slice(&process.ppid.to_le_bytes());
+    head[20..24].copy_from_slice(&process.uid.to_le_bytes());
+    head[24] = u8::from(container.is_some());
+    head[25..33].copy_from_slice(&container.unwrap_or(0).to_le_bytes());
+    head[EVENT_HEAD_BYTES - 1] = body_tag;
+    head
 }
 
 fn socket_type_tag(socket_type: SocketType) -> u8 {
@@ -117,52 +128,86 @@ fn put_address(bytes: &mut Vec<u8>, socket: &SocketAddress) {
     }
 }
 
+/// A finding's field names in order, shared by every finding of the same shape: a rule
+/// repeats one or a few shapes, so a finding costs one reference count for its names.
+pub type FieldShape = Arc<[Arc<str>]>;
+
 /// A finding as the host takes it from a rule, whichever way it crossed.
 #[derive(Debug, Clone)]
 pub struct RuleFinding {
     /// The event it is about, by its index in the delivered batch.
     pub event: u32,
-    /// Its named values; the names are the rule's, interned ([`FieldNames`]).
-    pub data: Vec<(Arc<str>, wit::Value)>,
+    /// Its field names ([`FieldNames`]).
+    pub names: FieldShape,
+    /// Its values, in the order of `names`.
+    pub values: Vec<wit::Value>,
 }
 
 impl RuleFinding {
     /// A finding that crossed as the world's record.
     pub fn from_record(finding: wit::Finding, names: &mut FieldNames) -> RuleFinding {
+        let shape = names.shape(finding.data.iter().map(|field| field.name.as_str()));
         RuleFinding {
             event: finding.event,
-            data: finding
-                .data
-                .into_iter()
-                .enumerate()
-                .map(|(at, field)| (names.get(at, &field.name), field.value))
-                .collect(),
+            names: shape,
+            values: finding.data.into_iter().map(|field| field.value).collect(),
         }
+    }
+
+    /// The value of the field called `name`, if the finding has one.
+    pub fn get(&self, name: &str) -> Option<&wit::Value> {
+        let at = self.names.iter().position(|known| **known == *name)?;
+        self.values.get(at)
     }
 }
 
-/// Most distinct names a rule's findings keep shared; names past it are allocated
-/// each time, so a rule inventing names cannot grow this.
+/// Most distinct names and shapes a rule's findings keep shared; past them, names and
+/// shapes are allocated each time, so a rule inventing names cannot grow this.
 const MAX_NAMES: usize = 64;
+const MAX_SHAPES: usize = 16;
 
-/// A rule's field names, allocated once and shared by every finding that uses them:
-/// a rule repeats the same few names in every finding.
+/// A rule's field names and finding shapes, allocated once and shared by every finding
+/// that uses them.
 #[derive(Debug, Default)]
-pub struct FieldNames(Vec<Arc<str>>);
+pub struct FieldNames {
+    names: Vec<Arc<str>>,
+    shapes: Vec<FieldShape>,
+    /// The shape found last: the one the next finding most likely has.
+    last: usize,
+}
 
 impl FieldNames {
-    /// The shared copy of `name`, looked for first at `hint`: a rule's findings
-    /// usually repeat one shape, so the `n`-th field's name was seen `n`-th.
-    pub fn get(&mut self, hint: usize, name: &str) -> Arc<str> {
-        if let Some(known) = self.0.get(hint).filter(|known| ***known == *name) {
-            return known.clone();
+    /// The shared shape of a finding whose fields are called `names`, in order.
+    pub fn shape<'a>(
+        &mut self,
+        names: impl ExactSizeIterator<Item = &'a str> + Clone,
+    ) -> FieldShape {
+        let same = |shape: &FieldShape| {
+            shape.len() == names.len() && shape.iter().zip(names.clone()).all(|(a, b)| **a == *b)
+        };
+        if let Some(shape) = self.shapes.get(self.last).filter(|shape| same(shape)) {
+            return shape.clone();
         }
-        if let Some(known) = self.0.iter().find(|known| ***known == *name) {
+        if let Some(at) = self.shapes.iter().position(same) {
+            self.last = at;
+            return self.shapes[at].clone();
+        }
+        let shape: FieldShape = names.map(|name| self.name(name)).collect();
+        if self.shapes.len() < MAX_SHAPES {
+            self.last = self.shapes.len();
+            self.shapes.push(shape.clone());
+        }
+        shape
+    }
+
+    /// The shared copy of `name`.
+    fn name(&mut self, name: &str) -> Arc<str> {
+        if let Some(known) = self.names.iter().find(|known| ***known == *name) {
             return known.clone();
         }
         let name: Arc<str> = name.into();
-        if self.0.len() < MAX_NAMES {
-            self.0.push(name.clone());
+        if self.names.len() < MAX_NAMES {
+            self.names.push(name.clone());
         }
         name
     }
@@ -173,8 +218,8 @@ const MIN_FINDING_BYTES: usize = 8;
 /// Bytes a field takes at least: an empty name and a boolean.
 const MIN_FIELD_BYTES: usize = 4 + 2;
 
-/// Decodes the findings a rule returned for a packed batch, its field names shared
-/// through `names`.
+/// Decodes the findings a rule returned for a packed batch, their shapes shared through
+/// `names`.
 pub fn decode_findings(
     bytes: &[u8],
     names: &mut FieldNames,
@@ -182,15 +227,22 @@ pub fn decode_findings(
     let mut reader = Reader::new(bytes);
     let count = reader.count(MIN_FINDING_BYTES)?;
     let mut findings = Vec::with_capacity(count);
+    // The names of the finding being read, borrowed from `bytes`; reused per finding.
+    let mut fields_names: Vec<&str> = Vec::new();
     for _ in 0..count {
         let event = reader.u32()?;
         let fields = reader.count(MIN_FIELD_BYTES)?;
-        let mut data = Vec::with_capacity(fields);
-        for at in 0..fields {
-            let name = names.get(at, reader.str()?);
-            data.push((name, decode_value(&mut reader)?));
+        fields_names.clear();
+        let mut values = Vec::with_capacity(fields);
+        for _ in 0..fields {
+            fields_names.push(reader.str()?);
+            values.push(decode_value(&mut reader)?);
         }
-        findings.push(RuleFinding { event, data });
+        findings.push(RuleFinding {
+            event,
+            names: names.shape(fields_names.iter().copied()),
+            values,
+        });
     }
     reader.finish()?;
     Ok(findings)

@@ -2,7 +2,7 @@
 //! the rule's fields.
 
 use crate::events::Event;
-use crate::rules::Metadata;
+use crate::rules::{FieldShape, Metadata};
 use anyhow::Result;
 use serde::Serialize;
 use std::sync::Arc;
@@ -16,7 +16,8 @@ pub struct Finding {
     pub node: Option<Arc<str>>,
     pub signature: Arc<Metadata>,
     pub data: FindingData,
-    pub rule: RuleRef,
+    /// Shared by the rule's findings.
+    pub rule: Arc<RuleRef>,
     /// Nanoseconds since the Unix epoch, of the triggering event.
     pub timestamp: u64,
     pub event: EventRecord,
@@ -27,8 +28,10 @@ pub struct Finding {
 /// container id copy) before it is written.
 #[derive(Debug, Clone, Default)]
 pub struct FindingData {
-    /// Names are shared with the rule's other findings ([`crate::rules::FieldNames`]).
-    fields: Vec<(Arc<str>, FieldValue)>,
+    /// Shared with the rule's other findings of the same shape.
+    names: FieldShape,
+    /// In the order of `names`.
+    values: Vec<FieldValue>,
     /// The values as JSON, built only if someone indexes the data (tools, tests).
     json: std::sync::OnceLock<Vec<serde_json::Value>>,
 }
@@ -69,31 +72,33 @@ impl Serialize for FieldValue {
 }
 
 impl FindingData {
-    pub fn new(fields: Vec<(Arc<str>, FieldValue)>) -> FindingData {
+    /// Data whose `values` are named by `names`, in order (extra values are not printed).
+    pub fn new(names: FieldShape, values: Vec<FieldValue>) -> FindingData {
         FindingData {
-            fields,
+            names,
+            values,
             json: std::sync::OnceLock::new(),
         }
     }
 
     /// The fields, typed, in order.
-    pub fn fields(&self) -> &[(Arc<str>, FieldValue)] {
-        &self.fields
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &FieldValue)> {
+        self.names.iter().map(|name| &**name).zip(&self.values)
     }
 
     /// The value of a field as JSON, if present.
     pub fn get(&self, name: &str) -> Option<&serde_json::Value> {
-        let index = self.fields.iter().position(|(n, _)| &**n == name)?;
+        let index = self.names.iter().position(|n| &**n == name)?;
         let json = self
             .json
-            .get_or_init(|| self.fields.iter().map(|(_, v)| v.to_json()).collect());
+            .get_or_init(|| self.values.iter().map(FieldValue::to_json).collect());
         json.get(index)
     }
 }
 
 impl PartialEq for FindingData {
     fn eq(&self, other: &FindingData) -> bool {
-        self.fields == other.fields
+        self.fields().eq(other.fields())
     }
 }
 
@@ -108,8 +113,8 @@ impl std::ops::Index<&str> for FindingData {
 impl Serialize for FindingData {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(self.fields.len()))?;
-        for (name, value) in &self.fields {
+        let mut map = serializer.serialize_map(Some(self.names.len().min(self.values.len())))?;
+        for (name, value) in self.fields() {
             map.serialize_entry(name, value)?;
         }
         map.end()

@@ -5,6 +5,7 @@
 //! grants:                       # capabilities per rule id, beside the shipped defaults
 //!   TRC-1013:
 //!     env: [KUBERNETES_SERVICE_HOST]
+//!     wasi: [clocks, random]    # what a JavaScript or Python rule's runtime reads
 //! exceptions:                   # findings not written (counted per rule)
 //!   - rule: TRC-1013
 //!     namespace: kube-system
@@ -65,7 +66,13 @@ impl Config {
 
     /// Parses YAML text; the error is the parser's first line (where and what).
     pub fn parse(text: &str) -> Result<Config> {
-        parse_yaml(text)
+        let config: Config = parse_yaml(text)?;
+        for (id, grant) in &config.grants {
+            grant
+                .check_capabilities()
+                .map_err(|error| anyhow!("grants: {id}: {error}"))?;
+        }
+        Ok(config)
     }
 
     /// The shipped defaults plus this file's grants plus `extra` (from `--grant`).

@@ -37,6 +37,10 @@ pub(super) fn inspect(
         "world": format!("{WORLD_PACKAGE}@{}", world_version_of(&rule.imports).unwrap_or(WORLD_VERSION.into())),
         "host_world": format!("{WORLD_PACKAGE}@{WORLD_VERSION}"),
         "imports": rule.imports,
+        // WASI capabilities its imports need (granted per rule id).
+        "wasi": rule.needs.iter().map(|(_, c)| *c).collect::<std::collections::BTreeSet<_>>(),
+        // What built it: source language and language runtime.
+        "producers": crate::rules::producers(&bytes),
         // How batches cross: `packed` (0.1.3) where the rule exports it.
         "batches": if rule.packed.is_some() { "packed" } else { "typed" },
         "metadata": m,
@@ -79,5 +83,6 @@ fn registry_signature(pulled: &crate::oci::Pulled) -> serde_json::Value {
 fn world_version_of(imports: &[String]) -> Option<String> {
     imports
         .iter()
+        .filter(|name| name.starts_with(WORLD_PACKAGE))
         .find_map(|name| name.split_once('@').map(|(_, v)| v.to_owned()))
 }

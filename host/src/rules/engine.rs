@@ -135,6 +135,7 @@ impl RuleEngine {
             .context("creating the wasmtime engine")?;
         let mut linker = Linker::new(&engine);
         bindings::Rule::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        wasi::add_to_linker(&mut linker)?;
 
         let ticker = Ticker::start(&engine)?;
 
@@ -190,7 +191,11 @@ impl RuleEngine {
         }
         let sha256 = sha256_hex(bytes);
         let component = self.compile(bytes, &sha256)?;
-        let WorldCheck { imports, packed } = check_world(&self.engine, &component)?;
+        let WorldCheck {
+            imports,
+            packed,
+            needs,
+        } = check_world(&self.engine, &component)?;
         // Linked once per compiled rule: a fault recovery or a reload instantiates
         // without resolving imports again.
         let pre = self
@@ -205,6 +210,7 @@ impl RuleEngine {
             pre,
             imports,
             packed,
+            needs,
             metadata: Metadata::default(),
         };
         let probe = RuleInstance::new(
@@ -214,7 +220,7 @@ impl RuleEngine {
             Default::default(),
             Default::default(),
         )?;
-        self.grants.check(&probe.metadata)?;
+        self.grants.check(&probe.metadata, &rule.needs)?;
         rule.metadata = probe.metadata.clone();
         Ok(Arc::new(rule))
     }

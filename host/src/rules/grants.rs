@@ -14,6 +14,10 @@ pub struct Grant {
     /// Environment variable names the rule may read from process-exec events.
     #[serde(default)]
     pub env: BTreeSet<String>,
+    /// WASI capabilities ([`CAPABILITIES`]: `clocks`, `random`) the rule's language
+    /// runtime may use.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub wasi: BTreeSet<String>,
 }
 
 /// Grants by rule id.
@@ -26,8 +30,12 @@ pub enum Grants {
 }
 
 /// The shipped rules' needs: TRC-1013 reads the address a container was told for the
-/// API server.
-const BUILTIN: &[(&str, &[&str])] = &[("TRC-1013", &["KUBERNETES_SERVICE_HOST"])];
+/// API server; its JavaScript and Python builds' runtimes read clocks and random.
+const BUILTIN: &[(&str, &[&str], &[&str])] = &[(
+    "TRC-1013",
+    &["KUBERNETES_SERVICE_HOST"],
+    &["clocks", "random"],
+)];
 
 /// The safe default: the shipped rules' grants only.
 impl Default for Grants {
@@ -40,11 +48,12 @@ impl Grants {
     /// The shipped rules' grants.
     pub fn builtin() -> Grants {
         let mut grants = BTreeMap::new();
-        for (id, env) in BUILTIN {
+        for (id, env, wasi) in BUILTIN {
             grants.insert(
                 (*id).to_owned(),
                 Grant {
                     env: env.iter().map(|name| (*name).to_owned()).collect(),
+                    wasi: wasi.iter().map(|name| (*name).to_owned()).collect(),
                 },
             );
         }
@@ -54,11 +63,9 @@ impl Grants {
     /// Adds `grant` to what `id` may use.
     pub fn add(&mut self, id: &str, grant: Grant) {
         if let Grants::Listed(grants) = self {
-            grants
-                .entry(id.to_owned())
-                .or_default()
-                .env
-                .extend(grant.env);
+            let granted = grants.entry(id.to_owned()).or_default();
+            granted.env.extend(grant.env);
+            granted.wasi.extend(grant.wasi);
         }
     }
 
@@ -70,11 +77,21 @@ impl Grants {
         }
     }
 
-    /// Refuses metadata that asks for anything not granted to its rule id.
-    pub fn check(&self, metadata: &Metadata) -> Result<()> {
+    /// Refuses a rule that asks for anything not granted to its id: env names in its
+    /// metadata, WASI capabilities its imports (`needs`) use.
+    pub fn check(&self, metadata: &Metadata, needs: &[(String, &'static str)]) -> Result<()> {
         let Some(grant) = self.of(&metadata.id) else {
             return Ok(());
         };
+        if let Some((import, capability)) = needs
+            .iter()
+            .find(|(_, capability)| !grant.wasi.contains(*capability))
+        {
+            bail!(
+                "rule {id} imports `{import}`, and {capability} is not granted to it: grant it with `--grant {id}=wasi:{capability}` or `grants: {{{id}: {{wasi: [{capability}]}}}}` in --config",
+                id = metadata.id,
+            );
+        }
         let missing: Vec<&str> = metadata
             .env_vars
             .iter()
@@ -93,23 +110,53 @@ impl Grants {
     }
 }
 
-/// Parses `--grant ID=env:NAME[,NAME...]`.
+/// Parses `--grant ID=env:NAME[,NAME...]` or `--grant ID=wasi:CAPABILITY[,...]`.
 pub fn parse_grant(text: &str) -> Result<(String, Grant)> {
+    let usage = "ID=env:NAME[,NAME...] or ID=wasi:clocks|random[,...]";
     let (id, what) = text
         .split_once('=')
-        .ok_or_else(|| anyhow!("grant {text:?} is not ID=env:NAME[,NAME...]"))?;
-    let names = what
-        .strip_prefix("env:")
-        .ok_or_else(|| anyhow!("grant {text:?} grants no known capability (env:NAME,...)"))?;
-    let env: BTreeSet<String> = names
+        .ok_or_else(|| anyhow!("grant {text:?} is not {usage}"))?;
+    let (kind, names) = what
+        .split_once(':')
+        .ok_or_else(|| anyhow!("grant {text:?} grants no known capability ({usage})"))?;
+    let names: BTreeSet<String> = names
         .split(',')
         .filter(|n| !n.is_empty())
         .map(str::to_owned)
         .collect();
-    if id.is_empty() || env.is_empty() {
-        bail!("grant {text:?} names no rule id or no env name");
+    if id.is_empty() || names.is_empty() {
+        bail!("grant {text:?} names no rule id or nothing to grant");
     }
-    Ok((id.to_owned(), Grant { env }))
+    let grant = match kind {
+        "env" => Grant {
+            env: names,
+            ..Grant::default()
+        },
+        "wasi" => Grant {
+            wasi: names,
+            ..Grant::default()
+        },
+        _ => bail!("grant {text:?} grants no known capability ({usage})"),
+    };
+    grant.check_capabilities()?;
+    Ok((id.to_owned(), grant))
+}
+
+impl Grant {
+    /// Refuses WASI capabilities this host does not know (a typo would grant nothing).
+    pub fn check_capabilities(&self) -> Result<()> {
+        match self
+            .wasi
+            .iter()
+            .find(|c| !CAPABILITIES.contains(&c.as_str()))
+        {
+            Some(unknown) => bail!(
+                "unknown WASI capability {unknown:?} (known: {})",
+                CAPABILITIES.join(", ")
+            ),
+            None => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -124,14 +171,20 @@ mod tests {
         }
     }
 
+    impl Grants {
+        fn check_env(&self, metadata: &Metadata) -> Result<()> {
+            self.check(metadata, &[])
+        }
+    }
+
     #[test]
     fn only_granted_names_pass_and_the_refusal_says_how_to_grant() {
         let mut grants = Grants::builtin();
         grants
-            .check(&asking("TRC-1013", &["KUBERNETES_SERVICE_HOST"]))
+            .check_env(&asking("TRC-1013", &["KUBERNETES_SERVICE_HOST"]))
             .unwrap();
         let error = grants
-            .check(&asking("X-1", &["AWS_SECRET_ACCESS_KEY", "HOME"]))
+            .check_env(&asking("X-1", &["AWS_SECRET_ACCESS_KEY", "HOME"]))
             .unwrap_err()
             .to_string();
         assert_eq!(
@@ -140,11 +193,11 @@ mod tests {
         );
         // A grant to another id, or of another name, does not count.
         grants.add("X-2", parse_grant("X-2=env:HOME").unwrap().1);
-        assert!(grants.check(&asking("X-1", &["HOME"])).is_err());
+        assert!(grants.check_env(&asking("X-1", &["HOME"])).is_err());
         grants.add("X-1", parse_grant("X-1=env:HOME").unwrap().1);
-        grants.check(&asking("X-1", &["HOME"])).unwrap();
-        assert!(grants.check(&asking("TRC-1013", &["HOME"])).is_err());
-        Grants::All.check(&asking("X-1", &["ANY"])).unwrap();
+        grants.check_env(&asking("X-1", &["HOME"])).unwrap();
+        assert!(grants.check_env(&asking("TRC-1013", &["HOME"])).is_err());
+        Grants::All.check_env(&asking("X-1", &["ANY"])).unwrap();
     }
 
     #[test]
@@ -152,8 +205,32 @@ mod tests {
         let (id, grant) = parse_grant("TRC-9=env:A,B").unwrap();
         assert_eq!(id, "TRC-9");
         assert_eq!(grant.env.len(), 2);
-        for bad in ["TRC-9", "TRC-9=A", "=env:A", "TRC-9=env:"] {
+        let (_, grant) = parse_grant("JS-1=wasi:clocks,random").unwrap();
+        assert_eq!(grant.wasi.len(), 2);
+        for bad in [
+            "TRC-9",
+            "TRC-9=A",
+            "=env:A",
+            "TRC-9=env:",
+            "X=wasi:sockets",
+            "X=fs:a",
+        ] {
             assert!(parse_grant(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn wasi_imports_need_their_capability_granted() {
+        let needs = vec![("wasi:clocks/wall-clock@0.2.9".to_owned(), "clocks")];
+        let grants = Grants::builtin();
+        grants.check(&asking("TRC-1013", &[]), &needs).unwrap();
+        let error = grants
+            .check(&asking("JS-1", &[]), &needs)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "rule JS-1 imports `wasi:clocks/wall-clock@0.2.9`, and clocks is not granted to it: grant it with `--grant JS-1=wasi:clocks` or `grants: {JS-1: {wasi: [clocks]}}` in --config"
+        );
     }
 }

@@ -27,6 +27,8 @@ pub struct InstanceState {
     /// What the rule watches (the host's, per rule), and the engine's change counter.
     pub(super) interest: SharedInterest,
     pub(super) interest_changes: Arc<AtomicU64>,
+    /// The deny-all WASI a JavaScript or Python rule's runtime imports.
+    pub(super) wasi: wasi::RuleWasi,
 }
 
 /// The events of one delivery, kept host side for the lazy `context` accessors.
@@ -151,11 +153,29 @@ impl bindings::rulehost::rule::log::Host for InstanceState {
     /// Rate limited per instance ([`LogBudget`]); dropped lines are counted and reported
     /// once per delivery by the dispatcher.
     fn log(&mut self, level: wit::LogLevel, message: String) {
+        self.log_line(level, &message);
+    }
+}
+
+impl InstanceState {
+    /// Writes what the rule wrote to WASI stdout (as info) and stderr (as warn) since
+    /// the last call, line by line through the same rate limit as `log`.
+    pub(super) fn flush_output(&mut self) {
+        let (stdout, stderr) = self.wasi.take_lines();
+        for line in stdout {
+            self.log_line(wit::LogLevel::Info, &line);
+        }
+        for line in stderr {
+            self.log_line(wit::LogLevel::Warn, &line);
+        }
+    }
+
+    fn log_line(&mut self, level: wit::LogLevel, message: &str) {
         if !self.log_budget.take(std::time::Instant::now()) {
             return;
         }
         let rule = self.rule_name.as_str();
-        let message = one_line(&message, 1024);
+        let message = one_line(message, 1024);
         match level {
             wit::LogLevel::Debug => tracing::debug!(target: "rule", rule, "{message}"),
             wit::LogLevel::Info => tracing::info!(target: "rule", rule, "{message}"),

@@ -86,6 +86,7 @@ impl RuleInstance {
             ticker: runtime.ticker.clone(),
             interest,
             interest_changes: runtime.interest_changes.clone(),
+            wasi: wasi::RuleWasi::deny_all(),
         };
         let mut store = Store::new(&runtime.engine, data);
         store.limiter(|data| &mut data.limits);
@@ -97,6 +98,7 @@ impl RuleInstance {
         store.set_epoch_deadline(ticks);
         let flight = runtime.ticker.flight();
         let started = Self::start(&mut store, rule);
+        store.data_mut().flush_output();
         drop(flight);
         match started {
             Ok((bindings, packed, metadata)) => Ok(RuleInstance {
@@ -171,6 +173,12 @@ impl RuleInstance {
     /// Delivers a batch; the host events it came from must be in the store's batch.
     /// The call's CPU time and `context` calls are bounded by `limits` for its size.
     pub fn deliver(&mut self, batch: Delivery<'_>, limits: &Limits) -> Result<Vec<RuleFinding>> {
+        let result = self.call(batch, limits);
+        self.store.data_mut().flush_output();
+        result
+    }
+
+    fn call(&mut self, batch: Delivery<'_>, limits: &Limits) -> Result<Vec<RuleFinding>> {
         let call = CallBudget::start(limits.call_budget(batch.len()));
         let context_calls = limits.context_calls(batch.len());
         let data = self.store.data_mut();

@@ -16,6 +16,8 @@ pub struct Rule {
     /// Its `packed.on-events` export: batches go to it as bytes (0.1.3). `None` for a
     /// rule without one, which is given typed batches through `detector`.
     pub packed: Option<ComponentExportIndex>,
+    /// WASI imports that need a grant, with the capability each needs.
+    pub needs: Vec<(String, &'static str)>,
     pub metadata: Metadata,
 }
 

@@ -23,8 +23,10 @@ mod limiter;
 mod log_budget;
 mod metadata;
 mod packed;
+mod producers;
 mod ticker;
 mod validate;
+mod wasi;
 mod world;
 
 pub use crate::state::{ContainerTable, Containers};
@@ -40,7 +42,9 @@ pub use instance::{Delivery, Refusals, RuleInstance};
 pub use interest::{DestinationKey, Interest, SharedInterest, WATCH_MAX, destination_key};
 pub use metadata::{Metadata, Mitre, Origin, Rule};
 pub use packed::{FieldNames, FieldShape, PackedBatch, RuleFinding, decode_findings};
+pub use producers::producers;
 pub use validate::validate_metadata;
+pub use wasi::CAPABILITIES;
 use world::*;
 
 use crate::events::{Event, EventKind};

@@ -9,14 +9,31 @@ pub(super) struct WorldCheck {
     pub imports: Vec<String>,
     /// Its `packed.on-events` export (0.1.3), where it has one.
     pub packed: Option<ComponentExportIndex>,
+    /// The WASI interfaces it imports that need a grant, with the capability each needs.
+    pub needs: Vec<(String, &'static str)>,
 }
 
 /// Checks a component's imports and exports against the rule world.
 pub(super) fn check_world(engine: &Engine, component: &Component) -> Result<WorldCheck> {
     let ty = component.component_type();
     let mut imports = Vec::new();
+    let mut needs = Vec::new();
     for (name, _) in ty.imports(engine) {
         let (package, interface, version) = split_interface_name(name);
+        if let Some((namespace, rest)) = package.split_once(':')
+            && namespace == wasi::WASI_PACKAGE
+        {
+            let path = format!("{rest}/{interface}");
+            match wasi::access(&path) {
+                Some(_) => check_wasi_version(name, version)?,
+                None => bail!("imports `{name}`, which rules are not given"),
+            }
+            if let Some(capability) = wasi::access(&path).flatten() {
+                needs.push((name.to_owned(), capability));
+            }
+            imports.push(name.to_owned());
+            continue;
+        }
         let ours = package == WORLD_PACKAGE && ALLOWED_IMPORTS.contains(&interface);
         if !ours {
             bail!("imports `{name}`, which the {WORLD_PACKAGE} world does not grant");
@@ -48,7 +65,19 @@ pub(super) fn check_world(engine: &Engine, component: &Component) -> Result<Worl
             "does not export `{WORLD_PACKAGE}/detector`: not a rule of the {WORLD_PACKAGE}@{WORLD_VERSION} world"
         ),
     }
-    Ok(WorldCheck { imports, packed })
+    Ok(WorldCheck {
+        imports,
+        packed,
+        needs,
+    })
+}
+
+/// WASI imports must be 0.2.x: the version this host links.
+fn check_wasi_version(name: &str, version: Option<&str>) -> Result<()> {
+    match version {
+        Some(version) if version.starts_with("0.2.") => Ok(()),
+        _ => bail!("imports `{name}`; rules are given WASI 0.2 only"),
+    }
 }
 
 /// Splits `pkg:name/interface@version` into its parts.

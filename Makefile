@@ -10,7 +10,7 @@ RULES_DIR    := target/rules
 RULES        := -p guest-k8s-api-connection -p guest-cloud-metadata-access
 # Hostile rules the sandbox tests load (tests/fixtures/).
 FIXTURES     := -p fixture-infinite-loop -p fixture-memory-bomb -p fixture-trap-every-event \
-                -p fixture-fs-import -p fixture-finding-flood -p fixture-wrong-world \
+                -p fixture-http-import -p fixture-finding-flood -p fixture-wrong-world \
                 -p fixture-init-error -p fixture-stateful-panic -p fixture-hoarder \
                 -p fixture-big-minimum -p fixture-garbage-findings
 
@@ -34,10 +34,13 @@ guest: setup
 	  $(CARGO) build --release --target $(GUEST_TARGET) --target-dir target/guests $(RULES) $(FIXTURES)
 
 # Leaves target/release/rulehost and the shippable rule target/rules/k8s_api_connection.wasm
-# (host/build.rs builds the eBPF object and the rules).
+# (host/build.rs builds the eBPF object and the rules), and the same rule in JavaScript and
+# Python beside it with the hostile fixtures in those languages (scripts/build-rules.sh,
+# componentize-js and componentize-py, pinned in sdk-js/ and sdk-python/).
 build: setup
 	$(CARGO) build --release -p rulehost
-	@echo "built target/release/rulehost and $(RULES_DIR)/k8s_api_connection.wasm"
+	@bash scripts/build-rules.sh
+	@echo "built target/release/rulehost and $(RULES_DIR)/k8s_api_connection{,_js,_python}.wasm"
 
 # rulehost:<version> and rulehost:dev in the local Docker Engine (started if none
 # answers), saved to target/image/rulehost.tar.

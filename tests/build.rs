@@ -13,7 +13,7 @@ const FIXTURES: &[&str] = &[
     "infinite-loop",
     "memory-bomb",
     "trap-every-event",
-    "fs-import",
+    "http-import",
     "finding-flood",
     "wrong-world",
     "init-error",

@@ -105,6 +105,49 @@ pub fn k8s_rule_file() -> PathBuf {
     target_dir().join("rules/k8s_api_connection.wasm")
 }
 
+/// A recorded events file from `tests/events/`.
+pub fn events_file(name: &str) -> String {
+    format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The TRC-1013 rule in each language it ships in, as (language, rule file): Rust
+/// (`host/build.rs`), JavaScript and Python (`scripts/build-rules.sh`, run by `make
+/// build`).
+pub fn k8s_rule_files() -> Vec<(&'static str, PathBuf)> {
+    vec![
+        ("rust", k8s_rule_file()),
+        ("javascript", built("rules/k8s_api_connection_js.wasm")),
+        ("python", built("rules/k8s_api_connection_python.wasm")),
+    ]
+}
+
+/// The hostile fixture written in `language` (`js` or `python`), from
+/// `tests/fixtures-<language>/`, built by `scripts/build-rules.sh`.
+pub fn hostile_fixture(language: &str) -> PathBuf {
+    built(&format!("fixtures/hostile-{language}.wasm"))
+}
+
+/// A file `make build` leaves under `target/`.
+fn built(path: &str) -> PathBuf {
+    let path = target_dir().join(path);
+    assert!(
+        path.exists(),
+        "no {}: `make build` builds it (scripts/build-rules.sh)",
+        path.display()
+    );
+    path
+}
+
+/// A host running `file` alone, under `limits`, granting everything (tests only).
+pub fn host_of(limits: Limits, file: &std::path::Path) -> Dispatcher {
+    let runtime = Arc::new(RuleEngine::new(limits).expect("runtime"));
+    let mut dispatcher = Dispatcher::new(runtime.clone());
+    for rule in rulehost::sources::load_all(&runtime, &[file.to_path_buf()]).expect("rule loads") {
+        dispatcher.add(rule).expect("add rule");
+    }
+    dispatcher
+}
+
 /// A fixture rule component from `tests/fixtures/<name>/`, componentized by `build.rs`.
 pub fn fixture(name: &str) -> PathBuf {
     let path = PathBuf::from(env!("OUT_DIR"))

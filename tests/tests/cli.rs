@@ -6,10 +6,6 @@ use serde_json::Value;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-fn events_file(name: &str) -> String {
-    format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
 fn rulehost(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(rulehost_bin())
         .args(args)
@@ -221,7 +217,11 @@ fn an_oversized_rule_file_is_refused_without_compiling_it() {
         let lines: Vec<&str> = stderr.lines().collect();
         assert_eq!(lines.len(), 1, "{args:?}: {}", brief(&lines));
         assert!(
-            lines[0].contains(big.to_str().unwrap()) && lines[0].contains("larger than the 16 MiB"),
+            lines[0].contains(big.to_str().unwrap())
+                && lines[0].contains(&format!(
+                    "larger than the {} MiB",
+                    rulehost::rules::MAX_RULE_BYTES >> 20
+                )),
             "{args:?}: {}",
             lines[0]
         );

@@ -12,10 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
-fn events_file(name: &str) -> String {
-    format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
 /// `rulehost replay ARGS -` with `events` on stdin (and `env` set).
 fn replay(args: &[&str], env: &[(&str, &str)], events: &[Event]) -> Output {
     let mut child = Command::new(rulehost_bin())

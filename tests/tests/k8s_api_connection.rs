@@ -1,6 +1,7 @@
 //! TRC-1013 through the real wasm component, via the host's dispatcher.
 
 use rulehost::events::SocketAddress;
+use rulehost::rules::Limits;
 use rulehost_tests::*;
 use serde_json::json;
 
@@ -10,18 +11,34 @@ fn env(value: &str) -> String {
     format!("{KSH}={value}")
 }
 
-/// Both delivery paths (batched `on-events` and single `on-event`) must agree.
+/// Both delivery paths (batched and single) must agree, and the rule in every language
+/// it ships in (Rust, JavaScript, Python) must give the same findings; returns the Rust
+/// rule's.
 fn both_ways(events: Vec<rulehost::events::Event>) -> Vec<rulehost::sinks::Finding> {
-    let batched = run(&mut k8s_host(), events.clone());
-    let single = run_one_by_one(&mut k8s_host(), events);
-    let data =
-        |f: &Vec<rulehost::sinks::Finding>| f.iter().map(|f| f.data.clone()).collect::<Vec<_>>();
-    assert_eq!(
-        data(&batched),
-        data(&single),
-        "batched and single delivery differ"
-    );
-    batched
+    let data = |f: &Vec<rulehost::sinks::Finding>| {
+        f.iter()
+            .map(|f| (f.data.clone(), f.signature.clone()))
+            .collect::<Vec<_>>()
+    };
+    let mut rust: Option<Vec<rulehost::sinks::Finding>> = None;
+    for (language, file) in k8s_rule_files() {
+        let batched = run(&mut host_of(Limits::default(), &file), events.clone());
+        let single = run_one_by_one(&mut host_of(Limits::default(), &file), events.clone());
+        assert_eq!(
+            data(&batched),
+            data(&single),
+            "{language}: batched and single delivery differ"
+        );
+        match &rust {
+            None => rust = Some(batched),
+            Some(rust) => assert_eq!(
+                data(rust),
+                data(&batched),
+                "{language} differs from the Rust rule"
+            ),
+        }
+    }
+    rust.expect("the Rust rule ran")
 }
 
 #[test]

@@ -122,17 +122,15 @@ fn the_binary_logs_recreation_then_disabling() {
 }
 
 #[test]
-fn a_filesystem_import_is_refused_at_load() {
-    let error = load_error("fs-import");
+fn an_import_no_rule_is_given_is_refused_at_load() {
+    let error = load_error("http-import");
     assert!(
-        error.contains(
-            "imports `wasi:filesystem/types@0.2.0`, which the rulehost:rule world does not grant"
-        ),
+        error.contains("imports `wasi:http/outgoing-handler@0.2.0`, which rules are not given"),
         "{error}"
     );
-    assert!(error.contains("fs-import.wasm"), "{error}");
+    assert!(error.contains("http-import.wasm"), "{error}");
 
-    let file = fixture("fs-import");
+    let file = fixture("http-import");
     for args in [
         vec!["replay", "--rule", file.to_str().unwrap(), "-"],
         vec!["inspect", file.to_str().unwrap()],
@@ -148,7 +146,8 @@ fn a_filesystem_import_is_refused_at_load() {
             brief(&stderr_lines(&out))
         );
         assert!(
-            err.contains(file.to_str().unwrap()) && err.contains("`wasi:filesystem/types@0.2.0`"),
+            err.contains(file.to_str().unwrap())
+                && err.contains("`wasi:http/outgoing-handler@0.2.0`"),
             "{err}"
         );
     }

@@ -131,8 +131,9 @@ pub struct SandboxArgs {
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     pub rule_compile_memory_mib: u64,
     /// Grants a rule id a capability, beside the shipped defaults: `ID=env:NAME[,NAME]`
-    /// lets the rule read those environment variables. Repeatable.
-    #[arg(long = "grant", value_name = "ID=env:NAMES", value_parser = crate::rules::parse_grant)]
+    /// lets the rule read those environment variables, `ID=wasi:clocks,random` lets a
+    /// JavaScript or Python rule's runtime read the clocks and random numbers. Repeatable.
+    #[arg(long = "grant", value_name = "ID=env:NAMES|ID=wasi:CAPS", value_parser = crate::rules::parse_grant)]
     pub grants: Vec<(String, crate::rules::Grant)>,
     /// Configuration file (YAML): `grants`, per rule id.
     #[arg(long, value_name = "FILE")]

@@ -239,12 +239,7 @@ impl RuleEngine {
         }
         let component = match &self.compiler {
             Some(compiler) => compiler.compile(&self.engine, bytes, sha256)?,
-            None => Component::new(&self.engine, bytes).map_err(|e| {
-                anyhow!(
-                    "invalid component: {}",
-                    error_line(anyhow::Error::from(e).as_ref())
-                )
-            })?,
+            None => compile_in_process(&self.engine, bytes, sha256)?,
         };
         self.compiled
             .lock()
@@ -252,6 +247,35 @@ impl RuleEngine {
             .insert(sha256.to_owned(), component.clone());
         Ok(component)
     }
+}
+
+/// Code this process compiled in-process, serialized, by the sha256 of the rule's bytes:
+/// tests and benches build many engines, and a JavaScript or Python rule takes seconds to
+/// compile. Only what this process produced with [`engine_config`] is kept here.
+static IN_PROCESS: Mutex<Option<HashMap<String, Arc<Vec<u8>>>>> = Mutex::new(None);
+
+/// Compiles trusted bytes in this process (no isolated compiler), or reuses this
+/// process's earlier compile of the same bytes.
+fn compile_in_process(engine: &Engine, bytes: &[u8], sha256: &str) -> Result<Component> {
+    // Held through the compile, so concurrent loads of one rule compile it once.
+    let mut cache = IN_PROCESS.lock().expect("in-process compile cache lock");
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if let Some(artifact) = cache.get(sha256) {
+        // SAFETY: this process serialized it, from an engine with the same config.
+        if let Ok(component) = unsafe { Component::deserialize(engine, artifact.as_slice()) } {
+            return Ok(component);
+        }
+    }
+    let component = Component::new(engine, bytes).map_err(|e| {
+        anyhow!(
+            "invalid component: {}",
+            error_line(anyhow::Error::from(e).as_ref())
+        )
+    })?;
+    if let Ok(artifact) = component.serialize() {
+        cache.insert(sha256.to_owned(), Arc::new(artifact));
+    }
+    Ok(component)
 }
 
 /// sha256 of `bytes` as lowercase hex: how a rule's exact bytes are named everywhere.

@@ -161,7 +161,8 @@ impl InstanceState {
     /// Writes what the rule wrote to WASI stdout (as info) and stderr (as warn) since
     /// the last call, line by line through the same rate limit as `log`.
     pub(super) fn flush_output(&mut self) {
-        let (stdout, stderr) = self.wasi.take_lines();
+        let (stdout, stderr, lost) = self.wasi.take_lines();
+        self.log_budget.suppress(lost);
         for line in stdout {
             self.log_line(wit::LogLevel::Info, &line);
         }

@@ -42,6 +42,12 @@ impl LogBudget {
     }
 
     /// Lines dropped since last asked.
+    /// Counts `lines` dropped before they reached the budget (a rule's output over its
+    /// buffer), so they are reported with the rest.
+    pub(crate) fn suppress(&mut self, lines: u64) {
+        self.suppressed += lines;
+    }
+
     pub(crate) fn take_suppressed(&mut self) -> u64 {
         std::mem::take(&mut self.suppressed)
     }

@@ -102,9 +102,12 @@ impl RuleWasi {
         }
     }
 
-    /// What the rule wrote to stdout and stderr since last asked, as lines.
-    pub(super) fn take_lines(&self) -> (Vec<String>, Vec<String>) {
-        (self.stdout.take_lines(), self.stderr.take_lines())
+    /// What the rule wrote to stdout and stderr since last asked, as lines, and how
+    /// many lines did not fit the buffers.
+    pub(super) fn take_lines(&self) -> (Vec<String>, Vec<String>, u64) {
+        let (stdout, lost_out) = self.stdout.take_lines();
+        let (stderr, lost_err) = self.stderr.take_lines();
+        (stdout, stderr, lost_out + lost_err)
     }
 }
 
@@ -117,19 +120,39 @@ impl WasiView for InstanceState {
     }
 }
 
-/// One of a rule's output streams: bytes kept up to [`MAX_OUTPUT_BYTES`], the rest
-/// dropped (never an error the rule could trip over).
+/// One of a rule's output streams: bytes kept up to [`MAX_OUTPUT_BYTES`] between two
+/// calls, the rest dropped and its lines counted as dropped log lines (never an error
+/// the rule could trip over).
 #[derive(Clone, Default)]
-struct RuleOutput(Arc<Mutex<Vec<u8>>>);
+struct RuleOutput(Arc<Mutex<Output>>);
+
+#[derive(Default)]
+struct Output {
+    kept: Vec<u8>,
+    /// Newlines written, kept or not.
+    newlines: u64,
+    /// Whether any byte did not fit.
+    overflowed: bool,
+}
 
 impl RuleOutput {
-    fn take_lines(&self) -> Vec<String> {
-        let bytes = std::mem::take(&mut *self.0.lock().expect("rule output lock"));
-        String::from_utf8_lossy(&bytes)
-            .lines()
+    /// The complete lines kept (and a last unterminated one, when nothing was lost),
+    /// and how many lines were written but not kept.
+    fn take_lines(&self) -> (Vec<String>, u64) {
+        let output = std::mem::take(&mut *self.0.lock().expect("rule output lock"));
+        let text = String::from_utf8_lossy(&output.kept);
+        let mut pieces: Vec<&str> = text.split('\n').collect();
+        let last = pieces.pop().unwrap_or_default();
+        let complete = pieces.len() as u64;
+        if !output.overflowed && !last.is_empty() {
+            pieces.push(last);
+        }
+        let lines = pieces
+            .into_iter()
             .filter(|line| !line.trim().is_empty())
             .map(str::to_owned)
-            .collect()
+            .collect();
+        (lines, output.newlines - complete)
     }
 }
 
@@ -157,9 +180,12 @@ impl Pollable for RuleOutput {
 
 impl OutputStream for RuleOutput {
     fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
-        let mut kept = self.0.lock().expect("rule output lock");
-        let room = MAX_OUTPUT_BYTES.saturating_sub(kept.len());
-        kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        let mut output = self.0.lock().expect("rule output lock");
+        let room = MAX_OUTPUT_BYTES.saturating_sub(output.kept.len());
+        let fits = &bytes[..bytes.len().min(room)];
+        output.kept.extend_from_slice(fits);
+        output.overflowed |= fits.len() < bytes.len();
+        output.newlines += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
         Ok(())
     }
 

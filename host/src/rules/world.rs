@@ -26,7 +26,9 @@ pub(super) fn check_world(engine: &Engine, component: &Component) -> Result<Worl
             let path = format!("{rest}/{interface}");
             match wasi::access(&path) {
                 Some(_) => check_wasi_version(name, version)?,
-                None => bail!("imports `{name}`, which rules are not given"),
+                None => bail!(
+                    "imports `{name}`, which rules are not given (only WASI 0.2 streams, cli, filesystem and sockets, which reach nothing, and clocks and random, by grant)"
+                ),
             }
             if let Some(capability) = wasi::access(&path).flatten() {
                 needs.push((name.to_owned(), capability));

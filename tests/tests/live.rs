@@ -54,6 +54,47 @@ fn container_connect_to_its_api_server_gives_exactly_one_finding() {
     assert!(all.iter().all(|f| f["data"]["ip"] == "127.0.0.1"));
 }
 
+/// The JavaScript and Python builds of TRC-1013 in the live agent, alone: the same
+/// scenario, the same finding, named by their own rule file.
+#[test]
+fn the_javascript_and_python_rules_detect_live() {
+    for (n, (language, file)) in rulehost_tests::k8s_rule_files()
+        .into_iter()
+        .enumerate()
+        .skip(1)
+    {
+        let agent = LiveAgent::start(
+            &format!("lang-{language}"),
+            &["--rule", file.to_str().unwrap()],
+        );
+        let (_l, port) = listener();
+        let id = trigger_id(40 + n as u8);
+        let cgroup = TestCgroup::new(&format!("cri-containerd-{id}.scope"));
+        cgroup.run(
+            &[(KSH, "127.0.0.1")],
+            &["tcp", &format!("127.0.0.2:{port}")],
+        );
+        cgroup.run(&[], &["tcp", &format!("127.0.0.1:{port}")]);
+        let finding = agent.wait_for(language, |f| f["data"]["container_id"] == id.as_str());
+        assert_eq!(finding["data"]["ip"], "127.0.0.1", "{language}");
+        assert_eq!(port_of(&finding), u64::from(port), "{language}");
+        assert_eq!(finding["data"]["comm"], "connector", "{language}");
+        assert_eq!(finding["signature"]["id"], "TRC-1013", "{language}");
+        assert_eq!(
+            finding["rule"]["name"],
+            file.file_stem().unwrap().to_str().unwrap(),
+            "{language}"
+        );
+        // A marker connect proves the first one (to 127.0.0.2) was processed.
+        cgroup.run(&[], &["tcp", &format!("127.0.0.1:{port}")]);
+        agent.wait_for("second", |f| {
+            agent.findings_for(&id).len() >= 2 && f["data"]["container_id"] == id.as_str()
+        });
+        let all = agent.findings_for(&id);
+        assert_eq!(all.len(), 2, "{language}: {}", brief(&all));
+    }
+}
+
 #[test]
 fn host_processes_and_plain_cgroups_give_none() {
     let agent = LiveAgent::start("negative", &[]);

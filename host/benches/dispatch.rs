@@ -1,5 +1,6 @@
 //! Per-event cost of the k8s_api_connection rule as a wasm component driven by the host,
-//! beside the same logic written natively, on one mixed 10,000-event stream.
+//! in Rust (`wasm`), JavaScript (`wasm-js`) and Python (`wasm-python`), beside the same
+//! logic written natively, on one mixed 10,000-event stream.
 //!
 //! Each iteration is one pass over the stream in batches of [`BATCH`] (what a ring-buffer
 //! drain delivers). ns/event = iteration time / 10,000. Both sides build their findings
@@ -22,6 +23,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EVENTS: usize = 10_000;
 const BATCH: usize = 256;
 const CONTAINERS: usize = 50;
+/// Container connects to the declared API server: 2 in every 10 events.
+const EXPECTED_FINDINGS: usize = EVENTS / 5;
 
 /// 10% execs (with a realistic env), 20% connects to the API server, 50% connects
 /// elsewhere, 20% host-process events.
@@ -136,37 +139,46 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(EVENTS as u64));
 
     let runtime = Arc::new(RuleEngine::new(Limits::default()).expect("runtime"));
-    let mut host = Dispatcher::new(runtime.clone());
-    let rule = runtime
-        .load(
-            rulehost::rules::BUILTIN_NAME,
-            rulehost::rules::BUILTIN_K8S_API_CONNECTION,
-        )
-        .expect("built-in rule");
-    host.add(rule).expect("add rule");
-    let mut findings = Vec::new();
-    group.bench_function("wasm", |b| {
-        b.iter_batched(
-            || {
-                events
-                    .chunks(BATCH)
-                    .map(<[Event]>::to_vec)
-                    .collect::<Vec<_>>()
-            },
-            |batches| {
-                findings.clear();
-                let done: Vec<Vec<Event>> = batches
-                    .into_iter()
-                    .map(|batch| host.dispatch(batch, &mut findings))
-                    .collect();
-                assert!(!findings.is_empty());
-                // Dropped by criterion after timing: the native rule reads the stream
-                // by reference and never frees it, so neither side pays for it.
-                done
-            },
-            BatchSize::LargeInput,
-        )
-    });
+    let builtin = rulehost::rules::BUILTIN_K8S_API_CONNECTION.to_vec();
+    let rules_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/rules");
+    let other = |file: &str| {
+        std::fs::read(rules_dir.join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e} (`make build` builds it)"))
+    };
+    for (name, bytes, samples) in [
+        ("wasm", builtin, 100),
+        ("wasm-js", other("k8s_api_connection_js.wasm"), 10),
+        ("wasm-python", other("k8s_api_connection_python.wasm"), 10),
+    ] {
+        let mut host = Dispatcher::new(runtime.clone());
+        let rule = runtime.load(name, &bytes).expect("rule loads");
+        host.add(rule).expect("add rule");
+        let mut findings = Vec::new();
+        group.sample_size(samples);
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    events
+                        .chunks(BATCH)
+                        .map(<[Event]>::to_vec)
+                        .collect::<Vec<_>>()
+                },
+                |batches| {
+                    findings.clear();
+                    let done: Vec<Vec<Event>> = batches
+                        .into_iter()
+                        .map(|batch| host.dispatch(batch, &mut findings))
+                        .collect();
+                    assert_eq!(findings.len(), EXPECTED_FINDINGS, "{name}");
+                    // Dropped by criterion after timing: the native rule reads the
+                    // stream by reference and never frees it, so neither side pays.
+                    done
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.sample_size(100);
 
     let mut native = NativeRule::default();
     let mut native_findings = Vec::new();
@@ -176,7 +188,7 @@ fn bench(c: &mut Criterion) {
             for event in &events {
                 native.on_event(event, &mut native_findings);
             }
-            assert!(!native_findings.is_empty());
+            assert_eq!(native_findings.len(), EXPECTED_FINDINGS);
         })
     });
     group.finish();

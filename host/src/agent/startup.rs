@@ -279,13 +279,23 @@ fn load_rules(runtime: &Arc<RuleEngine>, sources: &RuleSources) -> Result<(Dispa
 fn check(dispatcher: &Dispatcher, probe_config: &ProbeConfig) -> Result<()> {
     for rule in dispatcher.rules() {
         let env = &rule.metadata.env_vars;
-        let granted = match env.is_empty() {
+        let mut granted = match env.is_empty() {
             true => String::new(),
             false => format!(", granted env {}", env.join(",")),
         };
+        let wasi: std::collections::BTreeSet<&str> = rule.needs.iter().map(|(_, c)| *c).collect();
+        if !wasi.is_empty() {
+            let wasi: Vec<&str> = wasi.into_iter().collect();
+            granted.push_str(&format!(", granted wasi {}", wasi.join(",")));
+        }
         crate::logging::say(format_args!(
-            "rule {}: {} v{} sha256 {} ok{granted}",
-            rule.name, rule.metadata.id, rule.metadata.version, rule.sha256
+            "rule {}: {} v{} sha256 {} ok{granted}, {} KiB, memory {} KiB",
+            rule.name,
+            rule.metadata.id,
+            rule.metadata.version,
+            rule.sha256,
+            rule.size >> 10,
+            dispatcher.memory_bytes(&rule.metadata.id) >> 10
         ))?;
     }
     Probes::check_env_vars(&dispatcher.env_vars())?;

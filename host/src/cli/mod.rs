@@ -3,6 +3,7 @@
 //! house: nothing below `cli/` imports from it.
 
 mod inspect;
+mod new;
 mod replay;
 mod rule;
 mod run;
@@ -84,6 +85,18 @@ pub enum Command {
         trusted_keys: Vec<PathBuf>,
         #[command(flatten)]
         sandbox: SandboxArgs,
+    },
+    /// Writes a new rule project (Rust, JavaScript or Python) that builds and passes its
+    /// replay test out of the box.
+    New {
+        /// The rule's language.
+        #[arg(long = "lang", value_enum)]
+        language: new::Language,
+        /// The project's name (and directory).
+        name: String,
+        /// Where to create it.
+        #[arg(long, default_value = ".", value_name = "DIR")]
+        dir: PathBuf,
     },
     /// Signs, ships and fetches rules: `keygen`, `sign`, `push`, `pull`.
     #[command(subcommand)]
@@ -194,6 +207,11 @@ pub fn run(cli: Cli) -> Result<()> {
             trusted_keys,
             sandbox,
         } => inspect::inspect(&rule, &trusted_keys, &sandbox),
+        Command::New {
+            language,
+            name,
+            dir,
+        } => new::new(language, &name, &dir),
         Command::Rule(command) => rule::run(command),
         Command::CompileRule {
             cpu_secs,

@@ -400,6 +400,16 @@ impl Dispatcher {
             .sum()
     }
 
+    /// Linear memory the live instances of `rule_id` hold, in bytes.
+    pub fn memory_bytes(&self, rule_id: &str) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.rule.metadata.id == rule_id)
+            .filter_map(|s| s.instance.as_ref())
+            .map(RuleInstance::memory_bytes)
+            .sum()
+    }
+
     /// How many containers `rule_id` holds state for.
     pub fn state_containers(&self, rule_id: &str) -> usize {
         self.states_of(rule_id).map(RuleState::containers).sum()

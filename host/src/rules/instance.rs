@@ -231,6 +231,11 @@ impl RuleInstance {
         }
     }
 
+    /// Linear memory the instance holds now, in bytes (counted against its cap).
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limits.memory_bytes()
+    }
+
     /// Takes the rule's state out (to hand it to a replacement instance).
     pub fn take_state(&mut self) -> RuleState {
         std::mem::take(&mut self.store.data_mut().state)

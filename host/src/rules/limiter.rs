@@ -31,6 +31,13 @@ impl RuleLimiter {
     }
 }
 
+impl RuleLimiter {
+    /// Linear memory the instance holds now, in bytes.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.memory_bytes
+    }
+}
+
 impl wasmtime::ResourceLimiter for RuleLimiter {
     fn memory_growing(
         &mut self,

@@ -6,6 +6,8 @@
 //!   TRC-1013:
 //!     env: [KUBERNETES_SERVICE_HOST]
 //!     wasi: [clocks, random]    # what a JavaScript or Python rule's runtime reads
+//! budgets:                      # bounds raised for one rule, by its name (file stem)
+//!   k8s_api_connection_python: {max_mib: 48, memory_mib: 128, compile_cpu_secs: 60}
 //! exceptions:                   # findings not written (counted per rule)
 //!   - rule: TRC-1013
 //!     namespace: kube-system
@@ -37,6 +39,9 @@ pub struct Config {
     /// Capabilities granted per rule id, added to the shipped rules' defaults.
     #[serde(default)]
     pub grants: BTreeMap<String, Grant>,
+    /// Bounds raised for single rules, by rule name (the file's stem).
+    #[serde(default)]
+    pub budgets: BTreeMap<String, crate::rules::RuleBudget>,
     /// Findings not to write: expected ones, such as legitimate API clients.
     #[serde(default)]
     pub exceptions: Vec<ExceptionSpec>,
@@ -71,6 +76,11 @@ impl Config {
             grant
                 .check_capabilities()
                 .map_err(|error| anyhow!("grants: {id}: {error}"))?;
+        }
+        for (name, budget) in &config.budgets {
+            budget
+                .check()
+                .map_err(|error| anyhow!("budgets: {name}: {error}"))?;
         }
         Ok(config)
     }

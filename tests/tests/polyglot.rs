@@ -304,3 +304,61 @@ fn clocks_and_random_are_refused_unless_granted_naming_the_import() {
         assert!(out.status.success(), "{}", brief(&stderr_lines(&out)));
     }
 }
+
+#[test]
+fn a_rules_budget_raises_its_own_bounds_and_no_other_rules() {
+    let files = k8s_rule_files();
+    let (js, python) = (files[1].1.to_str().unwrap(), files[2].1.to_str().unwrap());
+    let dir = std::env::temp_dir().join(format!("rulehost-budgets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        "budgets:\n  k8s_api_connection_python: {max_mib: 24, memory_mib: 32}\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let inspect = |file: &str, extra: &[&str]| {
+        let mut args = vec!["inspect", file];
+        args.extend(extra);
+        rulehost(&args, &[])
+    };
+    let one_line = |out: &std::process::Output| {
+        assert!(!out.status.success());
+        let err = stderr(out);
+        assert_eq!(err.lines().count(), 1, "{}", brief(&stderr_lines(out)));
+        err
+    };
+
+    // Under a 16 MiB size bound and an 8 MiB memory cap neither runtime fits...
+    let tight = ["--rule-max-mib", "16", "--rule-memory-mib", "8"];
+    let err = one_line(&inspect(python, &tight));
+    assert!(
+        err.contains("larger than the 16 MiB a rule may be")
+            && err.contains("budgets: {k8s_api_connection_python: {max_mib: N}}"),
+        "{err}"
+    );
+    let err = one_line(&inspect(js, &tight));
+    assert!(err.contains("over the rule's cap of 8 MiB"), "{err}");
+    // ...and the Python rule's budget lets it load, while the JavaScript one still
+    // gets the defaults.
+    let with_budget = [&tight[..], &["--config", config]].concat();
+    let out = inspect(python, &with_budget);
+    assert!(out.status.success(), "{}", brief(&stderr_lines(&out)));
+    let err = one_line(&inspect(js, &with_budget));
+    assert!(err.contains("over the rule's cap of 8 MiB"), "{err}");
+
+    // A compile budget holds too: one CPU second is not enough for a Python runtime.
+    std::fs::write(
+        dir.join("slow.yaml"),
+        "budgets:\n  k8s_api_connection_python: {compile_cpu_secs: 1}\n",
+    )
+    .unwrap();
+    let slow = dir.join("slow.yaml");
+    let err = one_line(&inspect(python, &["--config", slow.to_str().unwrap()]));
+    assert!(
+        err.contains("compiling took more than the 1 s of CPU a rule compile may use"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

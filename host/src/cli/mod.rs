@@ -140,6 +140,10 @@ pub struct SandboxArgs {
     /// CPU seconds compiling one rule may take (in its own process).
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub rule_compile_cpu_secs: u64,
+    /// Largest rule file, in MiB (at most 256); `budgets:` in --config raises it for
+    /// one rule.
+    #[arg(long, default_value_t = 32, value_name = "MIB")]
+    pub rule_max_mib: usize,
     /// Memory compiling one rule may take, in MiB.
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     pub rule_compile_memory_mib: u64,
@@ -154,9 +158,9 @@ pub struct SandboxArgs {
 }
 
 impl SandboxArgs {
-    pub fn limits(&self) -> Limits {
+    pub fn limits(&self) -> Result<Limits> {
         use std::time::Duration;
-        Limits {
+        Ok(Limits {
             memory_bytes: self.rule_memory_mib << 20,
             cpu_per_event: Duration::from_millis(self.rule_cpu_ms.max(1)),
             cpu_per_call: Duration::from_millis(self.rule_cpu_per_call_ms.max(1)),
@@ -171,7 +175,9 @@ impl SandboxArgs {
                 cpu_secs: self.rule_compile_cpu_secs.max(1),
                 memory_bytes: self.rule_compile_memory_mib.max(1) << 20,
             },
-        }
+            max_rule_bytes: (self.rule_max_mib.max(1) << 20).min(crate::rules::MAX_BUDGET_BYTES),
+            budgets: self.config()?.budgets,
+        })
     }
 
     /// The config file's contents (empty without `--config`).
@@ -189,7 +195,7 @@ impl SandboxArgs {
 
     /// An engine for untrusted rules under these limits and grants.
     pub(crate) fn engine(&self) -> Result<RuleEngine> {
-        RuleEngine::isolated(self.limits(), self.grants()?, None)
+        RuleEngine::isolated(self.limits()?, self.grants()?, None)
     }
 }
 

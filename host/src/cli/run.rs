@@ -164,7 +164,7 @@ impl RunArgs {
             output: self.output,
             record: self.record,
             ready_file: self.ready_file,
-            limits: self.sandbox.limits(),
+            limits: self.sandbox.limits()?,
             grants: self.sandbox.grants()?,
             exceptions: config.exceptions,
             config: self.sandbox.config.clone().map(|path| {

@@ -72,7 +72,7 @@ fn run_flag<'c>(
         })
         .ok_or_else(|| {
             anyhow!(
-                "config {}: line {}: unknown key `{key}` (neither a `run` flag nor grants, exceptions, webhooks or rules)",
+                "config {}: line {}: unknown key `{key}` (neither a `run` flag nor grants, budgets, exceptions, webhooks or rules)",
                 path.display(),
                 line_of(text, key)
             )
@@ -193,7 +193,7 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(error.ends_with(": line 2: unknown key `ring_bufer_kib` (neither a `run` flag nor grants, exceptions, webhooks or rules)"), "{error}");
+        assert!(error.ends_with(": line 2: unknown key `ring_bufer_kib` (neither a `run` flag nor grants, budgets, exceptions, webhooks or rules)"), "{error}");
         let error = spliced("check: maybe\n", "rulehost run --config CONFIG")
             .unwrap_err()
             .to_string();

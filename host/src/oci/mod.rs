@@ -12,7 +12,7 @@ pub mod follow;
 pub use credentials::Credentials;
 pub use evidence::Evidence;
 
-use crate::rules::{MAX_RULE_BYTES, sha256_hex};
+use crate::rules::{MAX_BUDGET_BYTES, sha256_hex};
 use crate::trust::{SigningKey, Trust};
 use anyhow::{Context, Result, anyhow, bail};
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
@@ -312,11 +312,11 @@ fn wasm_layer<'m>(
             layer.media_type
         );
     }
-    if layer.size < 0 || layer.size as usize > MAX_RULE_BYTES {
+    if layer.size < 0 || layer.size as usize > MAX_BUDGET_BYTES {
         bail!(
-            "{target}: layer of {} bytes, over the {} MiB a rule may be",
+            "{target}: layer of {} bytes, over the {} MiB any rule may be",
             layer.size,
-            MAX_RULE_BYTES >> 20
+            MAX_BUDGET_BYTES >> 20
         );
     }
     Ok(layer)

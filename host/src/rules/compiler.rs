@@ -33,14 +33,19 @@ impl Default for CompileLimits {
 #[derive(Debug, Clone)]
 pub(super) struct Compiler {
     pub(super) exe: PathBuf,
-    pub(super) limits: CompileLimits,
     /// Where precompiled artifacts are kept across restarts; `None`: nowhere.
     pub(super) cache_dir: Option<PathBuf>,
 }
 
 impl Compiler {
     /// The compiled component, from the cache or a bounded child process.
-    pub(super) fn compile(&self, engine: &Engine, bytes: &[u8], sha256: &str) -> Result<Component> {
+    pub(super) fn compile(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        sha256: &str,
+        limits: CompileLimits,
+    ) -> Result<Component> {
         let cached = self.cache_path(engine, sha256);
         if let Some(path) = cached.as_ref().filter(|path| path.exists())
             && self.trusted(path)
@@ -52,7 +57,7 @@ impl Compiler {
         {
             return Ok(component);
         }
-        let artifact = self.run_child(bytes)?;
+        let artifact = self.run_child(bytes, limits)?;
         // SAFETY: the bytes are `Engine::precompile_component` output of a child running
         // this very binary with the same engine configuration.
         let component = unsafe { Component::deserialize(engine, &artifact) }
@@ -85,7 +90,7 @@ impl Compiler {
     }
 
     /// Runs `exe compile-rule` over `bytes`; its stdout is the precompiled artifact.
-    fn run_child(&self, bytes: &[u8]) -> Result<Vec<u8>> {
+    fn run_child(&self, bytes: &[u8], limits: CompileLimits) -> Result<Vec<u8>> {
         use std::os::unix::process::CommandExt;
         let mut command = Command::new(&self.exe);
         let host = std::process::id() as libc::pid_t;
@@ -99,9 +104,9 @@ impl Compiler {
             // data limit would count.
             .env("MIMALLOC_ARENA_RESERVE", "0")
             .args(["--log-format", "json", "compile-rule", "--cpu-secs"])
-            .arg(self.limits.cpu_secs.to_string())
+            .arg(limits.cpu_secs.to_string())
             .arg("--memory-bytes")
-            .arg(self.limits.memory_bytes.to_string())
+            .arg(limits.memory_bytes.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -117,31 +122,31 @@ impl Compiler {
         if output.status.success() && written.is_ok() {
             return Ok(output.stdout);
         }
-        Err(self.failure(&output))
+        Err(failure(&output, limits))
     }
+}
 
-    /// Why a compile child failed, in one line.
-    fn failure(&self, output: &std::process::Output) -> anyhow::Error {
-        use std::os::unix::process::ExitStatusExt;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let said = last_message(&stderr);
-        let out_of_memory =
-            stderr.contains("memory allocation") || stderr.contains("unable to allocate");
-        match output.status.signal() {
-            Some(libc::SIGXCPU | libc::SIGKILL) => anyhow!(
-                "compiling took more than the {} s of CPU a rule compile may use",
-                self.limits.cpu_secs
-            ),
-            _ if out_of_memory => {
-                anyhow!(
-                    "compiling needed more than the {} MiB a rule compile may use",
-                    self.limits.memory_bytes >> 20
-                )
-            }
-            Some(signal) => anyhow!("the rule compiler died of signal {signal}: {said}"),
-            None if said.is_empty() => anyhow!("the rule compiler failed ({})", output.status),
-            None => anyhow!("{said}"),
+/// Why a compile child failed, in one line.
+fn failure(output: &std::process::Output, limits: CompileLimits) -> anyhow::Error {
+    use std::os::unix::process::ExitStatusExt;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let said = last_message(&stderr);
+    let out_of_memory =
+        stderr.contains("memory allocation") || stderr.contains("unable to allocate");
+    match output.status.signal() {
+        Some(libc::SIGXCPU | libc::SIGKILL) => anyhow!(
+            "compiling took more than the {} s of CPU a rule compile may use",
+            limits.cpu_secs
+        ),
+        _ if out_of_memory => {
+            anyhow!(
+                "compiling needed more than the {} MiB a rule compile may use",
+                limits.memory_bytes >> 20
+            )
         }
+        Some(signal) => anyhow!("the rule compiler died of signal {signal}: {said}"),
+        None if said.is_empty() => anyhow!("the rule compiler failed ({})", output.status),
+        None => anyhow!("{said}"),
     }
 }
 
@@ -177,11 +182,14 @@ pub fn compile_rule_child(limits: CompileLimits) -> Result<()> {
     let mut bytes = Vec::new();
     std::io::stdin()
         .lock()
-        .take(MAX_RULE_BYTES as u64 + 1)
+        .take(MAX_BUDGET_BYTES as u64 + 1)
         .read_to_end(&mut bytes)
         .context("reading the rule")?;
-    if bytes.len() > MAX_RULE_BYTES {
-        bail!("larger than the {} MiB a rule may be", MAX_RULE_BYTES >> 20);
+    if bytes.len() > MAX_BUDGET_BYTES {
+        bail!(
+            "larger than the {} MiB any rule may be",
+            MAX_BUDGET_BYTES >> 20
+        );
     }
     let engine = Engine::new(&engine_config())
         .map_err(anyhow::Error::from)

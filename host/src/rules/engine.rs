@@ -27,6 +27,10 @@ pub struct Limits {
     pub state: StateLimits,
     /// What compiling one rule may cost (when compiles are isolated).
     pub compile: CompileLimits,
+    /// Largest rule file.
+    pub max_rule_bytes: usize,
+    /// Bounds raised for single rules, by rule name ([`RuleBudget`]).
+    pub budgets: std::collections::BTreeMap<String, RuleBudget>,
 }
 
 impl Limits {
@@ -53,6 +57,8 @@ impl Default for Limits {
             max_context_calls_per_event: 64,
             state: StateLimits::default(),
             compile: CompileLimits::default(),
+            max_rule_bytes: MAX_RULE_BYTES,
+            budgets: Default::default(),
         }
     }
 }
@@ -120,11 +126,7 @@ impl RuleEngine {
                 None
             }
         });
-        let compiler = Compiler {
-            exe,
-            limits: limits.compile,
-            cache_dir,
-        };
+        let compiler = Compiler { exe, cache_dir };
         RuleEngine::build(limits, Some(compiler), grants)
     }
 
@@ -182,15 +184,16 @@ impl RuleEngine {
     /// Validates, compiles and probes a rule: it must be a component of the rule world
     /// importing nothing else; its metadata is read from a first instance.
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<Rule>> {
-        if bytes.len() > MAX_RULE_BYTES {
+        let bounds = self.limits.bounds_of(name);
+        if bytes.len() > bounds.max_bytes {
             bail!(
-                "{} MiB, larger than the {} MiB a rule may be",
-                bytes.len() >> 20,
-                MAX_RULE_BYTES >> 20
+                "{} bytes, larger than the {} MiB a rule may be (raise it for this rule with `budgets: {{{name}: {{max_mib: N}}}}` in --config)",
+                bytes.len(),
+                bounds.max_bytes >> 20
             );
         }
         let sha256 = sha256_hex(bytes);
-        let component = self.compile(bytes, &sha256)?;
+        let component = self.compile(bytes, &sha256, bounds.compile)?;
         let WorldCheck {
             imports,
             packed,
@@ -211,6 +214,7 @@ impl RuleEngine {
             imports,
             packed,
             needs,
+            memory_bytes: bounds.memory_bytes,
             metadata: Metadata::default(),
         };
         let probe = RuleInstance::new(
@@ -225,7 +229,7 @@ impl RuleEngine {
         Ok(Arc::new(rule))
     }
 
-    fn compile(&self, bytes: &[u8], sha256: &str) -> Result<Component> {
+    fn compile(&self, bytes: &[u8], sha256: &str, limits: CompileLimits) -> Result<Component> {
         if let Some(component) = self.compiled.lock().expect("cache lock").get(sha256) {
             return Ok(component.clone());
         }
@@ -238,7 +242,7 @@ impl RuleEngine {
             );
         }
         let component = match &self.compiler {
-            Some(compiler) => compiler.compile(&self.engine, bytes, sha256)?,
+            Some(compiler) => compiler.compile(&self.engine, bytes, sha256, limits)?,
             None => compile_in_process(&self.engine, bytes, sha256)?,
         };
         self.compiled

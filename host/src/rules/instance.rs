@@ -72,7 +72,7 @@ impl RuleInstance {
             state
         };
         let data = InstanceState {
-            limits: RuleLimiter::new(limits.memory_bytes),
+            limits: RuleLimiter::new(rule.memory_bytes),
             log_budget: LogBudget::default(),
             state,
             batch: Batch::default(),

@@ -18,6 +18,8 @@ pub struct Rule {
     pub packed: Option<ComponentExportIndex>,
     /// WASI imports that need a grant, with the capability each needs.
     pub needs: Vec<(String, &'static str)>,
+    /// Linear memory its instances may grow to (the default, or its budget's).
+    pub memory_bytes: usize,
     pub metadata: Metadata,
 }
 

@@ -7,6 +7,7 @@
 //! and CPU deadline. Per-container state is held in [`RuleState`] outside the instance,
 //! so replacing or recreating an instance never loses it.
 
+mod budget;
 mod cache_trust;
 pub(crate) mod cpu_budget;
 
@@ -30,6 +31,7 @@ mod wasi;
 mod world;
 
 pub use crate::state::{ContainerTable, Containers};
+pub use budget::{MAX_BUDGET_BYTES, RuleBounds, RuleBudget};
 pub use cluster::{ApiServers, ClusterFacts};
 use compiler::Compiler;
 pub use compiler::{CompileLimits, compile_rule_child};

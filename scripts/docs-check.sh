@@ -18,8 +18,10 @@ FOREIGN = {"--fresh": "scripts/repeat-tests.sh", "--from-file": "kubectl", "--be
            "--network": "docker", "--privileged": "docker", "--rm": "docker",
            "--docker-server": "kubectl", "--docker-username": "kubectl",
            "--docker-password": "kubectl", "--signature": "cosign", "--tlog-upload": "cosign",
-           "--insecure-ignore-tlog": "cosign", "--output-signature": "cosign"}
-COMMANDS = ["run", "replay", "inspect", "trigger", "rule keygen", "rule sign",
+           "--insecure-ignore-tlog": "cosign", "--output-signature": "cosign",
+           "--disable": "componentize-js", "--wit": "componentize-js",
+           "--world-name": "componentize-js"}
+COMMANDS = ["run", "replay", "inspect", "trigger", "new", "rule keygen", "rule sign",
             "rule push", "rule pull"]
 
 def flags_of(command):

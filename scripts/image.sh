@@ -11,7 +11,7 @@ CONTEXT=target/image/context
 rm -rf "$CONTEXT"
 mkdir -p "$CONTEXT/rules"
 cp "$BINARY" "$CONTEXT/rulehost"
-cp target/rules/*.wasm "$CONTEXT/rules/"
+bash scripts/shipped-rules.sh | xargs -I{} cp {} "$CONTEXT/rules/"
 cp deploy/image/Dockerfile "$CONTEXT/"
 bash scripts/dockerd.sh
 DOCKER_BUILDKIT=0 docker build -q -t "rulehost:$VERSION" -t rulehost:dev "$CONTEXT" >/dev/null

@@ -19,7 +19,8 @@ if ! "$VENV/bin/kubernetes-validate" --version 2>/dev/null | grep -q "$VERSION";
 fi
 generated=target/image/rules-configmap.yaml
 mkdir -p "$(dirname "$generated")"
-bash deploy/kubernetes/rules-configmap.sh target/rules/*.wasm > "$generated"
+mapfile -t shipped < <(bash scripts/shipped-rules.sh)
+bash deploy/kubernetes/rules-configmap.sh "${shipped[@]}" > "$generated"
 size=$(wc -c < "$generated")
 if [ "$size" -gt 1048576 ]; then
   echo "the rules ConfigMap is $size bytes: over Kubernetes' 1 MiB" >&2

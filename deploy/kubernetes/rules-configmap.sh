@@ -4,7 +4,7 @@
 # files, and the signature beside each (`RULE.wasm.sig`, from `rulehost rule sign` or
 # `cosign sign-blob`) when there is one, to stdout:
 #
-#   deploy/kubernetes/rules-configmap.sh target/rules/*.wasm | kubectl apply -f -
+#   deploy/kubernetes/rules-configmap.sh $(scripts/shipped-rules.sh) | kubectl apply -f -
 #
 # (`kubectl create configmap rulehost-rules -n rulehost --from-file=...` makes the same.)
 set -euo pipefail

@@ -442,7 +442,8 @@ fn every_run_flag_is_a_config_key_and_the_command_line_wins() {
     );
     assert!(
         stdout.contains("rule hoarder: FIXTURE-HOARDER v0.1.0 sha256 ")
-            && stdout.contains(" ok, granted env HOARD\n"),
+            && stdout.contains(" ok, granted env HOARD, ")
+            && stdout.contains(" KiB, memory "),
         "{stdout}"
     );
     let _ = std::fs::remove_dir_all(&cache);

@@ -99,7 +99,8 @@ fn check_validates_without_attaching() {
         "{stdout}"
     );
     assert!(
-        stdout.contains(" ok, granted env KUBERNETES_SERVICE_HOST\n"),
+        stdout.contains(" ok, granted env KUBERNETES_SERVICE_HOST, ")
+            && stdout.contains(" KiB, memory "),
         "{stdout}"
     );
     assert!(

@@ -25,6 +25,21 @@ fn toolchain() -> String {
         .to_owned()
 }
 
+/// `rulehost new --lang LANGUAGE --dir DIR NAME`.
+fn new(language: &str, dir: &Path, name: &str) -> Output {
+    Command::new(rulehost_bin())
+        .args([
+            "new",
+            "--lang",
+            language,
+            "--dir",
+            dir.to_str().unwrap(),
+            name,
+        ])
+        .output()
+        .unwrap()
+}
+
 fn script(dir: &Path, name: &str) -> Output {
     Command::new(dir.join(name))
         .env("RULEHOST_TOOLS", target_dir().join("tools"))
@@ -99,10 +114,7 @@ fn a_new_project_in_each_language_builds_and_passes_its_replay_test() {
 
 #[test]
 fn a_bad_name_is_refused_in_one_line() {
-    let out = Command::new(rulehost_bin())
-        .args(["new", "--lang", "js", "--dir", "/tmp", "../escape"])
-        .output()
-        .unwrap();
+    let out = new("js", Path::new("/tmp"), "../escape");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");

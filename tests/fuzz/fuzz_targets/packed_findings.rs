@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     match decode_findings(data, &mut FieldNames::default()) {
         Ok(findings) => {
             // Each finding takes at least 8 bytes and each field at least 6.
-            let fields: usize = findings.iter().map(|f| f.data.len()).sum();
+            let fields: usize = findings.iter().map(|f| f.values.len()).sum();
             assert!(
                 4 + 8 * findings.len() + 6 * fields <= data.len(),
                 "{} findings with {fields} fields from {} bytes",

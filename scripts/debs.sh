@@ -55,3 +55,14 @@ unpack_deb() {
   dpkg-deb -f "$deb" Version > "$dest/.version"
   rm -f "$deb"
 }
+
+# make_venv DIR: a Python venv at DIR, with Debian's python3-venv installed first when
+# this python3 lacks its venv module.
+make_venv() {
+  rm -rf "$1"
+  if ! python3 -m venv "$1" 2>/dev/null; then
+    rm -rf "$1"
+    ensure_debs python3-venv
+    python3 -m venv "$1"
+  fi
+}

@@ -18,8 +18,8 @@ fi
 
 if ! cmp -s sdk-python/requirements.txt "$TOOLS/py/requirements.txt" \
   || [ ! -x "$TOOLS/py/bin/componentize-py" ]; then
-  rm -rf "$TOOLS/py"
-  python3 -m venv "$TOOLS/py"
+  source scripts/debs.sh
+  make_venv "$TOOLS/py"
   "$TOOLS/py/bin/pip" install --quiet --disable-pip-version-check -r sdk-python/requirements.txt
   cp sdk-python/requirements.txt "$TOOLS/py/requirements.txt"
 fi

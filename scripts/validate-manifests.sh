@@ -8,13 +8,8 @@ cd "$(dirname "$0")/.."
 VERSION=1.37.0
 VENV=target/tools/kubernetes-validate
 if ! "$VENV/bin/kubernetes-validate" --version 2>/dev/null | grep -q "$VERSION"; then
-  rm -rf "$VENV"
-  if ! python3 -m venv "$VENV" 2>/dev/null; then
-    # A Debian python3 without its venv module.
-    rm -rf "$VENV"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
-    python3 -m venv "$VENV"
-  fi
+  source scripts/debs.sh
+  make_venv "$VENV"
   "$VENV/bin/pip" install -q "kubernetes-validate==$VERSION"
 fi
 generated=target/image/rules-configmap.yaml

@@ -57,17 +57,7 @@ fn a_new_project_in_each_language_builds_and_passes_its_replay_test() {
     std::fs::create_dir_all(&dir).unwrap();
     for language in ["rust", "js", "python"] {
         let name = format!("probe-{language}");
-        let out = Command::new(rulehost_bin())
-            .args([
-                "new",
-                "--lang",
-                language,
-                "--dir",
-                dir.to_str().unwrap(),
-                &name,
-            ])
-            .output()
-            .unwrap();
+        let out = new(language, &dir, &name);
         assert!(out.status.success(), "{language}: {}", brief(&lines(&out)));
         let project = dir.join(&name);
         let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
@@ -95,17 +85,7 @@ fn a_new_project_in_each_language_builds_and_passes_its_replay_test() {
             brief(&lines(&tested))
         );
         // The same name again is refused, and nothing is overwritten.
-        let again = Command::new(rulehost_bin())
-            .args([
-                "new",
-                "--lang",
-                language,
-                "--dir",
-                dir.to_str().unwrap(),
-                &name,
-            ])
-            .output()
-            .unwrap();
+        let again = new(language, &dir, &name);
         assert!(!again.status.success());
         assert!(project.join("test.sh").exists());
     }

@@ -283,9 +283,8 @@ fn check(dispatcher: &Dispatcher, probe_config: &ProbeConfig) -> Result<()> {
             true => String::new(),
             false => format!(", granted env {}", env.join(",")),
         };
-        let wasi: std::collections::BTreeSet<&str> = rule.needs.iter().map(|(_, c)| *c).collect();
+        let wasi = rule.capabilities();
         if !wasi.is_empty() {
-            let wasi: Vec<&str> = wasi.into_iter().collect();
             granted.push_str(&format!(", granted wasi {}", wasi.join(",")));
         }
         crate::logging::say(format_args!(

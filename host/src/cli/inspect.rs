@@ -38,7 +38,7 @@ pub(super) fn inspect(
         "host_world": format!("{WORLD_PACKAGE}@{WORLD_VERSION}"),
         "imports": rule.imports,
         // WASI capabilities its imports need (granted per rule id).
-        "wasi": rule.needs.iter().map(|(_, c)| *c).collect::<std::collections::BTreeSet<_>>(),
+        "wasi": rule.capabilities(),
         // What built it: source language and language runtime.
         "producers": crate::rules::producers(&bytes),
         // How batches cross: `packed` (0.1.3) where the rule exports it.

@@ -23,6 +23,16 @@ pub struct Rule {
     pub metadata: Metadata,
 }
 
+impl Rule {
+    /// The WASI capabilities its imports need, each once, in order.
+    pub fn capabilities(&self) -> Vec<&'static str> {
+        let mut capabilities: Vec<&str> = self.needs.iter().map(|(_, c)| *c).collect();
+        capabilities.sort_unstable();
+        capabilities.dedup();
+        capabilities
+    }
+}
+
 /// A rule's metadata, in the host's terms; also the `signature` of its findings.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Metadata {

@@ -24,13 +24,13 @@ pub(super) fn check_world(engine: &Engine, component: &Component) -> Result<Worl
             && namespace == wasi::WASI_PACKAGE
         {
             let path = format!("{rest}/{interface}");
-            match wasi::access(&path) {
-                Some(_) => check_wasi_version(name, version)?,
-                None => bail!(
+            let Some(capability) = wasi::access(&path) else {
+                bail!(
                     "imports `{name}`, which rules are not given (only WASI 0.2 streams, cli, filesystem and sockets, which reach nothing, and clocks and random, by grant)"
-                ),
-            }
-            if let Some(capability) = wasi::access(&path).flatten() {
+                );
+            };
+            check_wasi_version(name, version)?;
+            if let Some(capability) = capability {
                 needs.push((name.to_owned(), capability));
             }
             imports.push(name.to_owned());

@@ -123,6 +123,24 @@ impl fmt::Display for Malformed {
 
 impl std::error::Error for Malformed {}
 
+/// A string's bytes as read, with where they start, before the UTF-8 check.
+#[derive(Debug, Clone, Copy)]
+pub struct Text<'a> {
+    pub at: usize,
+    pub bytes: &'a [u8],
+}
+
+impl<'a> Text<'a> {
+    /// The string; not UTF-8 is malformed.
+    #[inline]
+    pub fn to_str(self) -> Result<&'a str, Malformed> {
+        std::str::from_utf8(self.bytes).map_err(|_| Malformed {
+            at: self.at,
+            what: "a string that is not UTF-8",
+        })
+    }
+}
+
 /// Reads the encoding's primitives from untrusted bytes: every read is bounds-checked
 /// and fails with [`Malformed`], never panics.
 pub struct Reader<'a> {
@@ -191,13 +209,17 @@ impl<'a> Reader<'a> {
     /// A string, borrowed from the bytes; not UTF-8 is malformed.
     #[inline]
     pub fn str(&mut self) -> Result<&'a str, Malformed> {
+        self.text()?.to_str()
+    }
+
+    /// A string not checked yet: a reader that already knows a valid string with
+    /// these bytes (a field name it has seen) skips the UTF-8 check.
+    #[inline]
+    pub fn text(&mut self) -> Result<Text<'a>, Malformed> {
         let len = self.u32()? as usize;
-        let start = self.at;
+        let at = self.at;
         let bytes = self.take(len)?;
-        std::str::from_utf8(bytes).map_err(|_| Malformed {
-            at: start,
-            what: "a string that is not UTF-8",
-        })
+        Ok(Text { at, bytes })
     }
 
     /// A count of items each at least `min_bytes` long: more than the bytes left could

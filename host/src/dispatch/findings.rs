@@ -1,6 +1,7 @@
 //! A rule's findings into output records, every byte counted against the bounds.
 
 use super::*;
+use crate::rules::FieldShape;
 
 /// Turns a rule's findings into output records, enforcing the output bounds.
 /// Returns (delivered, dropped).
@@ -17,6 +18,7 @@ pub(super) fn collect(
     let containers = containers.read().expect("container lock");
     let (mut delivered, mut dropped) = (0, 0);
     let mut per_event: Vec<u32> = vec![0; selected.len()];
+    let mut names_size = NamesSize::default();
     for finding in findings {
         let index = finding.event as usize;
         let Some(&host_index) = selected.get(index) else {
@@ -28,7 +30,8 @@ pub(super) fn collect(
             dropped += 1;
             continue;
         }
-        if data_size(&finding) > limits.max_finding_bytes {
+        if names_size.of(&finding.names) + values_size(&finding.values) > limits.max_finding_bytes
+        {
             dropped += 1;
             continue;
         }
@@ -65,20 +68,34 @@ const FIELD_OVERHEAD: usize = 6;
 /// Bytes a non-text value may take as printed (an IPv6 address, a container id).
 const VALUE_BYTES: usize = 64;
 
-/// Bytes a finding's data takes as printed in JSON: every field costs its overhead,
-/// and every character its escaped length, so no field counts as empty.
-pub(super) fn data_size(finding: &RuleFinding) -> usize {
-    finding
-        .names
+/// Bytes a finding's field names take as printed in JSON (every field costs its
+/// overhead), remembered for the last shape: a rule's findings repeat one or a few.
+#[derive(Default)]
+struct NamesSize {
+    last: Option<(FieldShape, usize)>,
+}
+
+impl NamesSize {
+    fn of(&mut self, names: &FieldShape) -> usize {
+        match &self.last {
+            Some((shape, size)) if Arc::ptr_eq(shape, names) => *size,
+            _ => {
+                let size = names.iter().map(|name| FIELD_OVERHEAD + escaped_len(name)).sum();
+                self.last = Some((names.clone(), size));
+                size
+            }
+        }
+    }
+}
+
+/// Bytes a finding's values take as printed in JSON: every character of a text its
+/// escaped length, so no field counts as empty.
+fn values_size(values: &[WitValue]) -> usize {
+    values
         .iter()
-        .zip(&finding.values)
-        .map(|(name, value)| {
-            FIELD_OVERHEAD
-                + escaped_len(name)
-                + match value {
-                    WitValue::Text(text) => escaped_len(text),
-                    _ => VALUE_BYTES,
-                }
+        .map(|value| match value {
+            WitValue::Text(text) => escaped_len(text),
+            _ => VALUE_BYTES,
         })
         .sum()
 }

@@ -4,7 +4,9 @@
 
 use super::*;
 use crate::events::{Body, SocketAddress, SocketType};
-use rulehost_wire::{EVENT_HEAD_BYTES, Malformed, Put, Reader, address, body, ip, value};
+use rulehost_wire::{
+    EVENT_HEAD_BYTES, Malformed, Put, Reader, Text, address, body, ip, value,
+};
 
 /// A batch packed for a rule that exports `packed`; the buffer is reused across batches.
 pub struct PackedBatch {
@@ -200,6 +202,23 @@ impl FieldNames {
         shape
     }
 
+    /// The shared shape of a finding whose field names were read as `names`, not
+    /// checked yet: names equal to the last shape's are valid by that equality, so the
+    /// usual finding costs no UTF-8 check; other names are checked, then shared.
+    pub fn shape_of_read(&mut self, names: &[Text<'_>]) -> Result<FieldShape, Malformed> {
+        if let Some(shape) = self.shapes.get(self.last)
+            && shape.len() == names.len()
+            && shape.iter().zip(names).all(|(a, b)| a.as_bytes() == b.bytes)
+        {
+            return Ok(shape.clone());
+        }
+        let mut checked = Vec::with_capacity(names.len());
+        for name in names {
+            checked.push(name.to_str()?);
+        }
+        Ok(self.shape(checked.iter().copied()))
+    }
+
     /// The shared copy of `name`.
     fn name(&mut self, name: &str) -> Arc<str> {
         if let Some(known) = self.names.iter().find(|known| ***known == *name) {
@@ -228,19 +247,19 @@ pub fn decode_findings(
     let count = reader.count(MIN_FINDING_BYTES)?;
     let mut findings = Vec::with_capacity(count);
     // The names of the finding being read, borrowed from `bytes`; reused per finding.
-    let mut fields_names: Vec<&str> = Vec::new();
+    let mut fields_names: Vec<Text<'_>> = Vec::new();
     for _ in 0..count {
         let event = reader.u32()?;
         let fields = reader.count(MIN_FIELD_BYTES)?;
         fields_names.clear();
         let mut values = Vec::with_capacity(fields);
         for _ in 0..fields {
-            fields_names.push(reader.str()?);
+            fields_names.push(reader.text()?);
             values.push(decode_value(&mut reader)?);
         }
         findings.push(RuleFinding {
             event,
-            names: names.shape(fields_names.iter().copied()),
+            names: names.shape_of_read(&fields_names)?,
             values,
         });
     }

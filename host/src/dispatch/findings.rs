@@ -30,8 +30,7 @@ pub(super) fn collect(
             dropped += 1;
             continue;
         }
-        if names_size.of(&finding.names) + values_size(&finding.values) > limits.max_finding_bytes
-        {
+        if names_size.of(&finding.names) + values_size(&finding.values) > limits.max_finding_bytes {
             dropped += 1;
             continue;
         }
@@ -80,7 +79,10 @@ impl NamesSize {
         match &self.last {
             Some((shape, size)) if Arc::ptr_eq(shape, names) => *size,
             _ => {
-                let size = names.iter().map(|name| FIELD_OVERHEAD + escaped_len(name)).sum();
+                let size = names
+                    .iter()
+                    .map(|name| FIELD_OVERHEAD + escaped_len(name))
+                    .sum();
                 self.last = Some((names.clone(), size));
                 size
             }

@@ -4,9 +4,7 @@
 
 use super::*;
 use crate::events::{Body, SocketAddress, SocketType};
-use rulehost_wire::{
-    EVENT_HEAD_BYTES, Malformed, Put, Reader, Text, address, body, ip, value,
-};
+use rulehost_wire::{EVENT_HEAD_BYTES, Malformed, Put, Reader, Text, address, body, ip, value};
 
 /// A batch packed for a rule that exports `packed`; the buffer is reused across batches.
 pub struct PackedBatch {
@@ -208,7 +206,10 @@ impl FieldNames {
     pub fn shape_of_read(&mut self, names: &[Text<'_>]) -> Result<FieldShape, Malformed> {
         if let Some(shape) = self.shapes.get(self.last)
             && shape.len() == names.len()
-            && shape.iter().zip(names).all(|(a, b)| a.as_bytes() == b.bytes)
+            && shape
+                .iter()
+                .zip(names)
+                .all(|(a, b)| a.as_bytes() == b.bytes)
         {
             return Ok(shape.clone());
         }

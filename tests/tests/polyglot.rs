@@ -239,7 +239,14 @@ fn a_log_flood_in_each_language_is_held_to_the_rate_limit_stdout_included() {
 
 #[test]
 fn a_rule_reaching_for_env_files_or_the_network_gets_nothing() {
-    let mut host = hostile_host("python", Limits::default());
+    // What is denied is the point here, not CPU: a budget no escape attempt comes near,
+    // so the outcome never depends on how fast this machine runs the interpreter.
+    let roomy = Limits {
+        cpu_per_event: std::time::Duration::from_secs(2),
+        cpu_per_call: std::time::Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let mut host = hostile_host("python", roomy.clone());
     let findings = run(&mut host, vec![hostile("escape")]);
     let found = by(&findings, "FIXTURE-HOSTILE-PY");
     assert_eq!(found.len(), 1);
@@ -248,7 +255,7 @@ fn a_rule_reaching_for_env_files_or_the_network_gets_nothing() {
         json!({"mode": "escape", "env": 0, "read": false, "connected": false})
     );
 
-    let mut host = hostile_host("js", Limits::default());
+    let mut host = hostile_host("js", roomy);
     let findings = run(&mut host, vec![hostile("escape")]);
     let found = by(&findings, "FIXTURE-HOSTILE-JS");
     assert_eq!(found.len(), 1);

@@ -9,6 +9,7 @@ anything else: one finding, so a test sees the rule alive.
 """
 
 import os
+import socket
 from typing import List
 
 import rulehost_rule as sdk
@@ -35,8 +36,6 @@ def try_read(path: str) -> bool:
 
 def try_connect() -> bool:
     try:
-        import socket
-
         socket.create_connection(("127.0.0.1", 22), timeout=1).close()
         return True
     except Exception:

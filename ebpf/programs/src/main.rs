@@ -377,9 +377,11 @@ fn handle_exec<const WALK: u8>(filename: Filename) {
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    let Some(origin) = exec_origin(tgid, cgroup_id) else {
+    let origin = origin_of(tgid, cgroup_id);
+    anchor_lineage(tgid, cgroup_id);
+    if suppressed(cgroup_id, origin) {
         return;
-    };
+    }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -495,40 +497,17 @@ fn lengths(ev: *mut ExecEvent) -> (usize, usize, usize) {
     (EXEC_HDR + f, EXEC_HDR + f + a, EXEC_HDR + f + a + e)
 }
 
-/// The lineage step of an exec, with each map looked up once (`origin_of`,
-/// `anchor_lineage` and `suppressed` in one): returns the exec's origin (0: its own
-/// cgroup), or `None` when it is suppressed.
-#[inline(always)]
-fn exec_origin(tgid: u32, cgroup_id: u64) -> Option<u64> {
-    // 0: no lineage (no cgroup has id 0). A plain integer, not an `Option`: the
-    // verifier refuses the read of an `Option`'s unset payload that the compiler emits.
-    let known: u64 = unsafe { LINEAGE.get(&tgid) }.copied().unwrap_or(0);
-    let origin = if known != cgroup_id { known } else { 0 };
-    let Some(cfg) = config() else {
-        return Some(origin);
-    };
-    let lineage = unsafe { read_volatile(&cfg.lineage) } != 0;
-    let containers_only = unsafe { read_volatile(&cfg.containers_only) } != 0;
-    if !lineage && !containers_only {
-        return Some(origin);
-    }
-    let host = is_host(cgroup_id);
-    anchor_lineage(lineage, host, known, tgid, cgroup_id);
-    if containers_only && origin == 0 && host {
-        count(|d| unsafe { addr_of_mut!((*d).filtered) });
-        return None;
-    }
-    Some(origin)
-}
-
 /// An exec outside the host cgroups starts a new lineage there (a container's first
 /// process was forked on the host, then joined its cgroup); one in a host cgroup keeps
 /// what the process inherited, so leaving a container and exec'ing does not clear it.
-/// Most execs already carry this lineage (forked in the same cgroup): an LRU update
-/// costs far more than the lookup (`known`) that skips it.
 #[inline(always)]
-fn anchor_lineage(lineage: bool, host: bool, known: u64, tgid: u32, cgroup_id: u64) {
-    if lineage && !host && known != cgroup_id {
+fn anchor_lineage(tgid: u32, cgroup_id: u64) {
+    if lineage_on() && !is_host(cgroup_id) {
+        // Most execs already carry this lineage (forked in the same cgroup): an LRU
+        // update costs far more than the lookup that skips it.
+        if unsafe { LINEAGE.get(&tgid) }.is_some_and(|&origin| origin == cgroup_id) {
+            return;
+        }
         let _ = LINEAGE.insert(&tgid, &cgroup_id, 0);
     }
 }
@@ -985,16 +964,12 @@ pub fn fork_btf(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// A process exits: its entry goes, so a reused pid never inherits a stale lineage.
-/// Only a process's leader has one, keyed by its pid, which no live thread shares: a
-/// thread's exit costs no map operation.
+/// A task exits: its entry goes (only a process's leader has one, keyed by its pid,
+/// which no live thread shares), so a reused pid never inherits a stale lineage.
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn process_exit(_ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tid = pid_tgid as u32;
-    if tid == (pid_tgid >> 32) as u32 {
-        let _ = LINEAGE.remove(&tid);
-    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let _ = LINEAGE.remove(&tid);
     0
 }
 

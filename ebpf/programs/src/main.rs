@@ -450,9 +450,11 @@ fn handle_exec<const WALK: u8>(filename: Filename) {
 
     // An exec that declared env entries, or whose environment user space must read
     // from /proc, keeps its cgroup's connects flowing until user space processed it.
+    // Counted whether or not the filter is on yet: user space turns it on after a drain,
+    // and an exec sent before that with its connect after must still hold them open.
     let declared = unsafe { read_volatile(&(*ev).env_len) } != 0
         || unsafe { read_volatile(&(*ev).flags) } & EXEC_ENV_INCOMPLETE != 0;
-    if declared && filter_on() && disarm(cgroup_id) {
+    if declared && disarm(cgroup_id) {
         mark(ev, EXEC_DISARMED);
     }
 

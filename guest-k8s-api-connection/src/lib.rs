@@ -84,15 +84,16 @@ impl Hasher for HandleHasher {
 /// Runs `f` on the container's address set, loading it from host state on first use.
 fn with_addresses<T>(container: ContainerHandle, f: impl FnOnce(&mut AddressSet) -> T) -> T {
     CACHE.with_borrow_mut(|cache| {
-        if !cache.contains_key(&container) && cache.len() >= CACHE_CAPACITY {
+        if let Some(set) = cache.get_mut(&container) {
+            return f(set);
+        }
+        if cache.len() >= CACHE_CAPACITY {
             cache.clear();
         }
-        let set = cache.entry(container).or_insert_with(|| {
-            state::get(container, STATE_KEY)
-                .map(|bytes| AddressSet::decode(&bytes))
-                .unwrap_or_default()
-        });
-        f(set)
+        let set = state::get(container, STATE_KEY)
+            .map(|bytes| AddressSet::decode(&bytes))
+            .unwrap_or_default();
+        f(cache.entry(container).or_insert(set))
     })
 }
 

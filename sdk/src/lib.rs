@@ -31,7 +31,7 @@ mod packed;
 pub use findings::Findings;
 pub use metadata::Metadata;
 pub use net::{from_std, socket_ip_port, to_std};
-pub use packed::decode_events;
+pub use packed::{decode_events, for_each_event};
 
 wit_bindgen::generate!({
     world: "packed-rule",
@@ -91,8 +91,8 @@ pub fn field(name: &str, value: Value) -> Field {
 pub fn on_packed_events<R: Rule>(events: &[u8]) -> Vec<u8> {
     R::before_batch();
     let mut findings = Findings::packed();
-    let decoded = decode_events(events, |index, event| {
-        R::on_event(index, &event, &mut findings)
+    let decoded = for_each_event(events, |index, event| {
+        R::on_event(index, event, &mut findings)
     });
     match decoded {
         Ok(()) => findings.into_bytes(),

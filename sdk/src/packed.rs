@@ -13,13 +13,30 @@ pub fn decode_events(bytes: &[u8], mut each: impl FnMut(u32, Event)) -> Result<(
     let mut reader = Reader::new(bytes);
     let count = reader.count(EVENT_HEAD_BYTES)?;
     for index in 0..count {
-        each(index as u32, decode_event(&mut reader)?);
+        each(index as u32, decode_event(&mut reader, Vec::new())?);
     }
     reader.finish()
 }
 
+/// Like [`decode_events`], lending each event instead: an exec's env entries are read
+/// into the previous exec's strings, so a batch costs no allocation per event.
+pub fn for_each_event(bytes: &[u8], mut each: impl FnMut(u32, &Event)) -> Result<(), Malformed> {
+    let mut reader = Reader::new(bytes);
+    let count = reader.count(EVENT_HEAD_BYTES)?;
+    let mut spare = Vec::new();
+    for index in 0..count {
+        let event = decode_event(&mut reader, std::mem::take(&mut spare))?;
+        each(index as u32, &event);
+        if let EventBody::ProcessExec(exec) = event.body {
+            spare = exec.env;
+        }
+    }
+    reader.finish()
+}
+
+/// Reads one event; an exec's env entries go into `env`'s strings, reused.
 #[inline]
-fn decode_event(reader: &mut Reader<'_>) -> Result<Event, Malformed> {
+fn decode_event(reader: &mut Reader<'_>, mut env: Vec<String>) -> Result<Event, Malformed> {
     let head: [u8; EVENT_HEAD_BYTES] = reader.array()?;
     let timestamp = at::u64(&head, 0);
     let process = Process {
@@ -33,9 +50,16 @@ fn decode_event(reader: &mut Reader<'_>) -> Result<Event, Malformed> {
         body::PROCESS_EXEC => {
             let synthetic = reader.bool()?;
             let count = reader.count(4)?;
-            let mut env = Vec::with_capacity(count);
-            for _ in 0..count {
-                env.push(reader.str()?.to_owned());
+            env.truncate(count);
+            for at in 0..count {
+                let entry = reader.str()?;
+                match env.get_mut(at) {
+                    Some(reused) => {
+                        reused.clear();
+                        reused.push_str(entry);
+                    }
+                    None => env.push(entry.to_owned()),
+                }
             }
             EventBody::ProcessExec(ProcessExec { env, synthetic })
         }
@@ -150,5 +174,55 @@ fn put_value(bytes: &mut Vec<u8>, field: &Value) {
             bytes.put_u8(value::COMM);
             bytes.put_u32(*event);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch of execs with 3, 1, 0 and 2 env entries, a connect between them.
+    fn batch() -> Vec<u8> {
+        let mut bytes = Vec::new();
+        bytes.put_u32(5);
+        let mut exec = |bytes: &mut Vec<u8>, env: &[&str]| {
+            let mut head = [0u8; EVENT_HEAD_BYTES];
+            head[EVENT_HEAD_BYTES - 1] = body::PROCESS_EXEC;
+            bytes.extend_from_slice(&head);
+            bytes.put_u8(0);
+            bytes.put_u32(env.len() as u32);
+            env.iter().for_each(|entry| bytes.put_str(entry));
+        };
+        exec(&mut bytes, &["A=first-and-long", "B=2", "C=3"]);
+        exec(&mut bytes, &["D=4"]);
+        let mut head = [0u8; EVENT_HEAD_BYTES];
+        head[EVENT_HEAD_BYTES - 1] = body::SOCKET_CONNECT;
+        bytes.extend_from_slice(&head);
+        bytes.extend_from_slice(&[0, address::IPV4, 10, 96, 0, 1, 0xbb, 0x01]);
+        exec(&mut bytes, &[]);
+        exec(&mut bytes, &["E=5", "F=6"]);
+        bytes
+    }
+
+    #[test]
+    fn lent_events_equal_owned_ones() {
+        let bytes = batch();
+        let mut owned = Vec::new();
+        decode_events(&bytes, |index, event| owned.push((index, event))).unwrap();
+        let mut lent = Vec::new();
+        for_each_event(&bytes, |index, event| lent.push((index, event.clone()))).unwrap();
+        assert_eq!(owned.len(), 5);
+        assert_eq!(format!("{lent:?}"), format!("{owned:?}"));
+        let EventBody::ProcessExec(last) = &lent[4].1.body else {
+            panic!("event 4 is not an exec: {:?}", lent[4].1.body);
+        };
+        assert_eq!(last.env, ["E=5", "F=6"]);
+    }
+
+    #[test]
+    fn a_cut_batch_is_malformed() {
+        let bytes = batch();
+        let cut = &bytes[..bytes.len() - 2];
+        assert!(for_each_event(cut, |_, _| ()).is_err());
     }
 }

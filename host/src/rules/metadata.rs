@@ -114,12 +114,46 @@ impl Metadata {
 
     /// Whether an env entry (`NAME=value`) is one this rule asked for.
     pub fn wants_env(&self, entry: &str) -> bool {
-        // Compared name by name rather than by finding the '=' first: most entries
-        // differ from every wanted name in their first bytes.
+        // Compared name by name rather than by finding the '=' first; the byte after
+        // the name is checked before the name itself, which rejects most entries
+        // without comparing strings.
+        let entry = entry.as_bytes();
         self.env_vars.iter().any(|wanted| {
-            entry
-                .strip_prefix(wanted.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('='))
+            let wanted = wanted.as_bytes();
+            let ends_at_name = match entry.get(wanted.len()) {
+                Some(&byte) => byte == b'=',
+                None => entry.len() == wanted.len(),
+            };
+            ends_at_name && entry.starts_with(wanted)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_entries_match_by_whole_name() {
+        let metadata = Metadata {
+            env_vars: vec!["KUBERNETES_SERVICE_HOST".into()],
+            ..Metadata::default()
+        };
+        for wanted in [
+            "KUBERNETES_SERVICE_HOST=10.96.0.1",
+            "KUBERNETES_SERVICE_HOST=",
+            "KUBERNETES_SERVICE_HOST",
+        ] {
+            assert!(metadata.wants_env(wanted), "{wanted}");
+        }
+        for other in [
+            "KUBERNETES_SERVICE_HOSTX=1",
+            "KUBERNETES_SERVICE_HOS=1",
+            "PATH=/bin",
+            "",
+            "KUBERNETES_SERVICE_PORT=443",
+        ] {
+            assert!(!metadata.wants_env(other), "{other}");
+        }
     }
 }

@@ -13,7 +13,7 @@ pub fn decode_events(bytes: &[u8], mut each: impl FnMut(u32, Event)) -> Result<(
     let mut reader = Reader::new(bytes);
     let count = reader.count(EVENT_HEAD_BYTES)?;
     for index in 0..count {
-        each(index as u32, decode_event(&mut reader, Vec::new())?);
+        each(index as u32, decode_event(&mut reader, &mut Vec::new())?);
     }
     reader.finish()
 }
@@ -25,7 +25,7 @@ pub fn for_each_event(bytes: &[u8], mut each: impl FnMut(u32, &Event)) -> Result
     let count = reader.count(EVENT_HEAD_BYTES)?;
     let mut spare = Vec::new();
     for index in 0..count {
-        let event = decode_event(&mut reader, std::mem::take(&mut spare))?;
+        let event = decode_event(&mut reader, &mut spare)?;
         each(index as u32, &event);
         if let EventBody::ProcessExec(exec) = event.body {
             spare = exec.env;
@@ -34,9 +34,9 @@ pub fn for_each_event(bytes: &[u8], mut each: impl FnMut(u32, &Event)) -> Result
     reader.finish()
 }
 
-/// Reads one event; an exec's env entries go into `env`'s strings, reused.
+/// Reads one event; an exec takes `spare` for its env entries, reusing its strings.
 #[inline]
-fn decode_event(reader: &mut Reader<'_>, mut env: Vec<String>) -> Result<Event, Malformed> {
+fn decode_event(reader: &mut Reader<'_>, spare: &mut Vec<String>) -> Result<Event, Malformed> {
     let head: [u8; EVENT_HEAD_BYTES] = reader.array()?;
     let timestamp = at::u64(&head, 0);
     let process = Process {
@@ -50,6 +50,7 @@ fn decode_event(reader: &mut Reader<'_>, mut env: Vec<String>) -> Result<Event, 
         body::PROCESS_EXEC => {
             let synthetic = reader.bool()?;
             let count = reader.count(4)?;
+            let mut env = std::mem::take(spare);
             env.truncate(count);
             for at in 0..count {
                 let entry = reader.str()?;

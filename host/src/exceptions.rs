@@ -51,7 +51,7 @@ impl From<&ExceptionSpec> for Exception {
 
 impl Exception {
     fn matches(&self, finding: &Finding) -> bool {
-        if self.rule != "*" && self.rule != finding.signature.id {
+        if self.rule != "*" && self.rule != finding.signature().id {
             return false;
         }
         let event = &finding.event.event;
@@ -124,8 +124,10 @@ impl Exceptions {
         findings.retain(|finding| {
             let matched = list.iter().any(|e| e.matches(finding));
             if matched {
-                *suppressed.entry(finding.signature.id.clone()).or_default() += 1;
-                on_suppressed(&finding.signature.id);
+                *suppressed
+                    .entry(finding.signature().id.clone())
+                    .or_default() += 1;
+                on_suppressed(&finding.signature().id);
             }
             !matched
         });

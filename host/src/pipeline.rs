@@ -161,7 +161,7 @@ impl Pipeline {
         if let Some(metrics) = metrics {
             let now = crate::events::now_ns();
             for finding in &self.findings {
-                metrics.finding_written(&finding.signature.id, finding.timestamp, now);
+                metrics.finding_written(&finding.signature().id, finding.timestamp, now);
             }
         }
         for finding in self.findings.drain(..) {

@@ -186,7 +186,7 @@ mod tests {
     fn batch() -> Vec<u8> {
         let mut bytes = Vec::new();
         bytes.put_u32(5);
-        let mut exec = |bytes: &mut Vec<u8>, env: &[&str]| {
+        let exec = |bytes: &mut Vec<u8>, env: &[&str]| {
             let mut head = [0u8; EVENT_HEAD_BYTES];
             head[EVENT_HEAD_BYTES - 1] = body::PROCESS_EXEC;
             bytes.extend_from_slice(&head);

@@ -25,7 +25,7 @@ pub fn k8s_scenario(tag: u8) -> Vec<Event> {
 
 /// The findings of the rule with metadata id `id`.
 pub fn by<'a>(findings: &'a [Finding], id: &str) -> Vec<&'a Finding> {
-    findings.iter().filter(|f| f.signature.id == id).collect()
+    findings.iter().filter(|f| f.signature().id == id).collect()
 }
 
 /// Default limits but a roomy CPU budget, for tests about something else than CPU (a

@@ -17,7 +17,7 @@ fn env(value: &str) -> String {
 fn both_ways(events: Vec<rulehost::events::Event>) -> Vec<rulehost::sinks::Finding> {
     let data = |f: &Vec<rulehost::sinks::Finding>| {
         f.iter()
-            .map(|f| (f.data.clone(), f.signature.clone()))
+            .map(|f| (f.data.clone(), f.signature().clone()))
             .collect::<Vec<_>>()
     };
     let mut rust: Option<Vec<rulehost::sinks::Finding>> = None;
@@ -68,16 +68,16 @@ fn tracee_detector_case() {
         serde_json::to_value(&f.data).unwrap(),
         json!({"ip": "10.96.0.1", "port": 443, "container_id": container_id(2), "comm": "curl"})
     );
-    assert_eq!(f.signature.id, "TRC-1013");
-    assert_eq!(f.signature.version, "0.3.0");
+    assert_eq!(f.signature().id, "TRC-1013");
+    assert_eq!(f.signature().version, "0.3.0");
     assert_eq!(
-        f.signature.name,
+        f.signature().name,
         "Kubernetes API server connection detected"
     );
-    assert_eq!(f.signature.event_name, "k8s_api_connection");
-    assert_eq!(f.signature.severity, 1);
-    assert_eq!(f.signature.tags, vec!["container"]);
-    let mitre = f.signature.mitre.as_ref().unwrap();
+    assert_eq!(f.signature().event_name, "k8s_api_connection");
+    assert_eq!(f.signature().severity, 1);
+    assert_eq!(f.signature().tags, vec!["container"]);
+    let mitre = f.signature().mitre.as_ref().unwrap();
     assert_eq!(
         (
             mitre.tactic.as_str(),
@@ -227,6 +227,6 @@ fn findings_name_the_exact_rule_bytes() {
         ],
     );
     let bytes = std::fs::read(k8s_rule_file()).expect("make build leaves the rule file");
-    assert_eq!(&*findings[0].rule.sha256, sha256_hex(&bytes));
-    assert_eq!(&*findings[0].rule.name, "k8s_api_connection");
+    assert_eq!(&*findings[0].rule().sha256, sha256_hex(&bytes));
+    assert_eq!(&*findings[0].rule().name, "k8s_api_connection");
 }

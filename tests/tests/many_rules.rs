@@ -32,7 +32,7 @@ fn each_rule_sees_only_what_it_selected_and_reports_its_own_findings() {
     let by_rule = |id: &str| -> Vec<_> {
         findings
             .iter()
-            .filter(|f| f.signature.id == id)
+            .filter(|f| f.signature().id == id)
             .map(|f| (f.data["ip"].clone(), f.data["port"].clone()))
             .collect()
     };
@@ -51,9 +51,9 @@ fn each_rule_sees_only_what_it_selected_and_reports_its_own_findings() {
     assert_eq!(host.delivered("RH-1001"), 3);
     let cloud = findings
         .iter()
-        .find(|f| f.signature.id == "RH-1001")
+        .find(|f| f.signature().id == "RH-1001")
         .unwrap();
-    assert_eq!(cloud.signature.event_name, "cloud_metadata_access");
+    assert_eq!(cloud.signature().event_name, "cloud_metadata_access");
     assert_eq!(cloud.data["container_id"], json!(container_id(50)));
     assert_eq!(cloud.data["comm"], json!("curl"));
 }

@@ -124,7 +124,7 @@ fn a_reload_into_another_language_keeps_the_rules_state() {
         let findings = run(&mut host, vec![connect(c.clone(), "10.96.0.1", 443)]);
         assert_eq!(findings.len(), 1, "{language} after the reload");
         assert_eq!(
-            &*findings[0].rule.name,
+            &*findings[0].rule().name,
             file.file_stem().unwrap().to_str().unwrap()
         );
         assert_eq!(host.state_containers("TRC-1013"), 1, "{language}");

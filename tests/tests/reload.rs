@@ -44,7 +44,7 @@ fn swapping_between_batches_loses_nothing_and_keeps_state() {
             "round {round}: every connect exactly once"
         );
         assert!(
-            findings.iter().all(|f| *f.rule.sha256 == *live.sha256),
+            findings.iter().all(|f| *f.rule().sha256 == *live.sha256),
             "findings name the live version"
         );
         total += findings.len();

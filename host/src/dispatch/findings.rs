@@ -38,9 +38,8 @@ pub(super) fn collect(
         let data = to_data(finding, event, &containers);
         out.push(Finding {
             node: None,
-            signature: slot.signature.clone(),
+            source: slot.source.clone(),
             data,
-            rule: slot.rule_ref.clone(),
             timestamp: event.timestamp,
             event: EventRecord {
                 name: event.kind().name(),

@@ -9,7 +9,7 @@ use crate::rules::{
     RuleEngine, RuleFinding, RuleInstance, SharedInterest, WitEvent, WitIpAddress, WitValue,
     to_wit,
 };
-use crate::sinks::{EventRecord, FieldValue, Finding, FindingData, RuleRef};
+use crate::sinks::{EventRecord, FieldValue, Finding, FindingData, FindingSource, RuleRef};
 use crate::state::RuleState;
 use crate::state::store::{RestoreReport, StateStore};
 use anyhow::{Result, bail};
@@ -54,8 +54,8 @@ struct Slot {
     /// of that source replaces.
     key: String,
     rule: Arc<Rule>,
-    signature: Arc<crate::rules::Metadata>,
-    rule_ref: Arc<RuleRef>,
+    /// What its findings say produced them.
+    source: Arc<FindingSource>,
     instance: Option<RuleInstance>,
     /// Kept here while no instance exists (after a fault that could not recover).
     parked_state: RuleState,
@@ -247,8 +247,7 @@ impl Dispatcher {
         }
         self.slots.push(Slot {
             key: key.to_owned(),
-            signature: Arc::new(rule.metadata.clone()),
-            rule_ref: rule_ref(&rule),
+            source: finding_source(&rule),
             rule,
             instance: Some(instance),
             parked_state: RuleState::default(),
@@ -293,8 +292,7 @@ impl Dispatcher {
                 return Err(error);
             }
         };
-        slot.signature = Arc::new(rule.metadata.clone());
-        slot.rule_ref = rule_ref(&rule);
+        slot.source = finding_source(&rule);
         if let Some(store) = self.persist.as_deref_mut()
             && rule.metadata.id != slot.rule.metadata.id
         {
@@ -441,9 +439,12 @@ fn slot_state(slot: &mut Slot) -> (&str, &mut RuleState) {
 }
 
 /// What each finding of `rule` says it came from.
-fn rule_ref(rule: &Rule) -> Arc<RuleRef> {
-    Arc::new(RuleRef {
-        name: rule.name.as_str().into(),
-        sha256: rule.sha256.as_str().into(),
+fn finding_source(rule: &Rule) -> Arc<FindingSource> {
+    Arc::new(FindingSource {
+        signature: rule.metadata.clone(),
+        rule: RuleRef {
+            name: rule.name.as_str().into(),
+            sha256: rule.sha256.as_str().into(),
+        },
     })
 }

@@ -264,17 +264,19 @@ pub(crate) fn node_name_or_default(flag: Option<String>) -> Option<String> {
 mod tests {
     use super::*;
     use crate::events::{Body, ContainerRuntime, Event, Process, SocketAddress, SocketType};
-    use crate::sinks::{EventRecord, FindingData, RuleRef};
+    use crate::sinks::{EventRecord, FindingData, FindingSource, RuleRef};
 
     fn finding(container: &Arc<Container>, timestamp: u64) -> Finding {
         Finding {
             node: None,
-            signature: Arc::default(),
-            data: FindingData::default(),
-            rule: Arc::new(RuleRef {
-                name: "r".into(),
-                sha256: "s".into(),
+            source: Arc::new(FindingSource {
+                signature: Default::default(),
+                rule: RuleRef {
+                    name: "r".into(),
+                    sha256: "s".into(),
+                },
             }),
+            data: FindingData::default(),
             timestamp,
             event: EventRecord {
                 name: "security_socket_connect",

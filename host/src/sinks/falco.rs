@@ -33,7 +33,7 @@ pub(crate) fn priority(severity: u8) -> &'static str {
 /// The Falco event for `finding`.
 pub(crate) fn event(finding: &Finding) -> FalcoEvent {
     let fields = output_fields(finding);
-    let mut output = format!("{} ({})", finding.signature.name, finding.signature.id);
+    let mut output = format!("{} ({})", finding.signature().name, finding.signature().id);
     for (name, value) in &fields {
         output.push(' ');
         output.push_str(name);
@@ -43,15 +43,15 @@ pub(crate) fn event(finding: &Finding) -> FalcoEvent {
             other => output.push_str(&other.to_string()),
         }
     }
-    let mut tags = finding.signature.tags.clone();
-    tags.push(finding.signature.id.clone());
-    if let Some(mitre) = &finding.signature.mitre {
+    let mut tags = finding.signature().tags.clone();
+    tags.push(finding.signature().id.clone());
+    if let Some(mitre) = &finding.signature().mitre {
         tags.push(mitre.technique_id.clone());
     }
     FalcoEvent {
         output,
-        priority: priority(finding.signature.severity),
-        rule: finding.signature.name.clone(),
+        priority: priority(finding.signature().severity),
+        rule: finding.signature().name.clone(),
         time: rfc3339(finding.timestamp),
         output_fields: fields,
         source: "rulehost",

@@ -9,18 +9,54 @@ use std::sync::Arc;
 
 /// One finding, as printed: what fired (`signature`), what it found (`data`), which
 /// exact rule bytes produced it (`rule`), and the triggering event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Finding {
     /// The node that saw it (`--node-name`, `NODE_NAME`, or the host name).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<Arc<str>>,
-    pub signature: Arc<Metadata>,
+    /// The rule behind it, shared by the rule's findings.
+    pub source: Arc<FindingSource>,
     pub data: FindingData,
-    /// Shared by the rule's findings.
-    pub rule: Arc<RuleRef>,
     /// Nanoseconds since the Unix epoch, of the triggering event.
     pub timestamp: u64,
     pub event: EventRecord,
+}
+
+/// What produced a finding: the rule's metadata (printed as `signature`) and its exact
+/// bytes (printed as `rule`). One shared record, so a finding costs one reference
+/// count for both.
+#[derive(Debug, Default)]
+pub struct FindingSource {
+    pub signature: Metadata,
+    pub rule: RuleRef,
+}
+
+impl Finding {
+    /// The rule's metadata: what fired.
+    pub fn signature(&self) -> &Metadata {
+        &self.source.signature
+    }
+
+    /// The rule file it came from.
+    pub fn rule(&self) -> &RuleRef {
+        &self.source.rule
+    }
+}
+
+impl Serialize for Finding {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut record = serializer.serialize_struct("Finding", 6)?;
+        match &self.node {
+            Some(node) => record.serialize_field("node", node)?,
+            None => record.skip_field("node")?,
+        }
+        record.serialize_field("signature", &self.source.signature)?;
+        record.serialize_field("data", &self.data)?;
+        record.serialize_field("rule", &self.source.rule)?;
+        record.serialize_field("timestamp", &self.timestamp)?;
+        record.serialize_field("event", &self.event)?;
+        record.end()
+    }
 }
 
 /// A finding's named values, in the order the rule gave them; printed as a JSON object.
@@ -122,7 +158,7 @@ impl Serialize for FindingData {
 }
 
 /// Names the rule file a finding came from.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct RuleRef {
     pub name: Arc<str>,
     pub sha256: Arc<str>,

@@ -123,13 +123,32 @@ fn socket_address(family: u8, reader: &mut Reader<'_>) -> Result<SocketAddress, 
 pub(crate) fn put_finding<'a>(
     bytes: &mut Vec<u8>,
     event: u32,
-    fields: impl ExactSizeIterator<Item = (&'a str, &'a Value)>,
+    fields: impl ExactSizeIterator<Item = (&'a str, &'a Value)> + Clone,
 ) {
+    // One capacity check for the whole finding, not one per primitive.
+    let size = fields
+        .clone()
+        .map(|(name, field)| 4 + name.len() + value_size(field))
+        .sum::<usize>();
+    bytes.reserve(8 + size);
     bytes.put_u32(event);
     bytes.put_u32(fields.len() as u32);
     for (name, field) in fields {
         bytes.put_str(name);
         put_value(bytes, field);
+    }
+}
+
+/// Bytes [`put_value`] writes for `field`.
+#[inline]
+fn value_size(field: &Value) -> usize {
+    1 + match field {
+        Value::Text(text) => 4 + text.len(),
+        Value::Signed(_) | Value::Unsigned(_) | Value::ContainerId(_) => 8,
+        Value::Boolean(_) => 1,
+        Value::Ip(IpAddress::Ipv4(_)) => 5,
+        Value::Ip(IpAddress::Ipv6(_)) => 17,
+        Value::Comm(_) => 4,
     }
 }
 
@@ -218,6 +237,25 @@ mod tests {
             panic!("event 4 is not an exec: {:?}", lent[4].1.body);
         };
         assert_eq!(last.env, ["E=5", "F=6"]);
+    }
+
+    #[test]
+    fn value_sizes_are_what_is_written() {
+        let values = [
+            Value::Text("héllo".into()),
+            Value::Signed(-1),
+            Value::Unsigned(2),
+            Value::Boolean(true),
+            Value::Ip(IpAddress::Ipv4((10, 96, 0, 1))),
+            Value::Ip(IpAddress::Ipv6((1, 2, 3, 4, 5, 6, 7, 8))),
+            Value::ContainerId(3),
+            Value::Comm(4),
+        ];
+        for value in &values {
+            let mut bytes = Vec::new();
+            put_value(&mut bytes, value);
+            assert_eq!(bytes.len(), value_size(value), "{value:?}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::{
     ContainerHandle, Event, EventBody, IpAddress, Ipv4SocketAddress, Ipv6SocketAddress, Process,
     ProcessExec, SocketAddress, SocketConnect, SocketType, Value,
 };
-use rulehost_wire::{EVENT_HEAD_BYTES, Malformed, Put, Reader, address, at, body, ip, value};
+use rulehost_wire::{EVENT_HEAD_BYTES, Malformed, Reader, address, at, body, ip, value};
 
 /// Decodes a packed batch from the host, handing each event to `each` with its index as
 /// it is read, so a batch never exists as a list of events.
@@ -118,24 +118,55 @@ fn socket_address(family: u8, reader: &mut Reader<'_>) -> Result<SocketAddress, 
     })
 }
 
-/// Appends one finding to packed findings.
+/// Appends one finding to packed findings: its bytes are counted first and written into
+/// space made for them at once, so no primitive checks the buffer's capacity or grows it.
 #[inline]
 pub(crate) fn put_finding<'a>(
     bytes: &mut Vec<u8>,
     event: u32,
     fields: impl ExactSizeIterator<Item = (&'a str, &'a Value)> + Clone,
 ) {
-    // One capacity check for the whole finding, not one per primitive.
-    let size = fields
+    let size = 8 + fields
         .clone()
         .map(|(name, field)| 4 + name.len() + value_size(field))
         .sum::<usize>();
-    bytes.reserve(8 + size);
-    bytes.put_u32(event);
-    bytes.put_u32(fields.len() as u32);
+    let start = bytes.len();
+    bytes.resize(start + size, 0);
+    let mut out = Slots {
+        out: &mut bytes[start..],
+        at: 0,
+    };
+    out.put(&event.to_le_bytes());
+    out.put(&(fields.len() as u32).to_le_bytes());
     for (name, field) in fields {
-        bytes.put_str(name);
-        put_value(bytes, field);
+        out.text(name);
+        put_value(&mut out, field);
+    }
+}
+
+/// Space made for one finding, filled front to back.
+struct Slots<'a> {
+    out: &'a mut [u8],
+    at: usize,
+}
+
+impl Slots<'_> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.out[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
+    }
+
+    #[inline]
+    fn tag(&mut self, tag: u8) {
+        self.put(&[tag]);
+    }
+
+    /// A string as the encoding has it: its length, then its bytes.
+    #[inline]
+    fn text(&mut self, text: &str) {
+        self.put(&(text.len() as u32).to_le_bytes());
+        self.put(text.as_bytes());
     }
 }
 
@@ -153,46 +184,33 @@ fn value_size(field: &Value) -> usize {
 }
 
 #[inline]
-fn put_value(bytes: &mut Vec<u8>, field: &Value) {
+fn put_value(out: &mut Slots<'_>, field: &Value) {
     match field {
         Value::Text(text) => {
-            bytes.put_u8(value::TEXT);
-            bytes.put_str(text);
+            out.tag(value::TEXT);
+            out.text(text);
         }
         Value::Signed(n) => {
-            bytes.put_u8(value::SIGNED);
-            bytes.put_u64(*n as u64);
+            out.tag(value::SIGNED);
+            out.put(&n.to_le_bytes());
         }
         Value::Unsigned(n) => {
-            bytes.put_u8(value::UNSIGNED);
-            bytes.put_u64(*n);
+            out.tag(value::UNSIGNED);
+            out.put(&n.to_le_bytes());
         }
-        Value::Boolean(b) => {
-            bytes.put_u8(value::BOOLEAN);
-            bytes.put_u8(u8::from(*b));
-        }
-        Value::Ip(address) => {
-            bytes.put_u8(value::IP);
-            match *address {
-                IpAddress::Ipv4((a, b, c, d)) => {
-                    bytes.put_u8(ip::IPV4);
-                    bytes.extend_from_slice(&[a, b, c, d]);
-                }
-                IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => {
-                    bytes.put_u8(ip::IPV6);
-                    bytes.extend_from_slice(
-                        &std::net::Ipv6Addr::new(a, b, c, d, e, f, g, h).octets(),
-                    );
-                }
-            }
+        Value::Boolean(b) => out.put(&[value::BOOLEAN, u8::from(*b)]),
+        Value::Ip(IpAddress::Ipv4((a, b, c, d))) => out.put(&[value::IP, ip::IPV4, *a, *b, *c, *d]),
+        Value::Ip(IpAddress::Ipv6((a, b, c, d, e, f, g, h))) => {
+            out.put(&[value::IP, ip::IPV6]);
+            out.put(&std::net::Ipv6Addr::new(*a, *b, *c, *d, *e, *f, *g, *h).octets());
         }
         Value::ContainerId(handle) => {
-            bytes.put_u8(value::CONTAINER_ID);
-            bytes.put_u64(*handle);
+            out.tag(value::CONTAINER_ID);
+            out.put(&handle.to_le_bytes());
         }
         Value::Comm(event) => {
-            bytes.put_u8(value::COMM);
-            bytes.put_u32(*event);
+            out.tag(value::COMM);
+            out.put(&event.to_le_bytes());
         }
     }
 }
@@ -200,6 +218,7 @@ fn put_value(bytes: &mut Vec<u8>, field: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rulehost_wire::Put;
 
     /// A batch of execs with 3, 1, 0 and 2 env entries, a connect between them.
     fn batch() -> Vec<u8> {
@@ -252,9 +271,13 @@ mod tests {
             Value::Comm(4),
         ];
         for value in &values {
-            let mut bytes = Vec::new();
-            put_value(&mut bytes, value);
-            assert_eq!(bytes.len(), value_size(value), "{value:?}");
+            let mut bytes = vec![0; value_size(value)];
+            let mut out = Slots {
+                out: &mut bytes,
+                at: 0,
+            };
+            put_value(&mut out, value);
+            assert_eq!(out.at, value_size(value), "{value:?}");
         }
     }
 

@@ -37,15 +37,15 @@ pub fn for_each_event(bytes: &[u8], mut each: impl FnMut(u32, &Event)) -> Result
 /// Reads one event; an exec takes `spare` for its env entries, reusing its strings.
 #[inline]
 fn decode_event(reader: &mut Reader<'_>, spare: &mut Vec<String>) -> Result<Event, Malformed> {
-    let head: [u8; EVENT_HEAD_BYTES] = reader.array()?;
-    let timestamp = at::u64(&head, 0);
+    let head: &[u8; EVENT_HEAD_BYTES] = reader.array()?;
+    let timestamp = at::u64(head, 0);
     let process = Process {
-        pid: at::u32(&head, 8),
-        tid: at::u32(&head, 12),
-        ppid: at::u32(&head, 16),
-        uid: at::u32(&head, 20),
+        pid: at::u32(head, 8),
+        tid: at::u32(head, 12),
+        ppid: at::u32(head, 16),
+        uid: at::u32(head, 20),
     };
-    let container: Option<ContainerHandle> = (head[24] != 0).then(|| at::u64(&head, 25));
+    let container: Option<ContainerHandle> = (head[24] != 0).then(|| at::u64(head, 25));
     let body = match head[EVENT_HEAD_BYTES - 1] {
         body::PROCESS_EXEC => {
             let synthetic = reader.bool()?;
@@ -65,7 +65,7 @@ fn decode_event(reader: &mut Reader<'_>, spare: &mut Vec<String>) -> Result<Even
             EventBody::ProcessExec(ProcessExec { env, synthetic })
         }
         body::SOCKET_CONNECT => {
-            let [socket_type_tag, family] = reader.array()?;
+            let &[socket_type_tag, family] = reader.array()?;
             EventBody::SocketConnect(SocketConnect {
                 socket_type: socket_type(socket_type_tag),
                 address: socket_address(family, reader)?,
@@ -95,21 +95,21 @@ fn socket_type(tag: u8) -> SocketType {
 fn socket_address(family: u8, reader: &mut Reader<'_>) -> Result<SocketAddress, Malformed> {
     Ok(match family {
         address::IPV4 => {
-            let bytes: [u8; 6] = reader.array()?;
+            let bytes: &[u8; 6] = reader.array()?;
             SocketAddress::Ipv4(Ipv4SocketAddress {
                 address: (bytes[0], bytes[1], bytes[2], bytes[3]),
-                port: at::u16(&bytes, 4),
+                port: at::u16(bytes, 4),
             })
         }
         address::IPV6 => {
-            let bytes: [u8; 26] = reader.array()?;
+            let bytes: &[u8; 26] = reader.array()?;
             let octets: [u8; 16] = std::array::from_fn(|i| bytes[i]);
             let [a, b, c, d, e, f, g, h] = std::net::Ipv6Addr::from(octets).segments();
             SocketAddress::Ipv6(Ipv6SocketAddress {
                 address: (a, b, c, d, e, f, g, h),
-                port: at::u16(&bytes, 16),
-                flow_info: at::u32(&bytes, 18),
-                scope_id: at::u32(&bytes, 22),
+                port: at::u16(bytes, 16),
+                flow_info: at::u32(bytes, 18),
+                scope_id: at::u32(bytes, 22),
             })
         }
         address::UNIX => SocketAddress::Unix,

@@ -166,9 +166,10 @@ impl<'a> Reader<'a> {
         Malformed { at: self.at, what }
     }
 
-    /// The next `N` bytes.
+    /// The next `N` bytes, where they are: fields are read from the encoding itself, not
+    /// from a copy (in wasm, reading a fresh copy back stalls on store forwarding).
     #[inline]
-    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], Malformed> {
+    pub fn array<const N: usize>(&mut self) -> Result<&'a [u8; N], Malformed> {
         let bytes = self.take(N)?;
         Ok(bytes.try_into().expect("take returned N bytes"))
     }
@@ -180,17 +181,17 @@ impl<'a> Reader<'a> {
 
     #[inline]
     pub fn u16(&mut self) -> Result<u16, Malformed> {
-        self.array().map(u16::from_le_bytes)
+        self.array().map(|bytes| u16::from_le_bytes(*bytes))
     }
 
     #[inline]
     pub fn u32(&mut self) -> Result<u32, Malformed> {
-        self.array().map(u32::from_le_bytes)
+        self.array().map(|bytes| u32::from_le_bytes(*bytes))
     }
 
     #[inline]
     pub fn u64(&mut self) -> Result<u64, Malformed> {
-        self.array().map(u64::from_le_bytes)
+        self.array().map(|bytes| u64::from_le_bytes(*bytes))
     }
 
     /// A boolean: 0 or 1, anything else is malformed.

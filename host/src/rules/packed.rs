@@ -275,8 +275,8 @@ fn decode_value(reader: &mut Reader<'_>) -> Result<wit::Value, Malformed> {
         value::UNSIGNED => wit::Value::Unsigned(reader.u64()?),
         value::BOOLEAN => wit::Value::Boolean(reader.bool()?),
         value::IP => wit::Value::Ip(ip_to_wit(match reader.u8()? {
-            ip::IPV4 => std::net::Ipv4Addr::from(reader.array::<4>()?).into(),
-            ip::IPV6 => std::net::Ipv6Addr::from(reader.array::<16>()?).into(),
+            ip::IPV4 => std::net::Ipv4Addr::from(*reader.array::<4>()?).into(),
+            ip::IPV6 => std::net::Ipv6Addr::from(*reader.array::<16>()?).into(),
             _ => return Err(reader.error("an unknown IP address family")),
         })),
         value::CONTAINER_ID => wit::Value::ContainerId(reader.u64()?),

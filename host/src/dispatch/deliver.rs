@@ -8,26 +8,9 @@ impl Dispatcher {
     /// to `out` in event order per rule. Returns the events so their buffer is reused.
     pub fn dispatch(&mut self, mut events: Vec<Event>, out: &mut Vec<Finding>) -> Vec<Event> {
         self.counters.events += events.len() as u64;
+        // Filled in for the events some rule selects, as it selects them.
         self.handles.clear();
-        {
-            let mut table = self.containers.write().expect("container lock");
-            // A container's events tend to come in runs, sharing one `Arc`: the last
-            // one's handle is reused without hashing its id again.
-            let mut last: Option<(*const crate::events::Container, u64)> = None;
-            self.handles.extend(events.iter().map(|e| {
-                let container = e.container.as_ref()?;
-                match last {
-                    Some((seen, handle)) if std::ptr::eq(seen, Arc::as_ptr(container)) => {
-                        Some(handle)
-                    }
-                    _ => {
-                        let handle = table.intern(container);
-                        last = Some((Arc::as_ptr(container), handle));
-                        Some(handle)
-                    }
-                }
-            }));
-        }
+        self.handles.resize(events.len(), None);
         for slot_index in 0..self.slots.len() {
             let before = self.counters;
             events = self.deliver_to(slot_index, events, out);
@@ -67,6 +50,8 @@ impl Dispatcher {
         self.packed.clear();
         let interest = slot.interest.lock().expect("interest lock");
         let api_servers = self.runtime.api_servers();
+        let mut table = self.containers.write().expect("container lock");
+        let mut handles = Handles::default();
         // Cgroups with an exec earlier in this batch that captured env entries: the rule
         // may watch new destinations when it sees it, so their later connects go to it
         // (as the kernel lets them through until that exec is processed).
@@ -75,16 +60,17 @@ impl Dispatcher {
             if metadata.wants(event.kind(), event.container.is_some())
                 && admitted(&interest, &api_servers, event, &mut open)
             {
+                let handle = handles.of(&mut table, event);
+                self.handles[index] = handle;
                 self.selected.push(index as u32);
                 if packed {
-                    self.packed.push(event, self.handles[index], metadata);
+                    self.packed.push(event, handle, metadata);
                 } else {
-                    self.wit_events
-                        .push(to_wit(event, self.handles[index], metadata));
+                    self.wit_events.push(to_wit(event, handle, metadata));
                 }
             }
         }
-        drop((interest, api_servers));
+        drop((interest, api_servers, table));
         if self.selected.is_empty() {
             return events;
         }
@@ -214,6 +200,28 @@ impl Dispatcher {
             }
         }
         events
+    }
+}
+
+/// Container handles for the events a rule selects. A container's events tend to come
+/// in runs sharing one `Arc`: the last one's handle is reused without hashing its id
+/// again. Events no rule selects are never looked up.
+#[derive(Default)]
+struct Handles {
+    last: Option<(*const crate::events::Container, u64)>,
+}
+
+impl Handles {
+    fn of(&mut self, table: &mut crate::state::ContainerTable, event: &Event) -> Option<u64> {
+        let container = event.container.as_ref()?;
+        match self.last {
+            Some((seen, handle)) if std::ptr::eq(seen, Arc::as_ptr(container)) => Some(handle),
+            _ => {
+                let handle = table.intern(container);
+                self.last = Some((Arc::as_ptr(container), handle));
+                Some(handle)
+            }
+        }
     }
 }
 

@@ -72,6 +72,8 @@ pub struct Dispatcher {
     runtime: Arc<RuleEngine>,
     slots: Vec<Slot>,
     containers: Containers,
+    /// Container handles of the batch's events, by index: set for the events some rule
+    /// selected (what its `context` and state calls may name).
     handles: Vec<Option<u64>>,
     /// The batch being delivered to one rule, typed or packed as it takes batches.
     wit_events: Vec<WitEvent>,

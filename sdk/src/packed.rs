@@ -5,7 +5,7 @@ use crate::{
     ContainerHandle, Event, EventBody, IpAddress, Ipv4SocketAddress, Ipv6SocketAddress, Process,
     ProcessExec, SocketAddress, SocketConnect, SocketType, Value,
 };
-use rulehost_wire::{EVENT_HEAD_BYTES, Malformed, Reader, address, at, body, ip, value};
+use rulehost_wire::{EVENT_HEAD_BYTES, Malformed, Put, Reader, address, at, body, ip, value};
 
 /// Decodes a packed batch from the host, handing each event to `each` with its index as
 /// it is read, so a batch never exists as a list of events.
@@ -136,10 +136,10 @@ pub(crate) fn put_finding<'a>(
         out: &mut bytes[start..],
         at: 0,
     };
-    out.put(&event.to_le_bytes());
-    out.put(&(fields.len() as u32).to_le_bytes());
+    out.put_u32(event);
+    out.put_u32(fields.len() as u32);
     for (name, field) in fields {
-        out.text(name);
+        out.put_str(name);
         put_value(&mut out, field);
     }
 }
@@ -150,23 +150,11 @@ struct Slots<'a> {
     at: usize,
 }
 
-impl Slots<'_> {
+impl Put for Slots<'_> {
     #[inline]
-    fn put(&mut self, bytes: &[u8]) {
+    fn put_bytes(&mut self, bytes: &[u8]) {
         self.out[self.at..self.at + bytes.len()].copy_from_slice(bytes);
         self.at += bytes.len();
-    }
-
-    #[inline]
-    fn tag(&mut self, tag: u8) {
-        self.put(&[tag]);
-    }
-
-    /// A string as the encoding has it: its length, then its bytes.
-    #[inline]
-    fn text(&mut self, text: &str) {
-        self.put(&(text.len() as u32).to_le_bytes());
-        self.put(text.as_bytes());
     }
 }
 
@@ -184,33 +172,35 @@ fn value_size(field: &Value) -> usize {
 }
 
 #[inline]
-fn put_value(out: &mut Slots<'_>, field: &Value) {
+fn put_value(out: &mut impl Put, field: &Value) {
     match field {
         Value::Text(text) => {
-            out.tag(value::TEXT);
-            out.text(text);
+            out.put_u8(value::TEXT);
+            out.put_str(text);
         }
         Value::Signed(n) => {
-            out.tag(value::SIGNED);
-            out.put(&n.to_le_bytes());
+            out.put_u8(value::SIGNED);
+            out.put_u64(*n as u64);
         }
         Value::Unsigned(n) => {
-            out.tag(value::UNSIGNED);
-            out.put(&n.to_le_bytes());
+            out.put_u8(value::UNSIGNED);
+            out.put_u64(*n);
         }
-        Value::Boolean(b) => out.put(&[value::BOOLEAN, u8::from(*b)]),
-        Value::Ip(IpAddress::Ipv4((a, b, c, d))) => out.put(&[value::IP, ip::IPV4, *a, *b, *c, *d]),
+        Value::Boolean(b) => out.put_bytes(&[value::BOOLEAN, u8::from(*b)]),
+        Value::Ip(IpAddress::Ipv4((a, b, c, d))) => {
+            out.put_bytes(&[value::IP, ip::IPV4, *a, *b, *c, *d])
+        }
         Value::Ip(IpAddress::Ipv6((a, b, c, d, e, f, g, h))) => {
-            out.put(&[value::IP, ip::IPV6]);
-            out.put(&std::net::Ipv6Addr::new(*a, *b, *c, *d, *e, *f, *g, *h).octets());
+            out.put_bytes(&[value::IP, ip::IPV6]);
+            out.put_bytes(&std::net::Ipv6Addr::new(*a, *b, *c, *d, *e, *f, *g, *h).octets());
         }
         Value::ContainerId(handle) => {
-            out.tag(value::CONTAINER_ID);
-            out.put(&handle.to_le_bytes());
+            out.put_u8(value::CONTAINER_ID);
+            out.put_u64(*handle);
         }
         Value::Comm(event) => {
-            out.tag(value::COMM);
-            out.put(&event.to_le_bytes());
+            out.put_u8(value::COMM);
+            out.put_u32(*event);
         }
     }
 }
@@ -218,7 +208,6 @@ fn put_value(out: &mut Slots<'_>, field: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rulehost_wire::Put;
 
     /// A batch of execs with 3, 1, 0 and 2 env entries, a connect between them.
     fn batch() -> Vec<u8> {

@@ -63,43 +63,51 @@ pub mod value {
     pub const COMM: u8 = 6;
 }
 
-/// Appends the encoding's primitives to a byte buffer.
+/// Appends the encoding's primitives to a byte buffer: a growing `Vec<u8>`, or space
+/// already made for a whole record (the SDK's finding writer).
 pub trait Put {
-    fn put_u8(&mut self, value: u8);
-    fn put_u16(&mut self, value: u16);
-    fn put_u32(&mut self, value: u32);
-    fn put_u64(&mut self, value: u64);
-    /// A string: its length as `u32`, then its bytes. Longer than `u32::MAX` bytes is
-    /// cut there (no rule or event carries one; the reader never reads past the buffer).
-    fn put_str(&mut self, text: &str);
-}
+    /// Raw bytes, as they are.
+    fn put_bytes(&mut self, bytes: &[u8]);
 
-impl Put for Vec<u8> {
     #[inline]
     fn put_u8(&mut self, value: u8) {
-        self.push(value);
+        self.put_bytes(&[value]);
     }
 
     #[inline]
     fn put_u16(&mut self, value: u16) {
-        self.extend_from_slice(&value.to_le_bytes());
+        self.put_bytes(&value.to_le_bytes());
     }
 
     #[inline]
     fn put_u32(&mut self, value: u32) {
-        self.extend_from_slice(&value.to_le_bytes());
+        self.put_bytes(&value.to_le_bytes());
     }
 
     #[inline]
     fn put_u64(&mut self, value: u64) {
-        self.extend_from_slice(&value.to_le_bytes());
+        self.put_bytes(&value.to_le_bytes());
     }
 
+    /// A string: its length as `u32`, then its bytes. Longer than `u32::MAX` bytes is
+    /// cut there (no rule or event carries one; the reader never reads past the buffer).
     #[inline]
     fn put_str(&mut self, text: &str) {
         let bytes = &text.as_bytes()[..text.len().min(u32::MAX as usize)];
         self.put_u32(bytes.len() as u32);
+        self.put_bytes(bytes);
+    }
+}
+
+impl Put for Vec<u8> {
+    #[inline]
+    fn put_bytes(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);
+    }
+
+    #[inline]
+    fn put_u8(&mut self, value: u8) {
+        self.push(value);
     }
 }
 

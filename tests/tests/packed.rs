@@ -201,8 +201,8 @@ fn every_kind_of_event_and_value_crosses_both_ways() {
         }
         // Every finding shares one copy of each name.
         assert!(std::sync::Arc::ptr_eq(
-            &echo.names[0],
-            &findings[0].names[0]
+            &echo.shape.names[0],
+            &findings[0].shape.names[0]
         ));
         let record = &findings[2 * index + 1];
         assert!(

@@ -30,7 +30,7 @@ pub(super) fn collect(
             dropped += 1;
             continue;
         }
-        if names_size.of(&finding.names) + values_size(&finding.values) > limits.max_finding_bytes {
+        if names_size.of(&finding.shape) + values_size(&finding.values) > limits.max_finding_bytes {
             dropped += 1;
             continue;
         }
@@ -38,7 +38,6 @@ pub(super) fn collect(
         let data = to_data(finding, event, &containers);
         out.push(Finding {
             node: None,
-            source: slot.source.clone(),
             data,
             timestamp: event.timestamp,
             event: EventRecord {
@@ -74,15 +73,16 @@ struct NamesSize {
 }
 
 impl NamesSize {
-    fn of(&mut self, names: &FieldShape) -> usize {
+    fn of(&mut self, shape: &FieldShape) -> usize {
         match &self.last {
-            Some((shape, size)) if Arc::ptr_eq(shape, names) => *size,
+            Some((last, size)) if Arc::ptr_eq(last, shape) => *size,
             _ => {
-                let size = names
+                let size = shape
+                    .names
                     .iter()
                     .map(|name| FIELD_OVERHEAD + escaped_len(name))
                     .sum();
-                self.last = Some((names.clone(), size));
+                self.last = Some((shape.clone(), size));
                 size
             }
         }
@@ -134,7 +134,7 @@ pub(super) fn to_data(
             WitValue::Comm(_) => FieldValue::Comm(event.process.comm),
         })
         .collect();
-    FindingData::new(finding.names, values)
+    FindingData::new(finding.shape, values)
 }
 
 pub(super) fn ip_from_wit(ip: WitIpAddress) -> IpAddr {

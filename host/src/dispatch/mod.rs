@@ -9,7 +9,7 @@ use crate::rules::{
     RuleEngine, RuleFinding, RuleInstance, SharedInterest, WitEvent, WitIpAddress, WitValue,
     to_wit,
 };
-use crate::sinks::{EventRecord, FieldValue, Finding, FindingData, FindingSource, RuleRef};
+use crate::sinks::{EventRecord, FieldValue, Finding, FindingData};
 use crate::state::RuleState;
 use crate::state::store::{RestoreReport, StateStore};
 use anyhow::{Result, bail};
@@ -54,8 +54,6 @@ struct Slot {
     /// of that source replaces.
     key: String,
     rule: Arc<Rule>,
-    /// What its findings say produced them.
-    source: Arc<FindingSource>,
     instance: Option<RuleInstance>,
     /// Kept here while no instance exists (after a fault that could not recover).
     parked_state: RuleState,
@@ -249,7 +247,6 @@ impl Dispatcher {
         }
         self.slots.push(Slot {
             key: key.to_owned(),
-            source: finding_source(&rule),
             rule,
             instance: Some(instance),
             parked_state: RuleState::default(),
@@ -294,7 +291,6 @@ impl Dispatcher {
                 return Err(error);
             }
         };
-        slot.source = finding_source(&rule);
         if let Some(store) = self.persist.as_deref_mut()
             && rule.metadata.id != slot.rule.metadata.id
         {
@@ -438,15 +434,4 @@ fn slot_state(slot: &mut Slot) -> (&str, &mut RuleState) {
         None => &mut slot.parked_state,
     };
     (slot.rule.metadata.id.as_str(), state)
-}
-
-/// What each finding of `rule` says it came from.
-fn finding_source(rule: &Rule) -> Arc<FindingSource> {
-    Arc::new(FindingSource {
-        signature: rule.metadata.clone(),
-        rule: RuleRef {
-            name: rule.name.as_str().into(),
-            sha256: rule.sha256.as_str().into(),
-        },
-    })
 }

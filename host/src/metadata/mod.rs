@@ -264,19 +264,25 @@ pub(crate) fn node_name_or_default(flag: Option<String>) -> Option<String> {
 mod tests {
     use super::*;
     use crate::events::{Body, ContainerRuntime, Event, Process, SocketAddress, SocketType};
+    use crate::rules::FindingShape;
     use crate::sinks::{EventRecord, FindingData, FindingSource, RuleRef};
 
     fn finding(container: &Arc<Container>, timestamp: u64) -> Finding {
         Finding {
             node: None,
-            source: Arc::new(FindingSource {
-                signature: Default::default(),
-                rule: RuleRef {
-                    name: "r".into(),
-                    sha256: "s".into(),
-                },
-            }),
-            data: FindingData::default(),
+            data: FindingData::new(
+                Arc::new(FindingShape {
+                    source: Arc::new(FindingSource {
+                        signature: Default::default(),
+                        rule: RuleRef {
+                            name: "r".into(),
+                            sha256: "s".into(),
+                        },
+                    }),
+                    names: Box::new([]),
+                }),
+                Vec::new(),
+            ),
             timestamp,
             event: EventRecord {
                 name: "security_socket_connect",

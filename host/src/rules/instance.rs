@@ -105,7 +105,7 @@ impl RuleInstance {
                 store,
                 bindings,
                 packed,
-                names: FieldNames::default(),
+                names: FieldNames::new(FindingSource::of(rule)),
                 metadata,
             }),
             Err(error) => Err((error, std::mem::take(&mut store.data_mut().state))),

@@ -23,6 +23,35 @@ pub struct Rule {
     pub metadata: Metadata,
 }
 
+/// What produced a finding: the rule's metadata (printed as `signature`) and its exact
+/// bytes (printed as `rule`). Made once per rule instance and shared by its findings'
+/// shapes ([`FieldShape`]).
+#[derive(Debug, Default)]
+pub struct FindingSource {
+    pub signature: Metadata,
+    pub rule: RuleRef,
+}
+
+/// Names the rule file a finding came from.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RuleRef {
+    pub name: Arc<str>,
+    pub sha256: Arc<str>,
+}
+
+impl FindingSource {
+    /// What each finding of `rule` says it came from.
+    pub fn of(rule: &Rule) -> Arc<FindingSource> {
+        Arc::new(FindingSource {
+            signature: rule.metadata.clone(),
+            rule: RuleRef {
+                name: rule.name.as_str().into(),
+                sha256: rule.sha256.as_str().into(),
+            },
+        })
+    }
+}
+
 impl Rule {
     /// The WASI capabilities its imports need, each once, in order.
     pub fn capabilities(&self) -> Vec<&'static str> {

@@ -128,18 +128,28 @@ fn put_address(bytes: &mut Vec<u8>, socket: &SocketAddress) {
     }
 }
 
-/// A finding's field names in order, shared by every finding of the same shape: a rule
-/// repeats one or a few shapes, so a finding costs one reference count for its names.
-pub type FieldShape = Arc<[Arc<str>]>;
+/// A finding's shape, shared by every finding of the same rule instance and field names:
+/// a rule repeats one or a few, so a finding costs one reference count for what produced
+/// it and what its fields are called.
+pub type FieldShape = Arc<FindingShape>;
+
+/// What a [`FieldShape`] holds.
+#[derive(Debug, Default)]
+pub struct FindingShape {
+    /// The rule that produced the finding.
+    pub source: Arc<FindingSource>,
+    /// Its field names, in order.
+    pub names: Box<[Arc<str>]>,
+}
 
 /// A finding as the host takes it from a rule, whichever way it crossed.
 #[derive(Debug, Clone)]
 pub struct RuleFinding {
     /// The event it is about, by its index in the delivered batch.
     pub event: u32,
-    /// Its field names ([`FieldNames`]).
-    pub names: FieldShape,
-    /// Its values, in the order of `names`.
+    /// The rule behind it and its field names ([`FieldNames`]).
+    pub shape: FieldShape,
+    /// Its values, in the order of its names.
     pub values: Vec<wit::Value>,
 }
 
@@ -149,14 +159,14 @@ impl RuleFinding {
         let shape = names.shape(finding.data.iter().map(|field| field.name.as_str()));
         RuleFinding {
             event: finding.event,
-            names: shape,
+            shape,
             values: finding.data.into_iter().map(|field| field.value).collect(),
         }
     }
 
     /// The value of the field called `name`, if the finding has one.
     pub fn get(&self, name: &str) -> Option<&wit::Value> {
-        let at = self.names.iter().position(|known| **known == *name)?;
+        let at = self.shape.names.iter().position(|known| **known == *name)?;
         self.values.get(at)
     }
 }
@@ -166,10 +176,12 @@ impl RuleFinding {
 const MAX_NAMES: usize = 64;
 const MAX_SHAPES: usize = 16;
 
-/// A rule's field names and finding shapes, allocated once and shared by every finding
-/// that uses them.
+/// A rule instance's field names and finding shapes, allocated once and shared by every
+/// finding that uses them.
 #[derive(Debug, Default)]
 pub struct FieldNames {
+    /// What the instance's findings say produced them.
+    source: Arc<FindingSource>,
     names: Vec<Arc<str>>,
     shapes: Vec<FieldShape>,
     /// The shape found last: the one the next finding most likely has.
@@ -177,13 +189,26 @@ pub struct FieldNames {
 }
 
 impl FieldNames {
+    /// Names for the findings of an instance of the rule `source` describes.
+    pub fn new(source: Arc<FindingSource>) -> FieldNames {
+        FieldNames {
+            source,
+            ..FieldNames::default()
+        }
+    }
+
     /// The shared shape of a finding whose fields are called `names`, in order.
     pub fn shape<'a>(
         &mut self,
         names: impl ExactSizeIterator<Item = &'a str> + Clone,
     ) -> FieldShape {
         let same = |shape: &FieldShape| {
-            shape.len() == names.len() && shape.iter().zip(names.clone()).all(|(a, b)| **a == *b)
+            shape.names.len() == names.len()
+                && shape
+                    .names
+                    .iter()
+                    .zip(names.clone())
+                    .all(|(a, b)| **a == *b)
         };
         if let Some(shape) = self.shapes.get(self.last).filter(|shape| same(shape)) {
             return shape.clone();
@@ -192,7 +217,10 @@ impl FieldNames {
             self.last = at;
             return self.shapes[at].clone();
         }
-        let shape: FieldShape = names.map(|name| self.name(name)).collect();
+        let shape = Arc::new(FindingShape {
+            source: self.source.clone(),
+            names: names.map(|name| self.name(name)).collect(),
+        });
         if self.shapes.len() < MAX_SHAPES {
             self.last = self.shapes.len();
             self.shapes.push(shape.clone());
@@ -205,8 +233,9 @@ impl FieldNames {
     /// usual finding costs no UTF-8 check; other names are checked, then shared.
     pub fn shape_of_read(&mut self, names: &[Text<'_>]) -> Result<FieldShape, Malformed> {
         if let Some(shape) = self.shapes.get(self.last)
-            && shape.len() == names.len()
+            && shape.names.len() == names.len()
             && shape
+                .names
                 .iter()
                 .zip(names)
                 .all(|(a, b)| a.as_bytes() == b.bytes)
@@ -260,7 +289,7 @@ pub fn decode_findings(
         }
         findings.push(RuleFinding {
             event,
-            names: names.shape_of_read(&fields_names)?,
+            shape: names.shape_of_read(&fields_names)?,
             values,
         });
     }

@@ -3,6 +3,7 @@
 
 use crate::events::Event;
 use crate::rules::{FieldShape, Metadata};
+pub use crate::rules::{FindingSource, RuleRef};
 use anyhow::Result;
 use serde::Serialize;
 use std::sync::Arc;
@@ -13,32 +14,27 @@ use std::sync::Arc;
 pub struct Finding {
     /// The node that saw it (`--node-name`, `NODE_NAME`, or the host name).
     pub node: Option<Arc<str>>,
-    /// The rule behind it, shared by the rule's findings.
-    pub source: Arc<FindingSource>,
+    /// Its fields, and through their shape the rule behind it.
     pub data: FindingData,
     /// Nanoseconds since the Unix epoch, of the triggering event.
     pub timestamp: u64,
     pub event: EventRecord,
 }
 
-/// What produced a finding: the rule's metadata (printed as `signature`) and its exact
-/// bytes (printed as `rule`). One shared record, so a finding costs one reference
-/// count for both.
-#[derive(Debug, Default)]
-pub struct FindingSource {
-    pub signature: Metadata,
-    pub rule: RuleRef,
-}
-
 impl Finding {
+    /// What produced it: the rule's metadata and file.
+    pub fn source(&self) -> &FindingSource {
+        &self.data.shape.source
+    }
+
     /// The rule's metadata: what fired.
     pub fn signature(&self) -> &Metadata {
-        &self.source.signature
+        &self.source().signature
     }
 
     /// The rule file it came from.
     pub fn rule(&self) -> &RuleRef {
-        &self.source.rule
+        &self.source().rule
     }
 }
 
@@ -50,9 +46,9 @@ impl Serialize for Finding {
             Some(node) => record.serialize_field("node", node)?,
             None => record.skip_field("node")?,
         }
-        record.serialize_field("signature", &self.source.signature)?;
+        record.serialize_field("signature", self.signature())?;
         record.serialize_field("data", &self.data)?;
-        record.serialize_field("rule", &self.source.rule)?;
+        record.serialize_field("rule", self.rule())?;
         record.serialize_field("timestamp", &self.timestamp)?;
         record.serialize_field("event", &self.event)?;
         record.end()
@@ -64,8 +60,9 @@ impl Serialize for Finding {
 /// container id copy) before it is written.
 #[derive(Debug, Clone, Default)]
 pub struct FindingData {
-    /// Shared with the rule's other findings of the same shape.
-    names: FieldShape,
+    /// The rule behind it and the field names, shared with the rule's other findings of
+    /// the same shape.
+    shape: FieldShape,
     /// In the order of `names`.
     values: Vec<FieldValue>,
     /// The values as JSON, built only if someone indexes the data (tools, tests).
@@ -108,23 +105,27 @@ impl Serialize for FieldValue {
 }
 
 impl FindingData {
-    /// Data whose `values` are named by `names`, in order (extra values are not printed).
-    pub fn new(names: FieldShape, values: Vec<FieldValue>) -> FindingData {
+    /// Data whose `values` are named by `shape`, in order (extra values are not printed).
+    pub fn new(shape: FieldShape, values: Vec<FieldValue>) -> FindingData {
         FindingData {
-            names,
+            shape,
             values,
             json: std::sync::OnceLock::new(),
         }
     }
 
+    fn names(&self) -> &[Arc<str>] {
+        &self.shape.names
+    }
+
     /// The fields, typed, in order.
     pub fn fields(&self) -> impl Iterator<Item = (&str, &FieldValue)> {
-        self.names.iter().map(|name| &**name).zip(&self.values)
+        self.names().iter().map(|name| &**name).zip(&self.values)
     }
 
     /// The value of a field as JSON, if present.
     pub fn get(&self, name: &str) -> Option<&serde_json::Value> {
-        let index = self.names.iter().position(|n| &**n == name)?;
+        let index = self.names().iter().position(|n| &**n == name)?;
         let json = self
             .json
             .get_or_init(|| self.values.iter().map(FieldValue::to_json).collect());
@@ -149,19 +150,12 @@ impl std::ops::Index<&str> for FindingData {
 impl Serialize for FindingData {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(self.names.len().min(self.values.len())))?;
+        let mut map = serializer.serialize_map(Some(self.names().len().min(self.values.len())))?;
         for (name, value) in self.fields() {
             map.serialize_entry(name, value)?;
         }
         map.end()
     }
-}
-
-/// Names the rule file a finding came from.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RuleRef {
-    pub name: Arc<str>,
-    pub sha256: Arc<str>,
 }
 
 /// The triggering event with its Tracee-style name.

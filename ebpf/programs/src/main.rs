@@ -968,9 +968,14 @@ pub fn fork_btf(ctx: BtfTracePointContext) -> i32 {
 
 /// A task exits: its entry goes (only a process's leader has one, keyed by its pid,
 /// which no live thread shares), so a reused pid never inherits a stale lineage.
+/// Another thread's exit has no entry to remove, so it costs no map operation.
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn process_exit(_ctx: TracePointContext) -> u32 {
-    let tid = bpf_get_current_pid_tgid() as u32;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    if tid != (pid_tgid >> 32) as u32 {
+        return 0;
+    }
     let _ = LINEAGE.remove(&tid);
     0
 }

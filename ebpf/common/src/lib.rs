@@ -174,17 +174,22 @@ pub const MAP_ENV_NAMES: &str = "ENV_NAMES";
 /// its process's lineage.
 pub const MAP_HOST_CGROUPS: &str = "HOST_CGROUPS";
 
-/// `LruHashMap<u32, u64>`: process (tgid) -> the cgroup its lineage started in. Set at
-/// exec to the current cgroup unless that is a host one, inherited at fork, removed at
-/// exit; user space seeds the processes running when it starts. Consulted by the exec
-/// and connect programs, so a process that left its container's cgroup (or whose
-/// parent did) is still reported with the container it came from.
+/// `Array<u64>` indexed by process (tgid): the cgroup its lineage started in, 0 for
+/// none. Set at exec to the current cgroup unless that is a host one, and written for
+/// every new process at fork (inherited, or 0), so a reused pid never keeps what the
+/// last process with it left and nothing runs at exit; user space seeds the processes
+/// running when it starts. Consulted by the exec and connect programs, so a process
+/// that left its container's cgroup (or whose parent did) is still reported with the
+/// container it came from.
 pub const MAP_LINEAGE: &str = "LINEAGE";
-/// Capacity of `LINEAGE`, a plain hash map (an LRU update cost a fork and an exec more
-/// than the rest of the lineage work): entries go at exit, so it holds live container
-/// processes only; on a node with more, new ones go untracked (their attribution after
-/// leaving a cgroup is lost, never a false one).
-pub const LINEAGE_MAX: u32 = 65536;
+/// Entries of `LINEAGE` in the object; user space sizes it to the kernel's `pid_max`
+/// (8 bytes per possible pid: 256 KiB at the kernel's default of 32,768, 32 MiB at the
+/// 4,194,304 systemd sets). An array indexed by pid costs a fork one store and an exit
+/// nothing, where a hash map cost both a locked update.
+pub const LINEAGE_DEFAULT: u32 = 32768;
+/// The kernel's ceiling on `pid_max` (`PID_MAX_LIMIT` on 64-bit), so `LINEAGE` is never
+/// sized past it.
+pub const LINEAGE_MAX: u32 = 4 << 20;
 
 /// `HashMap<[u8; 16], u8>`: the destinations some rule watches (IPv4 as IPv4-mapped
 /// IPv6). With `Config::filter_connects`, a connect elsewhere is not sent, unless its
@@ -259,8 +264,8 @@ pub struct Config {
     pub env_names: u32,
     /// Distinct lengths of the names in `ENV_NAMES` (0: unused slot).
     pub env_name_lens: [u8; ENV_NAMES_MAX],
-    /// Non-zero once the exit hook is attached: only then may exec and fork write
-    /// `LINEAGE` (an entry no exit removes could outlive its pid).
+    /// Non-zero once the fork hook is attached: only then may exec and fork write
+    /// `LINEAGE` (an entry no fork overwrites could outlive its pid).
     pub lineage: u32,
     /// Non-zero while user space sleeps on the ring buffer with no short timer: the
     /// next record wakes it at once, whatever `wakeup_bytes` says, and clears this.

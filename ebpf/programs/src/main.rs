@@ -11,9 +11,9 @@
 //!   (fentry/security_socket_connect), else `connect4` + `connect6`
 //!   (cgroup/connect4, cgroup/connect6 on the cgroup v2 root);
 //! - cgroup creation and removal: `cgroup_mkdir` / `cgroup_rmdir` (tracepoints);
-//! - process lineage: `fork_btf` (tp_btf/sched_process_fork) and `process_exit`
-//!   (tracepoint/sched/sched_process_exit) keep `LINEAGE`, so a process that leaves its
-//!   container's cgroup (or is forked by one that did) is still attributed to it.
+//! - process lineage: `fork_btf` (tp_btf/sched_process_fork) keeps `LINEAGE`, so a
+//!   process that leaves its container's cgroup (or is forked by one that did) is still
+//!   attributed to it.
 
 #![no_std]
 #![no_main]
@@ -53,7 +53,7 @@ use rulehost_ebpf_common::{
     EXEC_ENV_ENTRY_MAX, EXEC_ENV_INCOMPLETE, EXEC_ENV_MAX, EXEC_ENV_SCAN_BOUNDED, EXEC_ENV_SCAN_MAX, EXEC_ENV_TRUNCATED,
     EXEC_DISARMED, EXEC_FILENAME_MAX, EXEC_FILENAME_TRUNCATED, EXEC_NO_MM, EnvName, ExecEvent,
     HOST_CGROUPS_MAX, PENDING_MAX, WATCHED_MAX,
-    KIND_CGROUP_MKDIR, KIND_CGROUP_RMDIR, KIND_CONNECT, KIND_EXEC, KernelOffsets, LINEAGE_MAX,
+    KIND_CGROUP_MKDIR, KIND_CGROUP_RMDIR, KIND_CONNECT, KIND_EXEC, KernelOffsets, LINEAGE_DEFAULT,
     OFFSETS_BPRM, OFFSETS_SOCKET, OFFSETS_TASK, RECORD_VERSION, RecordHeader,
 };
 
@@ -78,7 +78,7 @@ static ENV_NAMES: HashMap<EnvName, u8> = HashMap::with_max_entries(ENV_NAMES_MAX
 static HOST_CGROUPS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(HOST_CGROUPS_MAX, 0);
 
 #[map]
-static LINEAGE: HashMap<u32, u64> = HashMap::with_max_entries(LINEAGE_MAX, 0);
+static LINEAGE: Array<u64> = Array::with_max_entries(LINEAGE_DEFAULT, 0);
 
 #[map]
 static WATCHED: HashMap<[u8; 16], u8> = HashMap::with_max_entries(WATCHED_MAX, 0);
@@ -210,10 +210,11 @@ fn lineage_on() -> bool {
     config().is_some_and(|c| unsafe { read_volatile(&c.lineage) } != 0)
 }
 
-/// The cgroup process `tgid`'s lineage started in, if it is not `cgroup_id`; else 0.
+/// The cgroup process `tgid`'s lineage started in, if it is not `cgroup_id`; else 0
+/// (also for a process with no lineage: its entry is 0, or past the array's end).
 #[inline(always)]
 fn origin_of(tgid: u32, cgroup_id: u64) -> u64 {
-    match unsafe { LINEAGE.get(&tgid) } {
+    match LINEAGE.get(tgid) {
         Some(&origin) if origin != cgroup_id => origin,
         _ => 0,
     }
@@ -504,13 +505,14 @@ fn lengths(ev: *mut ExecEvent) -> (usize, usize, usize) {
 /// what the process inherited, so leaving a container and exec'ing does not clear it.
 #[inline(always)]
 fn anchor_lineage(tgid: u32, cgroup_id: u64) {
-    if lineage_on() && !is_host(cgroup_id) {
-        // Most execs already carry this lineage (forked in the same cgroup): an LRU
-        // update costs far more than the lookup that skips it.
-        if unsafe { LINEAGE.get(&tgid) }.is_some_and(|&origin| origin == cgroup_id) {
-            return;
-        }
-        let _ = LINEAGE.insert(&tgid, &cgroup_id, 0);
+    if lineage_on()
+        && !is_host(cgroup_id)
+        && let Some(origin) = LINEAGE.get_ptr_mut(tgid)
+        // Most execs already carry this lineage (forked in the same cgroup): reading
+        // first keeps the line clean.
+        && unsafe { read_volatile(origin) } != cgroup_id
+    {
+        unsafe { write_volatile(origin, cgroup_id) };
     }
 }
 
@@ -933,7 +935,10 @@ fn emit_connect(
 // ---- process lineage ----------------------------------------------------------------------
 
 /// A new process (not a thread) inherits its parent's lineage; a parent without one
-/// outside the host cgroups starts it. Runs in the parent.
+/// outside the host cgroups starts it, and one in them leaves the child none. Every
+/// new process passes here, so its entry is always written: whatever an earlier
+/// process with the same pid left is overwritten, and no exit hook is needed. Runs in
+/// the parent.
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn fork_btf(ctx: BtfTracePointContext) -> i32 {
     // sched_process_fork(struct task_struct *parent, struct task_struct *child)
@@ -952,31 +957,19 @@ pub fn fork_btf(ctx: BtfTracePointContext) -> i32 {
     if child_tgid == 0 || child_tgid == parent_tgid {
         return 0;
     }
-    let origin = match unsafe { LINEAGE.get(&parent_tgid) } {
-        Some(&origin) => origin,
-        None => {
+    // A pid past the array's end (pid_max raised after start) goes untracked: its
+    // attribution after leaving a cgroup is lost, never a false one.
+    let Some(entry) = LINEAGE.get_ptr_mut(child_tgid) else {
+        return 0;
+    };
+    let origin = match LINEAGE.get(parent_tgid) {
+        Some(&origin) if origin != 0 => origin,
+        _ => {
             let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-            if is_host(cgroup_id) {
-                return 0;
-            }
-            cgroup_id
+            if is_host(cgroup_id) { 0 } else { cgroup_id }
         }
     };
-    let _ = LINEAGE.insert(&child_tgid, &origin, 0);
-    0
-}
-
-/// A task exits: its entry goes (only a process's leader has one, keyed by its pid,
-/// which no live thread shares), so a reused pid never inherits a stale lineage.
-/// Another thread's exit has no entry to remove, so it costs no map operation.
-#[tracepoint(category = "sched", name = "sched_process_exit")]
-pub fn process_exit(_ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tid = pid_tgid as u32;
-    if tid != (pid_tgid >> 32) as u32 {
-        return 0;
-    }
-    let _ = LINEAGE.remove(&tid);
+    unsafe { write_volatile(entry, origin) };
     0
 }
 

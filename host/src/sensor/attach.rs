@@ -249,31 +249,21 @@ pub(super) fn attach_cgroup_rmdir(ebpf: &mut Ebpf, at: &mut Attaching) -> &'stat
     }
 }
 
-/// The lineage hooks: the exit hook first, and the fork hook only once it is in (an
-/// entry nothing removes could outlive its pid and misattribute a reused one). On
-/// success the caller turns `Config::lineage` on.
+/// The lineage hook (the fork hook writes every new process's entry, so nothing runs at
+/// exit). On success the caller turns `Config::lineage` on.
 pub(super) fn attach_lineage(ebpf: &mut Ebpf, at: &mut Attaching) -> &'static str {
     let result = (|| -> Result<()> {
         let btf = at
             .btf
             .filter(|_| at.offsets.flags & abi::OFFSETS_TASK != 0)
             .ok_or_else(|| anyhow!("fork_btf: no kernel BTF"))?;
-        at.load(ebpf, "process_exit", |ebpf| {
-            let exit: &mut TracePoint = program_mut(ebpf, "process_exit")?;
-            exit.load().map_err(|e| program_error(e, "process_exit"))
-        })?;
-        if at.attach {
-            let exit: &mut TracePoint = program_mut(ebpf, "process_exit")?;
-            exit.attach("sched", "sched_process_exit")
-                .map_err(|e| program_error(e, "process_exit"))?;
-        }
         let attach = at.attach;
         at.load(ebpf, "fork_btf", |ebpf| {
             try_btf_tracepoint(ebpf, "fork_btf", "sched_process_fork", btf, attach)
         })
     })();
     match result {
-        Ok(()) => "tp_btf/sched_process_fork+tracepoint/sched/sched_process_exit",
+        Ok(()) => "tp_btf/sched_process_fork",
         Err(e) => {
             at.fallbacks.push(format!(
                 "lineage (attribution after leaving a cgroup) is off: {e:#}"

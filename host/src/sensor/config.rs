@@ -26,6 +26,24 @@ pub(super) fn check_ring_bytes(bytes: u32) -> Result<u32> {
     Ok(bytes)
 }
 
+/// Entries for `LINEAGE`, one per possible pid: the kernel's `pid_max` (the default
+/// when it cannot be read), never past the kernel's own ceiling. A pid_max raised
+/// later leaves the new pids untracked (no lineage, never a wrong one).
+pub(super) fn lineage_entries() -> u32 {
+    let read = fs::read_to_string("/proc/sys/kernel/pid_max");
+    match read.as_deref().map(str::trim).map(str::parse::<u32>) {
+        Ok(Ok(pid_max)) => pid_max.clamp(abi::LINEAGE_DEFAULT, abi::LINEAGE_MAX),
+        _ => {
+            tracing::warn!(
+                path = "/proc/sys/kernel/pid_max",
+                entries = abi::LINEAGE_DEFAULT,
+                "pid_max unreadable; lineage sized to the kernel's default"
+            );
+            abi::LINEAGE_DEFAULT
+        }
+    }
+}
+
 /// Validates the configuration and turns it into the kernel's `Config`.
 pub(super) fn build_config(cfg: &ProbeConfig, ring_bytes: u32) -> Result<abi::Config> {
     let mut names: Vec<&str> = cfg.env_vars.iter().map(String::as_str).collect();

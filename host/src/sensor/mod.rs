@@ -180,6 +180,7 @@ impl Probes {
 
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(abi::MAP_EVENTS, ring_bytes);
+        loader.map_max_entries(abi::MAP_LINEAGE, lineage_entries());
         if let Some(btf) = aya_btf.as_ref() {
             loader.btf(btf);
         }
@@ -288,9 +289,8 @@ impl Probes {
         if self.config.lineage == 0 {
             return Ok(());
         }
-        let mut map: HashMap<_, u32, u64> =
-            HashMap::try_from(map_mut(&mut self.ebpf, abi::MAP_LINEAGE)?)?;
-        map.insert(&pid, &cgroup_id, 0)
+        let mut map: Array<_, u64> = Array::try_from(map_mut(&mut self.ebpf, abi::MAP_LINEAGE)?)?;
+        map.set(pid, &cgroup_id, 0)
             .with_context(|| format!("seeding the lineage of process {pid}"))
     }
 

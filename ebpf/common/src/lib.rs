@@ -164,8 +164,10 @@ pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_DROPS: &str = "DROPS";
 /// `Array<Config>`, one entry.
 pub const MAP_CONFIG: &str = "CONFIG";
-/// `Array<KernelOffsets>`, one entry.
-pub const MAP_OFFSETS: &str = "OFFSETS";
+/// The programs' read-only global (`KernelOffsets`), set by user space before load: the
+/// verifier then knows each offset as a constant, so a BTF program can read a kernel
+/// field with a plain load instead of a helper call.
+pub const GLOBAL_OFFSETS: &str = "KERNEL_OFFSETS";
 /// `HashMap<EnvName, u8>`: env names to capture at exec, each mapped to its index
 /// (0..ENV_NAMES_MAX); captured entries come out in index order.
 pub const MAP_ENV_NAMES: &str = "ENV_NAMES";
@@ -311,7 +313,7 @@ pub const OFFSETS_BPRM: u32 = 1 << 1;
 pub const OFFSETS_SOCKET: u32 = 1 << 2;
 
 /// Kernel structure offsets (bytes) computed by user space from the running
-/// kernel's BTF and tracepoint formats at start-up (the single entry of `OFFSETS`),
+/// kernel's BTF and tracepoint formats at start-up (the global `KERNEL_OFFSETS`),
 /// so no kernel layout is compiled into the programs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -341,6 +343,26 @@ pub struct KernelOffsets {
     pub tp_rmdir_root: u32,
     pub tp_rmdir_id: u32,
     pub tp_rmdir_path: u32,
+}
+
+impl KernelOffsets {
+    /// No offset known: what the programs hold until user space sets them.
+    pub const NONE: Self = Self {
+        flags: 0,
+        task_mm: 0,
+        task_real_parent: 0,
+        task_tgid: 0,
+        mm_arg_start: 0,
+        mm_arg_end: 0,
+        mm_env_start: 0,
+        mm_env_end: 0,
+        bprm_filename: 0,
+        socket_type: 0,
+        tp_exec_filename: 0,
+        tp_rmdir_root: 0,
+        tp_rmdir_id: 0,
+        tp_rmdir_path: 0,
+    };
 }
 
 #[cfg(test)]

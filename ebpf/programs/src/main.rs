@@ -1,7 +1,8 @@
 //! rulehost's kernel side: exec, connect and cgroup-removal probes feeding one ring
 //! buffer. Layouts live in `rulehost-ebpf-common`; kernel structure offsets come from
-//! user space (computed from the running kernel's BTF) through the `OFFSETS` map, so
-//! nothing here depends on one kernel's layout.
+//! user space (computed from the running kernel's BTF) through the read-only global
+//! `KERNEL_OFFSETS`, so nothing here depends on one kernel's layout, yet the verifier
+//! sees each offset as a constant.
 //!
 //! Program names (user space loads them by name and picks one per hook):
 //! - exec: `exec_btf` (tp_btf/sched_process_exec), else `exec_tp`
@@ -68,8 +69,9 @@ static DROPS: PerCpuArray<DropCounters> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
-#[map]
-static OFFSETS: Array<KernelOffsets> = Array::with_max_entries(1, 0);
+/// Set by user space before load (`.rodata`, frozen): read it only through [`offset`].
+#[unsafe(no_mangle)]
+static KERNEL_OFFSETS: KernelOffsets = KernelOffsets::NONE;
 
 #[map]
 static ENV_NAMES: HashMap<EnvName, u8> = HashMap::with_max_entries(ENV_NAMES_MAX as u32, 0);
@@ -113,9 +115,17 @@ fn config() -> Option<&'static Config> {
     CONFIG.get(0)
 }
 
+/// One kernel structure offset. A volatile read, so the compiler keeps the load the
+/// verifier resolves to the value user space set, instead of folding in the zero.
 #[inline(always)]
-fn offsets() -> Option<&'static KernelOffsets> {
-    OFFSETS.get(0)
+fn offset(field: impl FnOnce(&KernelOffsets) -> &u32) -> u32 {
+    unsafe { read_volatile(field(&KERNEL_OFFSETS)) }
+}
+
+/// Whether user space found the offsets `flag` covers (`OFFSETS_*`).
+#[inline(always)]
+fn offsets_for(flag: u32) -> bool {
+    offset(|o| &o.flags) & flag != 0
 }
 
 /// Whether events of this cgroup are suppressed: only when every rule wants
@@ -271,6 +281,29 @@ unsafe fn read_kernel<T: Copy + Default>(addr: u64) -> T {
     if ret < 0 { T::default() } else { value }
 }
 
+/// How a program reads kernel memory: through a BTF pointer its `tp_btf` hook handed
+/// it, with a plain load (the JIT turns a fault into zero), or with a helper call from
+/// a `tracepoint`, which knows `current` only as a number.
+#[derive(Clone, Copy)]
+enum Kernel {
+    Direct,
+    Helper,
+}
+
+impl Kernel {
+    /// The field `off` bytes into the structure at `base` (zero if unreadable).
+    #[inline(always)]
+    fn read<T: Copy + Default>(self, base: u64, off: u32) -> T {
+        let at = base + off as u64;
+        match self {
+            // SAFETY: `base` is a non-null BTF pointer the verifier typed; it checks
+            // `off` against that type, and a faulting load yields zero.
+            Kernel::Direct => unsafe { read_volatile(at as *const T) },
+            Kernel::Helper => unsafe { read_kernel(at) },
+        }
+    }
+}
+
 #[inline(always)]
 fn comm() -> [u8; 16] {
     bpf_get_current_comm().unwrap_or([0; 16])
@@ -309,13 +342,13 @@ const WALK_NONE: u8 = 2;
 
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn exec_btf(ctx: BtfTracePointContext) -> i32 {
-    handle_exec::<WALK_LOOP>(btf_filename(&ctx));
+    handle_exec::<WALK_LOOP>(btf_filename(&ctx), btf_task(&ctx));
     0
 }
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn exec_tp(ctx: TracePointContext) -> u32 {
-    handle_exec::<WALK_LOOP>(tp_filename(&ctx));
+    handle_exec::<WALK_LOOP>(tp_filename(&ctx), current_task());
     0
 }
 
@@ -323,13 +356,13 @@ pub fn exec_tp(ctx: TracePointContext) -> u32 {
 
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn exec_btf_bounded(ctx: BtfTracePointContext) -> i32 {
-    handle_exec::<WALK_BOUNDED>(btf_filename(&ctx));
+    handle_exec::<WALK_BOUNDED>(btf_filename(&ctx), btf_task(&ctx));
     0
 }
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn exec_tp_bounded(ctx: TracePointContext) -> u32 {
-    handle_exec::<WALK_BOUNDED>(tp_filename(&ctx));
+    handle_exec::<WALK_BOUNDED>(tp_filename(&ctx), current_task());
     0
 }
 
@@ -338,35 +371,45 @@ pub fn exec_tp_bounded(ctx: TracePointContext) -> u32 {
 
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn exec_btf_noenv(ctx: BtfTracePointContext) -> i32 {
-    handle_exec::<WALK_NONE>(btf_filename(&ctx));
+    handle_exec::<WALK_NONE>(btf_filename(&ctx), btf_task(&ctx));
     0
 }
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn exec_tp_noenv(ctx: TracePointContext) -> u32 {
-    handle_exec::<WALK_NONE>(tp_filename(&ctx));
+    handle_exec::<WALK_NONE>(tp_filename(&ctx), current_task());
     0
 }
 
+// sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+
 #[inline(always)]
 fn btf_filename(ctx: &BtfTracePointContext) -> Filename {
-    // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
     let bprm: u64 = ctx.arg(2);
-    Filename::Kernel(match offsets() {
-        Some(off) if off.flags & OFFSETS_BPRM != 0 && bprm != 0 => unsafe {
-            read_kernel::<u64>(bprm + off.bprm_filename as u64)
-        },
-        _ => 0,
-    })
+    if !offsets_for(OFFSETS_BPRM) || bprm == 0 {
+        return Filename::Kernel(0);
+    }
+    Filename::Kernel(Kernel::Direct.read(bprm, offset(|o| &o.bprm_filename)))
+}
+
+/// The exec'ing task (`p`, which is `current`), as the BTF pointer the hook hands over.
+#[inline(always)]
+fn btf_task(ctx: &BtfTracePointContext) -> (u64, Kernel) {
+    (ctx.arg(0), Kernel::Direct)
 }
 
 #[inline(always)]
 fn tp_filename(ctx: &TracePointContext) -> Filename {
-    let at = offsets().map_or(0, |off| off.tp_exec_filename as u64);
+    let at = offset(|o| &o.tp_exec_filename) as u64;
     if at == 0 {
         return Filename::Kernel(0);
     }
     Filename::DataLoc(ctx.as_ptr() as u64, at)
+}
+
+#[inline(always)]
+fn current_task() -> (u64, Kernel) {
+    (unsafe { bpf_get_current_task() }, Kernel::Helper)
 }
 
 /// Builds the exec record in the per-CPU scratch area and sends it. Its flags and
@@ -374,7 +417,7 @@ fn tp_filename(ctx: &TracePointContext) -> Filename {
 /// a register the verifier tracked through every branch (a flag set or not, a length cut
 /// or not) would split its states at each, and old verifiers would not prune them.
 #[inline(always)]
-fn handle_exec<const WALK: u8>(filename: Filename) {
+fn handle_exec<const WALK: u8>(filename: Filename, (task, kernel): (u64, Kernel)) {
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
@@ -421,32 +464,30 @@ fn handle_exec<const WALK: u8>(filename: Filename) {
     }
 
     let mut ppid = 0u32;
-    match offsets() {
-        Some(o) if o.flags & OFFSETS_TASK != 0 => {
-            let task = unsafe { bpf_get_current_task() };
-            let parent: u64 = unsafe { read_kernel(task + o.task_real_parent as u64) };
-            if parent != 0 {
-                ppid = unsafe { read_kernel::<u32>(parent + o.task_tgid as u64) };
-            }
-            let mm: u64 = unsafe { read_kernel(task + o.task_mm as u64) };
-            if mm == 0 {
-                mark(ev, EXEC_NO_MM);
-            } else {
-                let arg_start: u64 = unsafe { read_kernel(mm + o.mm_arg_start as u64) };
-                let arg_end: u64 = unsafe { read_kernel(mm + o.mm_arg_end as u64) };
-                let env_start: u64 = unsafe { read_kernel(mm + o.mm_env_start as u64) };
-                let env_end: u64 = unsafe { read_kernel(mm + o.mm_env_end as u64) };
-                let len = read_argv(buf, lengths(ev).0, arg_start, arg_end, ev);
-                unsafe { write_volatile(&mut (*ev).argv_len, len as u16) };
-                if WALK != WALK_NONE {
-                    let len = read_env::<WALK>(buf, lengths(ev).1, env_start, env_end, ev);
-                    unsafe { write_volatile(&mut (*ev).env_len, len as u16) };
-                } else if config().is_some_and(|c| unsafe { read_volatile(&c.env_names) } != 0) {
-                    mark(ev, EXEC_ENV_INCOMPLETE);
-                }
+    if offsets_for(OFFSETS_TASK) && task != 0 {
+        let parent: u64 = kernel.read(task, offset(|o| &o.task_real_parent));
+        if parent != 0 {
+            ppid = kernel.read(parent, offset(|o| &o.task_tgid));
+        }
+        let mm: u64 = kernel.read(task, offset(|o| &o.task_mm));
+        if mm == 0 {
+            mark(ev, EXEC_NO_MM);
+        } else {
+            let arg_start: u64 = kernel.read(mm, offset(|o| &o.mm_arg_start));
+            let arg_end: u64 = kernel.read(mm, offset(|o| &o.mm_arg_end));
+            let env_start: u64 = kernel.read(mm, offset(|o| &o.mm_env_start));
+            let env_end: u64 = kernel.read(mm, offset(|o| &o.mm_env_end));
+            let len = read_argv(buf, lengths(ev).0, arg_start, arg_end, ev);
+            unsafe { write_volatile(&mut (*ev).argv_len, len as u16) };
+            if WALK != WALK_NONE {
+                let len = read_env::<WALK>(buf, lengths(ev).1, env_start, env_end, ev);
+                unsafe { write_volatile(&mut (*ev).env_len, len as u16) };
+            } else if config().is_some_and(|c| unsafe { read_volatile(&c.env_names) } != 0) {
+                mark(ev, EXEC_ENV_INCOMPLETE);
             }
         }
-        _ => mark(ev, EXEC_NO_MM),
+    } else {
+        mark(ev, EXEC_NO_MM);
     }
 
     // An exec that declared env entries, or whose environment user space must read
@@ -853,11 +894,10 @@ fn connect_from_sockaddr(sock: u64, address: u64, addrlen: i32) {
         // AF_UNSPEC: a disconnect, not a connect.
         return;
     }
-    let ty = match offsets() {
-        Some(o) if o.flags & OFFSETS_SOCKET != 0 && sock != 0 => {
-            (unsafe { read_kernel::<u16>(sock + o.socket_type as u64) }) as u32
-        }
-        _ => 0,
+    let ty = if offsets_for(OFFSETS_SOCKET) && sock != 0 {
+        (unsafe { read_kernel::<u16>(sock + offset(|o| &o.socket_type) as u64) }) as u32
+    } else {
+        0
     };
     let mut addr = [0u8; 16];
     match family {
@@ -942,10 +982,7 @@ fn emit_connect(
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn fork_btf(ctx: BtfTracePointContext) -> i32 {
     // sched_process_fork(struct task_struct *parent, struct task_struct *child)
-    let Some(o) = offsets().filter(|o| o.flags & OFFSETS_TASK != 0) else {
-        return 0;
-    };
-    if !lineage_on() {
+    if !offsets_for(OFFSETS_TASK) || !lineage_on() {
         return 0;
     }
     let child: u64 = ctx.arg(1);
@@ -953,7 +990,7 @@ pub fn fork_btf(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let child_tgid: u32 = unsafe { read_kernel(child + o.task_tgid as u64) };
+    let child_tgid: u32 = Kernel::Direct.read(child, offset(|o| &o.task_tgid));
     if child_tgid == 0 || child_tgid == parent_tgid {
         return 0;
     }
@@ -992,21 +1029,21 @@ pub fn cgroup_mkdir(ctx: TracePointContext) -> u32 {
 /// `cgroup_mkdir` and `cgroup_rmdir` share one tracepoint class, so one record layout.
 #[inline(always)]
 fn cgroup_event(ctx: TracePointContext, kind: u16) -> u32 {
-    let (Some(o), Some(cfg)) = (offsets(), config()) else {
+    let Some(cfg) = config() else {
         return 0;
     };
     let record = ctx.as_ptr() as u64;
-    let root: u32 = unsafe { read_kernel(record + (o.tp_rmdir_root as u64 & 0xfff)) };
+    let root: u32 = unsafe { read_kernel(record + (offset(|o| &o.tp_rmdir_root) as u64 & 0xfff)) };
     if root != unsafe { read_volatile(&cfg.cgroup_hierarchy) } {
         return 0;
     }
-    let id: u64 = unsafe { read_kernel(record + (o.tp_rmdir_id as u64 & 0xfff)) };
+    let id: u64 = unsafe { read_kernel(record + (offset(|o| &o.tp_rmdir_id) as u64 & 0xfff)) };
     let Some(scratch) = SCRATCH.get_ptr_mut(1) else {
         return 0;
     };
     let buf = unsafe { addr_of_mut!((*scratch).buf) } as *mut u8;
     let mut path_len = 0usize;
-    let src = data_loc(record, o.tp_rmdir_path as u64);
+    let src = data_loc(record, offset(|o| &o.tp_rmdir_path) as u64);
     if src != 0 {
         let n = unsafe {
             bpf_probe_read_kernel_str(

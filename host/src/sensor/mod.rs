@@ -12,8 +12,9 @@
 //!
 //! Kernel structure offsets (task_struct, mm_struct, linux_binprm, socket) are read
 //! from the running kernel's BTF (`/sys/kernel/btf/vmlinux`) and tracepoint offsets
-//! from tracefs format files at start-up, then handed to the programs through the
-//! `OFFSETS` map, so the object runs on any kernel layout.
+//! from tracefs format files at start-up, then set as the programs' read-only global
+//! `KERNEL_OFFSETS` before load, so the object runs on any kernel layout and the
+//! verifier checks each BTF field read against the kernel's own types.
 
 mod attach;
 mod config;
@@ -177,8 +178,10 @@ impl Probes {
             .as_deref()
             .and_then(|b| Btf::parse(b, aya::Endianness::default()).ok());
         let offsets = kernel_offsets(kernel_btf.as_ref(), tracefs.as_deref());
+        let offsets_global = PodOffsets(offsets);
 
         let mut loader = EbpfLoader::new();
+        loader.override_global(abi::GLOBAL_OFFSETS, &offsets_global, true);
         loader.map_max_entries(abi::MAP_EVENTS, ring_bytes);
         loader.map_max_entries(abi::MAP_LINEAGE, lineage_entries());
         if let Some(btf) = aya_btf.as_ref() {
@@ -193,11 +196,6 @@ impl Probes {
                 .map_err(|e| load_error(e, "loading the embedded eBPF object"))?,
         };
 
-        {
-            let mut map: Array<_, PodOffsets> =
-                Array::try_from(map_mut(&mut ebpf, abi::MAP_OFFSETS)?)?;
-            map.set(0, &PodOffsets(offsets), 0)?;
-        }
         write_env_names(&mut ebpf, &cfg.env_vars)?;
         write_config(&mut ebpf, &config)?;
 

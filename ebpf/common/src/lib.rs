@@ -74,7 +74,7 @@ pub const EXEC_DISARMED: u32 = 1 << 5;
 /// Fixed part of an exec record. Followed by `filename_len` bytes of filename
 /// (NUL-terminated unless truncated), `argv_len` bytes of NUL-separated argv, and
 /// `env_len` bytes of NUL-terminated `NAME=value` entries whose names user space
-/// listed in the `ENV_NAMES` map.
+/// listed in `Config::env_name_words`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExecEvent {
@@ -168,9 +168,6 @@ pub const MAP_CONFIG: &str = "CONFIG";
 /// verifier then knows each offset as a constant, so a BTF program can read a kernel
 /// field with a plain load instead of a helper call.
 pub const GLOBAL_OFFSETS: &str = "KERNEL_OFFSETS";
-/// `HashMap<EnvName, u8>`: env names to capture at exec, each mapped to its index
-/// (0..ENV_NAMES_MAX); captured entries come out in index order.
-pub const MAP_ENV_NAMES: &str = "ENV_NAMES";
 /// `LruHashMap<u64, u8>`: cgroup ids user space classified as host (not a container):
 /// the filter for `Config::containers_only`, and where an exec does not re-anchor
 /// its process's lineage.
@@ -234,21 +231,6 @@ pub struct DropCounters {
 pub const ENV_NAMES_MAX: usize = 8;
 pub const ENV_NAME_MAX: usize = 63;
 
-/// Key of `ENV_NAMES`: the name, zero-padded.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EnvName {
-    pub name: [u8; ENV_NAME_MAX + 1],
-}
-
-impl Default for EnvName {
-    fn default() -> Self {
-        EnvName {
-            name: [0; ENV_NAME_MAX + 1],
-        }
-    }
-}
-
 /// Run-time settings (the single entry of `CONFIG`); user space may rewrite it
 /// at any time.
 #[repr(C)]
@@ -262,9 +244,10 @@ pub struct Config {
     pub wakeup_bytes: u32,
     /// Cgroup hierarchy id whose removals are reported (0: cgroup v2).
     pub cgroup_hierarchy: u32,
-    /// Number of names in `ENV_NAMES` (0 skips the environment walk).
+    /// Number of env names to capture (0 skips the environment walk).
     pub env_names: u32,
-    /// Distinct lengths of the names in `ENV_NAMES` (0: unused slot).
+    /// The length of each name to capture, packed at the front (0: unused slot); a
+    /// slot's index is its entries' place in the record.
     pub env_name_lens: [u8; ENV_NAMES_MAX],
     /// Non-zero once the fork hook is attached: only then may exec and fork write
     /// `LINEAGE` (an entry no fork overwrites could outlive its pid).
@@ -276,13 +259,16 @@ pub struct Config {
     /// that selects connects asked for only watched ones).
     pub filter_connects: u32,
     pub _pad: u32,
-    /// For each length in `env_name_lens`, the word masks that keep a name of that
-    /// length (and zero the rest) of an entry's first [`ENV_NAME_MAX`] + 1 bytes: the
-    /// kernel builds `ENV_NAMES` keys with these, without a branch per word.
+    /// For each name, the word masks that keep a name of its length (and zero the
+    /// rest) of an entry's first [`ENV_NAME_MAX`] + 1 bytes.
     pub env_name_masks: [[u64; ENV_NAME_WORDS]; ENV_NAMES_MAX],
+    /// Each name, zero-padded, as words: an entry is that name when its first words,
+    /// masked, equal these. Compared in place, with no branch per word, this costs an
+    /// exec less than a hash-map lookup of the masked words did.
+    pub env_name_words: [[u64; ENV_NAME_WORDS]; ENV_NAMES_MAX],
 }
 
-/// Words (u64) in an [`EnvName`].
+/// Words (u64) in a name of at most [`ENV_NAME_MAX`] bytes and its NUL.
 pub const ENV_NAME_WORDS: usize = (ENV_NAME_MAX + 1) / 8;
 
 /// The masks of [`Config::env_name_masks`] for a name of `len` bytes: whole words
@@ -311,6 +297,20 @@ pub const OFFSETS_TASK: u32 = 1 << 0;
 pub const OFFSETS_BPRM: u32 = 1 << 1;
 /// The `socket::type` offset is valid (LSM/fentry connect hooks).
 pub const OFFSETS_SOCKET: u32 = 1 << 2;
+
+/// [`Config::env_name_words`] for `name` (at most [`ENV_NAME_MAX`] bytes).
+pub fn env_name_words(name: &[u8]) -> [u64; ENV_NAME_WORDS] {
+    let mut bytes = [0u8; ENV_NAME_WORDS * 8];
+    let len = name.len().min(ENV_NAME_MAX);
+    bytes[..len].copy_from_slice(&name[..len]);
+    let mut words = [0u64; ENV_NAME_WORDS];
+    for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(chunk);
+        *word = u64::from_le_bytes(le);
+    }
+    words
+}
 
 /// Kernel structure offsets (bytes) computed by user space from the running
 /// kernel's BTF and tracepoint formats at start-up (the global `KERNEL_OFFSETS`),
@@ -377,7 +377,7 @@ mod tests {
         assert_eq!(size_of::<ConnectEvent>(), 96);
         assert_eq!(size_of::<CgroupRmdirEvent>(), 32);
         assert_eq!(size_of::<DropCounters>(), 40);
-        assert_eq!(size_of::<Config>(), 40 + 8 * 8 * 8);
+        assert_eq!(size_of::<Config>(), 40 + 2 * 8 * 8 * 8);
         assert_eq!(size_of::<KernelOffsets>(), 56);
         assert_eq!(align_of::<ExecEvent>(), 8);
         const { assert!(EXEC_RECORD_MAX < 4096) };
@@ -395,5 +395,22 @@ mod tests {
             assert!(bytes[..len].iter().all(|b| *b == 0xff), "length {len}");
             assert!(bytes[len..].iter().all(|b| *b == 0), "length {len}");
         }
+    }
+
+    #[test]
+    fn name_words_are_the_name_zero_padded() {
+        let words = env_name_words(b"KUBERNETES_SERVICE_HOST");
+        assert_eq!(words[0], u64::from_le_bytes(*b"KUBERNET"));
+        assert_eq!(words[1], u64::from_le_bytes(*b"ES_SERVI"));
+        assert_eq!(words[2], u64::from_le_bytes(*b"CE_HOST\0"));
+        assert!(words[3..].iter().all(|w| *w == 0));
+        // An entry's masked words equal the name's exactly when it starts with it.
+        let masks = env_name_masks(23);
+        let is_name = |entry: &[u8]| {
+            let entry = env_name_words(entry);
+            (0..ENV_NAME_WORDS).all(|i| entry[i] & masks[i] == words[i])
+        };
+        assert!(is_name(b"KUBERNETES_SERVICE_HOST=10.0.0.1"));
+        assert!(!is_name(b"KUBERNETES_SERVICE_PORT=443"));
     }
 }

@@ -52,7 +52,7 @@ use rulehost_ebpf_common::{
     AF_INET, AF_INET6, CGROUP_PATH_MAX, CgroupRmdirEvent, Config, ConnectEvent, DropCounters,
     ENV_NAME_MAX, ENV_NAME_WORDS, ENV_NAMES_MAX, EVENTS_BYTES, EXEC_ARGV_MAX, EXEC_ARGV_TRUNCATED,
     EXEC_ENV_ENTRY_MAX, EXEC_ENV_INCOMPLETE, EXEC_ENV_MAX, EXEC_ENV_SCAN_BOUNDED, EXEC_ENV_SCAN_MAX, EXEC_ENV_TRUNCATED,
-    EXEC_DISARMED, EXEC_FILENAME_MAX, EXEC_FILENAME_TRUNCATED, EXEC_NO_MM, EnvName, ExecEvent,
+    EXEC_DISARMED, EXEC_FILENAME_MAX, EXEC_FILENAME_TRUNCATED, EXEC_NO_MM, ExecEvent,
     HOST_CGROUPS_MAX, PENDING_MAX, WATCHED_MAX,
     KIND_CGROUP_MKDIR, KIND_CGROUP_RMDIR, KIND_CONNECT, KIND_EXEC, KernelOffsets, LINEAGE_DEFAULT,
     OFFSETS_BPRM, OFFSETS_SOCKET, OFFSETS_TASK, RECORD_VERSION, RecordHeader,
@@ -72,9 +72,6 @@ static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 /// Set by user space before load (`.rodata`, frozen): read it only through [`offset`].
 #[unsafe(no_mangle)]
 static KERNEL_OFFSETS: KernelOffsets = KernelOffsets::NONE;
-
-#[map]
-static ENV_NAMES: HashMap<EnvName, u8> = HashMap::with_max_entries(ENV_NAMES_MAX as u32, 0);
 
 #[map]
 static HOST_CGROUPS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(HOST_CGROUPS_MAX, 0);
@@ -755,61 +752,57 @@ fn env_walk_step(walk: *mut EnvWalk) -> bool {
     false
 }
 
-/// The `ENV_NAMES` index of the entry in `walk.entry` (`walk.len` bytes with its NUL)
-/// if it is `NAME=...` for a wanted name. Names are looked up by each wanted length, with the
-/// masks user space computed for it (no branch per word, so few verifier states).
+/// The index of the wanted name the entry in `walk.entry` (`walk.len` bytes with its
+/// NUL) starts `NAME=` with, if any. Each name is compared where its `=` would be, then
+/// word by word under the masks user space computed for its length (no branch per
+/// word, so few verifier states).
 #[inline(always)]
 fn env_name_index(walk: &EnvWalk) -> Option<u8> {
     let cfg = config()?;
     let mut slot = 0;
     while slot < ENV_NAMES_MAX {
         let l = walk.lens[slot] as usize & ENV_NAME_MAX;
-        let masks = &cfg.env_name_masks[slot];
+        let index = slot;
         slot += 1;
         if l == 0 {
-            // Lengths are packed at the front.
+            // Names are packed at the front.
             break;
         }
         let n = unsafe { read_volatile(&walk.len) } as usize;
         if n < l + 2 || walk.entry[l] != b'=' {
             continue;
         }
-        let key = name_key(&walk.entry, masks);
-        if let Some(index) = unsafe { ENV_NAMES.get(key.as_name()) } {
-            return Some(*index);
+        if name_matches(
+            &walk.entry,
+            &cfg.env_name_masks[index],
+            &cfg.env_name_words[index],
+        ) {
+            return Some(index as u8);
         }
     }
     None
 }
 
-/// An entry's first bytes as an `ENV_NAMES` key: each word masked, so the bytes after
-/// the name are zero (no read whose size depends on the name's length, which older
-/// verifiers cannot bound). Built as aligned words: one store each, not eight.
+/// Whether the entry's first words, masked, are the name's: the differences are
+/// or-ed together, so there is one branch, not one per word (no read whose size
+/// depends on the name's length either, which older verifiers cannot bound).
 #[inline(always)]
-fn name_key(entry: &[u8; EXEC_ENV_ENTRY_MAX], masks: &[u64; ENV_NAME_WORDS]) -> NameKey {
-    let mut key = NameKey([0; ENV_NAME_WORDS]);
+fn name_matches(
+    entry: &[u8; EXEC_ENV_ENTRY_MAX],
+    masks: &[u64; ENV_NAME_WORDS],
+    words: &[u64; ENV_NAME_WORDS],
+) -> bool {
     let src = entry.as_ptr() as *const u64;
+    let mut diff = 0;
     let mut w = 0;
     while w < ENV_NAME_WORDS {
         // SAFETY: `entry` holds at least ENV_NAME_WORDS words and is 8-aligned in
         // EnvWalk.
-        key.0[w] = unsafe { src.add(w).read() & read_volatile(&masks[w]) };
+        let word = unsafe { src.add(w).read() };
+        diff |= (word & unsafe { read_volatile(&masks[w]) }) ^ unsafe { read_volatile(&words[w]) };
         w += 1;
     }
-    key
-}
-
-/// An [`EnvName`] as aligned words (the same bytes).
-#[repr(C, align(8))]
-struct NameKey([u64; ENV_NAME_WORDS]);
-
-impl NameKey {
-    #[inline(always)]
-    fn as_name(&self) -> &EnvName {
-        const _: () = assert!(size_of::<NameKey>() == size_of::<EnvName>());
-        // SAFETY: same size, and EnvName (bytes only) has no alignment requirement.
-        unsafe { &*(self as *const NameKey).cast::<EnvName>() }
-    }
+    diff == 0
 }
 
 // ---- connect --------------------------------------------------------------------------

@@ -59,16 +59,12 @@ pub(super) fn build_config(cfg: &ProbeConfig, ring_bytes: u32) -> Result<abi::Co
             names.len()
         );
     }
-    let mut lens: Vec<u8> = Vec::new();
     for name in &names {
         if name.is_empty() || name.len() > abi::ENV_NAME_MAX || name.contains(['=', '\0']) {
             bail!(
                 "env var name {name:?} is invalid (1..={} bytes, no '=' or NUL)",
                 abi::ENV_NAME_MAX
             );
-        }
-        if !lens.contains(&(name.len() as u8)) {
-            lens.push(name.len() as u8);
         }
     }
     let mut config = abi::Config {
@@ -78,16 +74,19 @@ pub(super) fn build_config(cfg: &ProbeConfig, ring_bytes: u32) -> Result<abi::Co
         cgroup_hierarchy: 0,
         env_names: names.len() as u32,
         env_name_lens: [0; abi::ENV_NAMES_MAX],
-        // On once the exit hook is attached (`attach_lineage`).
+        // On once the fork hook is attached (`attach_lineage`).
         lineage: 0,
         idle: 0,
         filter_connects: 0,
         _pad: 0,
         env_name_masks: [[0; abi::ENV_NAME_WORDS]; abi::ENV_NAMES_MAX],
+        env_name_words: [[0; abi::ENV_NAME_WORDS]; abi::ENV_NAMES_MAX],
     };
-    config.env_name_lens[..lens.len()].copy_from_slice(&lens);
-    for (slot, len) in lens.iter().enumerate() {
-        config.env_name_masks[slot] = abi::env_name_masks(*len as usize);
+    // In the order given: a slot's index is where its entries go in the record.
+    for (slot, name) in cfg.env_vars.iter().enumerate() {
+        config.env_name_lens[slot] = name.len() as u8;
+        config.env_name_masks[slot] = abi::env_name_masks(name.len());
+        config.env_name_words[slot] = abi::env_name_words(name.as_bytes());
     }
     Ok(config)
 }

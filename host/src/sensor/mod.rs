@@ -136,7 +136,6 @@ macro_rules! pod {
 }
 pod!(PodConfig, abi::Config);
 pod!(PodOffsets, abi::KernelOffsets);
-pod!(PodEnvName, abi::EnvName);
 pod!(PodDrops, abi::DropCounters);
 
 /// Knobs of [`Probes::start_with`], for tests that exercise fallbacks and overflow.
@@ -196,7 +195,6 @@ impl Probes {
                 .map_err(|e| load_error(e, "loading the embedded eBPF object"))?,
         };
 
-        write_env_names(&mut ebpf, &cfg.env_vars)?;
         write_config(&mut ebpf, &config)?;
 
         let mut forbidden = Forbidden::from_env()?;
@@ -568,26 +566,9 @@ impl Probes {
         config.lineage = self.config.lineage;
         config.idle = self.config.idle;
         config.filter_connects = self.config.filter_connects;
-        write_env_names(&mut self.ebpf, env_vars)?;
         write_config(&mut self.ebpf, &config)?;
         self.config = config;
         self.env_vars = env_vars.to_vec();
         Ok(())
     }
-}
-
-/// Replaces the env names the exec program captures (the value is the report order).
-fn write_env_names(ebpf: &mut Ebpf, env_vars: &[String]) -> Result<()> {
-    let mut names: HashMap<_, PodEnvName, u8> =
-        HashMap::try_from(map_mut(ebpf, abi::MAP_ENV_NAMES)?)?;
-    let old: Vec<PodEnvName> = names.keys().filter_map(|k| k.ok()).collect();
-    for key in old {
-        names.remove(&key)?;
-    }
-    for (index, name) in env_vars.iter().enumerate() {
-        let mut key = abi::EnvName::default();
-        key.name[..name.len()].copy_from_slice(name.as_bytes());
-        names.insert(&PodEnvName(key), &(index as u8), 0)?;
-    }
-    Ok(())
 }

@@ -345,7 +345,12 @@ fn config_validation() {
     )
     .unwrap();
     assert_eq!(config.env_names, 3);
-    assert_eq!(config.env_name_lens, [4, 23, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(config.env_name_lens, [4, 4, 23, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        config.env_name_words[2],
+        abi::env_name_words(b"KUBERNETES_SERVICE_HOST")
+    );
+    assert_eq!(config.env_name_masks[2], abi::env_name_masks(23));
     assert_eq!(config.wakeup_bytes, WAKEUP_BYTES);
     assert!(build_config_default(&cfg(&["A=B"])).is_err());
     assert!(build_config_default(&cfg(&[""])).is_err());

@@ -3,14 +3,26 @@
 use super::*;
 use crate::rules::FieldShape;
 
+/// The host side of a batch a rule was given.
+pub(super) struct Delivered<'a> {
+    pub events: &'a [Event],
+    /// The events' container handles, by event.
+    pub handles: &'a [Option<u64>],
+    /// Which events the rule was given, by their index in `events`.
+    pub selected: &'a [u32],
+}
+
 /// Turns a rule's findings into output records, enforcing the output bounds.
 /// Returns (delivered, dropped).
 pub(super) fn collect(
     slot: &Slot,
     runtime: &RuleEngine,
     containers: &Containers,
-    events: &[Event],
-    selected: &[u32],
+    Delivered {
+        events,
+        handles,
+        selected,
+    }: Delivered<'_>,
     findings: Vec<RuleFinding>,
     out: &mut Vec<Finding>,
 ) -> (u64, u64) {
@@ -35,7 +47,8 @@ pub(super) fn collect(
             continue;
         }
         let event = &events[host_index as usize];
-        let data = to_data(finding, event, &containers);
+        let event_handle = handles.get(host_index as usize).copied().flatten();
+        let data = to_data(finding, event, event_handle, &containers);
         out.push(Finding {
             node: None,
             data,
@@ -114,10 +127,13 @@ fn escaped_len(text: &str) -> usize {
 }
 
 /// Turns a rule's fields into finding data; host-filled values (container id, comm)
-/// are resolved here, so no string crossed the wasm boundary for them.
+/// are resolved here, so no string crossed the wasm boundary for them. A container
+/// value naming the event's own container (`event_handle`, the usual case) is the
+/// event's, with no table lookup.
 pub(super) fn to_data(
     finding: RuleFinding,
     event: &Event,
+    event_handle: Option<u64>,
     containers: &crate::state::ContainerTable,
 ) -> FindingData {
     let values = finding
@@ -129,6 +145,11 @@ pub(super) fn to_data(
             WitValue::Unsigned(n) => FieldValue::Unsigned(n),
             WitValue::Boolean(b) => FieldValue::Boolean(b),
             WitValue::Ip(ip) => FieldValue::Ip(ip_from_wit(ip)),
+            WitValue::ContainerId(handle)
+                if event_handle == Some(handle) && event.container.is_some() =>
+            {
+                FieldValue::Container(event.container.clone())
+            }
             WitValue::ContainerId(handle) => FieldValue::Container(containers.get_shared(handle)),
             // A finding's fields describe its own event.
             WitValue::Comm(_) => FieldValue::Comm(event.process.comm),

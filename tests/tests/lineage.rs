@@ -5,7 +5,8 @@
 //! kernel operation), and connects again through a child it forks afterwards. Both
 //! connects are findings of that container, the second marked as having left its
 //! cgroup. A host process that enters the container's namespaces with `nsenter`,
-//! without joining its cgroup, stays a host process.
+//! without joining its cgroup, stays a host process. A host process given the pid a
+//! container's process had inherits nothing of its lineage.
 
 use rulehost_tests::docker::{Dockerd, IMAGE, api_server};
 use rulehost_tests::live::*;
@@ -106,4 +107,105 @@ fn a_container_process_moved_to_the_root_cgroup_stays_attributed_and_nsenter_doe
         "the nsenter process (pid {host_pid}) was attributed: {}",
         brief(&findings)
     );
+}
+
+/// `LINEAGE` is an array indexed by pid that nothing clears at exit: the fork hook
+/// writes every new process's entry. So a host process given, on purpose (through
+/// `ns_last_pid`), the pid a container's process had must not be attributed to that
+/// container. It connects without exec'ing: an exec outside the host cgroups re-anchors
+/// a lineage and would hide a stale entry.
+#[test]
+fn a_reused_pid_does_not_inherit_a_container_processs_lineage() {
+    let agent = LiveAgent::start("pid-reuse", &[]);
+    assert_ne!(agent.ready["lineage_hook"], "none", "{}", agent.ready);
+    let port: u16 = api_server().parse().expect("a port");
+    let target = format!("127.0.0.1:{port}");
+    let id = trigger_id(0x5e);
+    let container = TestCgroup::new(&format!("docker-{id}.scope"));
+    let pid = spawn_in(
+        &container.path,
+        &[("KUBERNETES_SERVICE_HOST", "127.0.0.1")],
+        &target,
+    );
+    agent.wait_for("the container process's connect", |f| {
+        f["data"]["container_id"] == id.as_str() && f["event"]["process"]["pid"] == pid
+    });
+
+    let reused = (0..100).any(|_| fork_connect_as(pid, port));
+    assert!(reused, "pid {pid} was never handed out again in 100 forks");
+
+    // Positive control afterwards, so the reused pid's connect was certainly processed.
+    let control_id = trigger_id(0x5f);
+    let control = TestCgroup::new(&format!("docker-{control_id}.scope"));
+    spawn_in(
+        &control.path,
+        &[("KUBERNETES_SERVICE_HOST", "127.0.0.1")],
+        &target,
+    );
+    agent.wait_for("the control's connect", |f| {
+        f["data"]["container_id"] == control_id.as_str()
+    });
+    let ours = agent.findings_for(&id);
+    assert_eq!(
+        ours.len(),
+        1,
+        "only the container process's own connect is the container's: {}",
+        brief(&ours)
+    );
+}
+
+/// Runs the connector in `cgroup` with `env`, connecting to `target`; its pid.
+fn spawn_in(cgroup: &std::path::Path, env: &[(&str, &str)], target: &str) -> u32 {
+    use std::os::unix::process::CommandExt;
+    let procs = cgroup.join("cgroup.procs");
+    let mut command = Command::new(connector_bin());
+    command
+        .args(["tcp", target])
+        .env_clear()
+        .envs(env.iter().copied());
+    // SAFETY: one write between fork and exec.
+    unsafe {
+        command.pre_exec(move || std::fs::write(&procs, b"0"));
+    }
+    let mut child = command.spawn().expect("spawn the connector");
+    let pid = child.id();
+    let status = child.wait().expect("wait for the connector");
+    assert!(status.success(), "connector: {status}");
+    pid
+}
+
+/// Forks a child that connects to 127.0.0.1:`port` if (and only if) the kernel gave it
+/// `pid`, then exits; returns whether it got `pid`. Another process forking between the
+/// write to `ns_last_pid` and this fork takes the pid first: the caller tries again.
+fn fork_connect_as(pid: u32, port: u16) -> bool {
+    let address = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+        .expect("write ns_last_pid (root needed)");
+    // SAFETY: the child makes only raw system calls (no allocation, no lock) and exits.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        unsafe {
+            if libc::getpid() as u32 == pid {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+                libc::connect(
+                    fd,
+                    (&raw const address).cast(),
+                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                );
+            }
+            libc::_exit(0);
+        }
+    }
+    assert!(child > 0, "fork: {}", std::io::Error::last_os_error());
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    child as u32 == pid
 }

@@ -293,8 +293,10 @@ impl Kernel {
     fn read<T: Copy + Default>(self, base: u64, off: u32) -> T {
         let at = base + off as u64;
         match self {
-            // SAFETY: `base` is a non-null BTF pointer the verifier typed; it checks
-            // `off` against that type, and a faulting load yields zero.
+            // SAFETY: the verifier checks a load through a BTF pointer against the
+            // kernel's own types when the program loads, and refuses any other (a
+            // `base` that is not one fails the load, not the kernel); the JIT turns a
+            // faulting load into zero.
             Kernel::Direct => unsafe { read_volatile(at as *const T) },
             Kernel::Helper => unsafe { read_kernel(at) },
         }

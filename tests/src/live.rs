@@ -267,15 +267,16 @@ impl TestCgroup {
         TestCgroup { path }
     }
 
-    /// Runs `connector ARGS` inside this cgroup with `env`, waiting for it to exit.
-    pub fn run(&self, env: &[(&str, &str)], args: &[&str]) {
-        run_connector(Some(&self.path), env, args);
+    /// Runs `connector ARGS` inside this cgroup with `env`, waiting for it to exit;
+    /// returns its pid.
+    pub fn run(&self, env: &[(&str, &str)], args: &[&str]) -> u32 {
+        run_connector(Some(&self.path), env, args)
     }
 
     /// As [`TestCgroup::run`], executing `program` (the connector under another name,
     /// through a symlink, has that name as its command name).
-    pub fn run_as(&self, program: &Path, env: &[(&str, &str)], args: &[&str]) {
-        run_program(program, Some(&self.path), env, args);
+    pub fn run_as(&self, program: &Path, env: &[(&str, &str)], args: &[&str]) -> u32 {
+        run_program(program, Some(&self.path), env, args)
     }
 
     pub fn remove(&self) {
@@ -368,11 +369,11 @@ impl Drop for HeldConnector {
 }
 
 /// Runs the `connector` workload (optionally inside `cgroup`) and waits for it.
-pub fn run_connector(cgroup: Option<&Path>, env: &[(&str, &str)], args: &[&str]) {
-    run_program(&connector_bin(), cgroup, env, args);
+pub fn run_connector(cgroup: Option<&Path>, env: &[(&str, &str)], args: &[&str]) -> u32 {
+    run_program(&connector_bin(), cgroup, env, args)
 }
 
-fn run_program(program: &Path, cgroup: Option<&Path>, env: &[(&str, &str)], args: &[&str]) {
+fn run_program(program: &Path, cgroup: Option<&Path>, env: &[(&str, &str)], args: &[&str]) -> u32 {
     use std::os::unix::process::CommandExt;
     let mut command = Command::new(program);
     command.args(args).env_clear().envs(env.iter().copied());
@@ -383,6 +384,9 @@ fn run_program(program: &Path, cgroup: Option<&Path>, env: &[(&str, &str)], args
             command.pre_exec(move || std::fs::write(&procs, b"0"));
         }
     }
-    let status = command.status().expect("run connector");
+    let mut child = command.spawn().expect("run connector");
+    let pid = child.id();
+    let status = child.wait().expect("wait for the connector");
     assert!(status.success(), "connector {args:?} failed: {status}");
+    pid
 }

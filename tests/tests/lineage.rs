@@ -122,10 +122,9 @@ fn a_reused_pid_does_not_inherit_a_container_processs_lineage() {
     let target = format!("127.0.0.1:{port}");
     let id = trigger_id(0x5e);
     let container = TestCgroup::new(&format!("docker-{id}.scope"));
-    let pid = spawn_in(
-        &container.path,
+    let pid = container.run(
         &[("KUBERNETES_SERVICE_HOST", "127.0.0.1")],
-        &target,
+        &["tcp", &target],
     );
     agent.wait_for("the container process's connect", |f| {
         f["data"]["container_id"] == id.as_str() && f["event"]["process"]["pid"] == pid
@@ -137,10 +136,9 @@ fn a_reused_pid_does_not_inherit_a_container_processs_lineage() {
     // Positive control afterwards, so the reused pid's connect was certainly processed.
     let control_id = trigger_id(0x5f);
     let control = TestCgroup::new(&format!("docker-{control_id}.scope"));
-    spawn_in(
-        &control.path,
+    control.run(
         &[("KUBERNETES_SERVICE_HOST", "127.0.0.1")],
-        &target,
+        &["tcp", &target],
     );
     agent.wait_for("the control's connect", |f| {
         f["data"]["container_id"] == control_id.as_str()
@@ -152,26 +150,6 @@ fn a_reused_pid_does_not_inherit_a_container_processs_lineage() {
         "only the container process's own connect is the container's: {}",
         brief(&ours)
     );
-}
-
-/// Runs the connector in `cgroup` with `env`, connecting to `target`; its pid.
-fn spawn_in(cgroup: &std::path::Path, env: &[(&str, &str)], target: &str) -> u32 {
-    use std::os::unix::process::CommandExt;
-    let procs = cgroup.join("cgroup.procs");
-    let mut command = Command::new(connector_bin());
-    command
-        .args(["tcp", target])
-        .env_clear()
-        .envs(env.iter().copied());
-    // SAFETY: one write between fork and exec.
-    unsafe {
-        command.pre_exec(move || std::fs::write(&procs, b"0"));
-    }
-    let mut child = command.spawn().expect("spawn the connector");
-    let pid = child.id();
-    let status = child.wait().expect("wait for the connector");
-    assert!(status.success(), "connector: {status}");
-    pid
 }
 
 /// Forks a child that connects to 127.0.0.1:`port` if (and only if) the kernel gave it

@@ -19,16 +19,16 @@
 //!   kernel and cost nothing.
 
 mod addresses;
+mod cache;
 
 pub use addresses::{AddressSet, MAX_ADDRESSES};
 
+use cache::Cache;
 use rulehost_sdk::{
     ContainerHandle, Event, EventBody, EventKind, Findings, LogLevel, Metadata, Rule, RuleMetadata,
     Value, cluster, export_rule, from_std, interest, log_line, socket_ip_port, state, to_std,
 };
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 /// The environment variable that names a container's API server.
@@ -36,8 +36,6 @@ const ENV_NAME: &str = "KUBERNETES_SERVICE_HOST";
 /// State key under which a container's declared API server addresses are kept.
 const STATE_KEY: &str = "k8s-api-addresses";
 
-/// Most containers a read cache holds before it starts over.
-const CACHE_CAPACITY: usize = 4096;
 /// Most addresses this instance remembers having told the host to watch; past it,
 /// every exec tells the host again (which dedups).
 const WATCHED_CAPACITY: usize = 64;
@@ -55,46 +53,26 @@ thread_local! {
     /// Read-through cache of host state, so a connect costs no host call once its
     /// container was seen. The host's copy is authoritative (it outlives this instance);
     /// container handles are never reused, so a stale entry can never match.
-    static CACHE: RefCell<HashMap<ContainerHandle, AddressSet, BuildHasherDefault<HandleHasher>>> =
-        RefCell::new(HashMap::default());
-}
-
-/// Container handles are small host-assigned integers, not attacker-chosen keys: a
-/// multiplicative hash is enough and far cheaper than SipHash inside wasm.
-#[derive(Default)]
-struct HandleHasher(u64);
-
-impl Hasher for HandleHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 =
-                (self.0.rotate_left(5) ^ u64::from(byte)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
 }
 
 /// Runs `f` on the container's address set, loading it from host state on first use.
 fn with_addresses<T>(container: ContainerHandle, f: impl FnOnce(&mut AddressSet) -> T) -> T {
     CACHE.with_borrow_mut(|cache| {
-        if let Some(set) = cache.get_mut(&container) {
+        if let Some(set) = cache.get(container) {
             return f(set);
         }
-        if cache.len() >= CACHE_CAPACITY {
-            cache.clear();
-        }
-        let set = state::get(container, STATE_KEY)
-            .map(|bytes| AddressSet::decode(&bytes))
-            .unwrap_or_default();
-        f(cache.entry(container).or_insert(set))
+        f(cache.insert(container, stored(container)))
     })
+}
+
+/// The container's addresses as host state has them (first sight of it).
+#[cold]
+#[inline(never)]
+fn stored(container: ContainerHandle) -> AddressSet {
+    state::get(container, STATE_KEY)
+        .map(|bytes| AddressSet::decode(&bytes))
+        .unwrap_or_default()
 }
 
 struct K8sApiConnection;
@@ -143,12 +121,7 @@ fn handle(index: u32, event: &Event, findings: &mut Findings) {
         return; // host processes are out of scope
     };
     match &event.body {
-        EventBody::ProcessExec(exec) => {
-            for value in exec.env.iter().filter_map(|entry| declared_address(entry)) {
-                remember(container, value);
-                watch(value);
-            }
-        }
+        EventBody::ProcessExec(exec) => learn(container, &exec.env),
         EventBody::SocketConnect(connect) => {
             let Some((ip, port)) = socket_ip_port(&connect.address) else {
                 return;
@@ -157,6 +130,16 @@ fn handle(index: u32, event: &Event, findings: &mut Findings) {
                 report(findings, index, container, ip, port);
             }
         }
+    }
+}
+
+/// Remembers and watches the addresses an exec's env declares. Kept out of the connect
+/// path, so the code every event runs stays small (fewer spills in the compiled wasm).
+#[inline(never)]
+fn learn(container: ContainerHandle, env: &[String]) {
+    for value in env.iter().filter_map(|entry| declared_address(entry)) {
+        remember(container, value);
+        watch(value);
     }
 }
 

@@ -4,6 +4,13 @@
 use crate::packed::put_finding;
 use crate::{Field, Finding, Value};
 use rulehost_wire::Put;
+use std::cell::Cell;
+
+thread_local! {
+    /// Bytes the previous batch's packed findings took: the next batch's buffer starts
+    /// that big, so a rule that finds a lot does not grow it again every batch.
+    static LAST_PACKED_BYTES: Cell<usize> = const { Cell::new(0) };
+}
 
 /// What a rule found in the batch being delivered. [`Findings::push`] takes the world's
 /// record; [`Findings::report`] takes borrowed names, so on a packed batch (what the
@@ -27,7 +34,7 @@ impl Findings {
     }
 
     pub(crate) fn packed() -> Findings {
-        let mut bytes = Vec::with_capacity(1024);
+        let mut bytes = Vec::with_capacity(LAST_PACKED_BYTES.get().max(1024));
         bytes.put_u32(0);
         Findings {
             sink: Sink::Packed { bytes, count: 0 },
@@ -93,6 +100,7 @@ impl Findings {
         match self.sink {
             Sink::Packed { mut bytes, count } => {
                 bytes[..4].copy_from_slice(&count.to_le_bytes());
+                LAST_PACKED_BYTES.set(bytes.len());
                 bytes
             }
             Sink::Records(_) => unreachable!("a record sink is never turned into bytes"),

@@ -6,6 +6,7 @@ use crate::{
     ProcessExec, SocketAddress, SocketConnect, SocketType, Value,
 };
 use rulehost_wire::{EVENT_HEAD_BYTES, Malformed, Put, Reader, address, at, body, ip, value};
+use std::cell::Cell;
 
 /// Decodes a packed batch from the host, handing each event to `each` with its index as
 /// it is read, so a batch never exists as a list of events.
@@ -18,12 +19,18 @@ pub fn decode_events(bytes: &[u8], mut each: impl FnMut(u32, Event)) -> Result<(
     reader.finish()
 }
 
+thread_local! {
+    /// The last exec's env strings, kept from one batch to the next.
+    static SPARE_ENV: Cell<Vec<String>> = const { Cell::new(Vec::new()) };
+}
+
 /// Like [`decode_events`], lending each event instead: an exec's env entries are read
-/// into the previous exec's strings, so a batch costs no allocation per event.
+/// into the previous exec's strings (across batches too), so a batch costs no
+/// allocation per event.
 pub fn for_each_event(bytes: &[u8], mut each: impl FnMut(u32, &Event)) -> Result<(), Malformed> {
     let mut reader = Reader::new(bytes);
     let count = reader.count(EVENT_HEAD_BYTES)?;
-    let mut spare = Vec::new();
+    let mut spare = SPARE_ENV.take();
     for index in 0..count {
         let event = decode_event(&mut reader, &mut spare)?;
         each(index as u32, &event);
@@ -31,6 +38,7 @@ pub fn for_each_event(bytes: &[u8], mut each: impl FnMut(u32, &Event)) -> Result
             spare = exec.env;
         }
     }
+    SPARE_ENV.set(spare);
     reader.finish()
 }
 
@@ -245,6 +253,27 @@ mod tests {
             panic!("event 4 is not an exec: {:?}", lent[4].1.body);
         };
         assert_eq!(last.env, ["E=5", "F=6"]);
+    }
+
+    #[test]
+    fn env_strings_kept_from_the_last_batch_never_show_in_the_next() {
+        for_each_event(&batch(), |_, _| ()).unwrap();
+        let mut next = Vec::new();
+        next.put_u32(1);
+        let mut head = [0u8; EVENT_HEAD_BYTES];
+        head[EVENT_HEAD_BYTES - 1] = body::PROCESS_EXEC;
+        next.extend_from_slice(&head);
+        next.put_u8(0);
+        next.put_u32(1);
+        next.put_str("Z=9");
+        let mut envs = Vec::new();
+        for_each_event(&next, |_, event| {
+            if let EventBody::ProcessExec(exec) = &event.body {
+                envs.push(exec.env.clone());
+            }
+        })
+        .unwrap();
+        assert_eq!(envs, [["Z=9"]]);
     }
 
     #[test]

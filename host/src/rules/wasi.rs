@@ -139,7 +139,14 @@ impl RuleOutput {
     /// The complete lines kept (and a last unterminated one, when nothing was lost),
     /// and how many lines were written but not kept.
     fn take_lines(&self) -> (Vec<String>, u64) {
-        let output = std::mem::take(&mut *self.0.lock().expect("rule output lock"));
+        let output = {
+            let mut output = self.0.lock().expect("rule output lock");
+            if output.kept.is_empty() && output.newlines == 0 && !output.overflowed {
+                // The usual call: the rule wrote nothing, so nothing is split or copied.
+                return (Vec::new(), 0);
+            }
+            std::mem::take(&mut *output)
+        };
         let text = String::from_utf8_lossy(&output.kept);
         let mut pieces: Vec<&str> = text.split('\n').collect();
         let last = pieces.pop().unwrap_or_default();

@@ -32,7 +32,7 @@ fn host_knowing(endpoints: &[&str], rule: PathBuf) -> (Dispatcher, Arc<RuleEngin
 fn ports(findings: &[rulehost::sinks::Finding]) -> Vec<u64> {
     findings
         .iter()
-        .map(|f| f.data["port"].as_u64().unwrap())
+        .map(|f| f.data()["port"].as_u64().unwrap())
         .collect()
 }
 
@@ -73,7 +73,7 @@ fn a_known_endpoint_is_detected_with_or_without_an_env_declaration() {
         ],
     );
     assert_eq!(findings.len(), 1, "{}", brief(&findings));
-    assert_eq!(findings[0].data["ip"], "192.0.2.11");
+    assert_eq!(findings[0].data()["ip"], "192.0.2.11");
 }
 
 #[test]

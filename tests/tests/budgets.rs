@@ -30,7 +30,7 @@ fn hoarded(limits: Limits, events: Vec<rulehost::events::Event>) -> serde_json::
     let findings = run(&mut host, events);
     let found = by(&findings, ID);
     assert_eq!(found.len(), 1, "{}", brief(&found));
-    serde_json::to_value(&found[0].data).unwrap()
+    serde_json::to_value(found[0].data()).unwrap()
 }
 
 #[test]
@@ -47,7 +47,7 @@ fn state_goes_only_under_handles_the_host_handed_over_and_within_its_budget() {
     let findings = run(&mut host, vec![exec(container(20), &["HOARD=state"])]);
     let found = by(&findings, ID);
     assert_eq!(found.len(), 1, "{}", brief(&found));
-    let data = &found[0].data;
+    let data = found[0].data();
     assert_eq!(data["init_accepted"], 0, "init is handed no handle");
     assert_eq!(data["invented_accepted"], 0, "handles it invented");
     // Keys k0..k14 with 16 KiB values fit in 256 KiB; the 16th does not.

@@ -17,7 +17,12 @@ fn env(value: &str) -> String {
 fn both_ways(events: Vec<rulehost::events::Event>) -> Vec<rulehost::sinks::Finding> {
     let data = |f: &Vec<rulehost::sinks::Finding>| {
         f.iter()
-            .map(|f| (f.data.clone(), f.signature().clone()))
+            .map(|f| {
+                (
+                    serde_json::to_value(f.data()).unwrap(),
+                    f.signature().clone(),
+                )
+            })
             .collect::<Vec<_>>()
     };
     let mut rust: Option<Vec<rulehost::sinks::Finding>> = None;
@@ -50,8 +55,8 @@ fn tracee_test_case_match_then_metadata_address() {
         connect(c, "169.254.169.254", 80),
     ]);
     assert_eq!(findings.len(), 1);
-    assert_eq!(findings[0].data["ip"], json!("1.1.1.1"));
-    assert_eq!(findings[0].data["port"], json!(80));
+    assert_eq!(findings[0].data()["ip"], json!("1.1.1.1"));
+    assert_eq!(findings[0].data()["port"], json!(80));
 }
 
 #[test]
@@ -65,7 +70,7 @@ fn tracee_detector_case() {
     assert_eq!(findings.len(), 1);
     let f = &findings[0];
     assert_eq!(
-        serde_json::to_value(&f.data).unwrap(),
+        serde_json::to_value(f.data()).unwrap(),
         json!({"ip": "10.96.0.1", "port": 443, "container_id": container_id(2), "comm": "curl"})
     );
     assert_eq!(f.signature().id, "TRC-1013");
@@ -108,7 +113,7 @@ fn a_later_exec_cannot_erase_the_real_address() {
         connect(c.clone(), "10.96.0.1", 443),
         connect(c, "192.0.2.1", 443),
     ]);
-    let ips: Vec<_> = findings.iter().map(|f| f.data["ip"].clone()).collect();
+    let ips: Vec<_> = findings.iter().map(|f| f.data()["ip"].clone()).collect();
     assert_eq!(ips, vec![json!("10.96.0.1"), json!("192.0.2.1")]);
 }
 
@@ -137,7 +142,7 @@ fn ipv4_mapped_ipv6_and_canonical_ipv6_match() {
     ]);
     let ips: Vec<_> = findings
         .iter()
-        .map(|f| (f.data["ip"].clone(), f.data["port"].clone()))
+        .map(|f| (f.data()["ip"].clone(), f.data()["port"].clone()))
         .collect();
     assert_eq!(
         ips,
@@ -165,7 +170,7 @@ fn value_is_trimmed_and_prefix_must_be_exact() {
         connect(c, "192.0.2.8", 443),
     ]);
     assert_eq!(findings.len(), 1);
-    assert_eq!(findings[0].data["ip"], json!("10.96.0.1"));
+    assert_eq!(findings[0].data()["ip"], json!("10.96.0.1"));
 }
 
 #[test]

@@ -33,7 +33,7 @@ fn each_rule_sees_only_what_it_selected_and_reports_its_own_findings() {
         findings
             .iter()
             .filter(|f| f.signature().id == id)
-            .map(|f| (f.data["ip"].clone(), f.data["port"].clone()))
+            .map(|f| (f.data()["ip"].clone(), f.data()["port"].clone()))
             .collect()
     };
     assert_eq!(by_rule("TRC-1013"), vec![(json!("10.96.0.1"), json!(443))]);
@@ -54,8 +54,8 @@ fn each_rule_sees_only_what_it_selected_and_reports_its_own_findings() {
         .find(|f| f.signature().id == "RH-1001")
         .unwrap();
     assert_eq!(cloud.signature().event_name, "cloud_metadata_access");
-    assert_eq!(cloud.data["container_id"], json!(container_id(50)));
-    assert_eq!(cloud.data["comm"], json!("curl"));
+    assert_eq!(cloud.data()["container_id"], json!(container_id(50)));
+    assert_eq!(cloud.data()["comm"], json!("curl"));
 }
 
 #[test]

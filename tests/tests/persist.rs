@@ -58,7 +58,7 @@ fn connects(host: &mut Dispatcher, tag: u8) -> Vec<rulehost::sinks::Finding> {
 fn detected(host: &mut Dispatcher, tag: u8) -> bool {
     let findings = connects(host, tag);
     if let Some(finding) = findings.first() {
-        assert_eq!(finding.data["container_id"], container_id(tag).as_str());
+        assert_eq!(finding.data()["container_id"], container_id(tag).as_str());
     }
     !findings.is_empty()
 }
@@ -347,7 +347,7 @@ fn a_faulting_and_disabled_rule_keeps_persisting_its_state() {
     assert_eq!((report.restored, report.containers), (2, 2));
     let findings = connects(&mut host, 1);
     assert_eq!(findings.len(), 1, "{}", brief(&findings));
-    assert_eq!(findings[0].data["mark"], "kept");
+    assert_eq!(findings[0].data()["mark"], "kept");
 }
 
 /// Child: persist, then make writes fail with EFBIG (RLIMIT_FSIZE) while rules keep
@@ -421,7 +421,7 @@ fn failing_disk_writes_are_logged_retried_and_lose_nothing() {
     assert_eq!(findings.len(), 2);
     let mark = findings
         .iter()
-        .find_map(|f| f.data.get("mark"))
+        .find_map(|f| f.data().get("mark"))
         .expect("the stateful rule's finding");
     assert_eq!(mark.as_str().unwrap().len(), 16_000);
 }

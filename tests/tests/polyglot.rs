@@ -251,7 +251,7 @@ fn a_rule_reaching_for_env_files_or_the_network_gets_nothing() {
     let found = by(&findings, "FIXTURE-HOSTILE-PY");
     assert_eq!(found.len(), 1);
     assert_eq!(
-        serde_json::to_value(&found[0].data).unwrap(),
+        serde_json::to_value(found[0].data()).unwrap(),
         json!({"mode": "escape", "env": 0, "read": false, "connected": false})
     );
 
@@ -260,7 +260,7 @@ fn a_rule_reaching_for_env_files_or_the_network_gets_nothing() {
     let found = by(&findings, "FIXTURE-HOSTILE-JS");
     assert_eq!(found.len(), 1);
     assert_eq!(
-        serde_json::to_value(&found[0].data).unwrap(),
+        serde_json::to_value(found[0].data()).unwrap(),
         json!({"mode": "escape", "env": 0})
     );
     // fetch is left out of the build: calling it traps, the host recreates the rule.

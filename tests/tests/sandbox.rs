@@ -229,7 +229,7 @@ fn thousands_of_findings_are_capped_per_event_and_counted() {
         let kept: Vec<_> = flood
             .iter()
             .filter(|f| f.event.event == *connect)
-            .map(|f| f.data["n"].as_u64().unwrap())
+            .map(|f| f.data()["n"].as_u64().unwrap())
             .collect();
         assert_eq!(
             kept,
@@ -261,8 +261,10 @@ fn the_output_bounds_are_configurable() {
         &mut host,
         vec![exec(None, &[]), connect(None, "192.0.2.1", 80)],
     );
-    let blob = findings[0].data["blob"]
-        .as_str()
+    let blob = findings[0]
+        .data()
+        .get("blob")
+        .and_then(serde_json::Value::as_str)
         .expect("the 64 KiB finding fits");
     assert_eq!(blob.len(), 64 * 1024);
     assert_eq!(findings.len(), 1 + 100);
@@ -309,8 +311,8 @@ fn a_panicking_rule_is_isolated_and_keeps_its_state() {
     // The new instance sees the state written before the fault.
     let findings = run(&mut host, vec![connect(c.clone(), API, 443)]);
     assert_eq!(findings.len(), 1);
-    assert_eq!(findings[0].data["mark"], json!("before"));
-    assert_eq!(findings[0].data["container_id"], json!(container_id(10)));
+    assert_eq!(findings[0].data()["mark"], json!("before"));
+    assert_eq!(findings[0].data()["container_id"], json!(container_id(10)));
 
     // Within a batch: only the panicking event is lost; the events around it, and the
     // k8s rule, are unaffected.
@@ -326,7 +328,7 @@ fn a_panicking_rule_is_isolated_and_keeps_its_state() {
     );
     let marks: Vec<_> = by(&findings, ID)
         .iter()
-        .map(|f| f.data["mark"].clone())
+        .map(|f| f.data()["mark"].clone())
         .collect();
     assert_eq!(marks, vec![json!("batched"), json!("before")]);
     assert_eq!(by(&findings, K8S_ID).len(), 1);

@@ -157,7 +157,7 @@ fn a_memory_bomb_hits_the_cap_and_the_host_carries_on() {
     // The recreated instance starts from fresh memory: 48 of the 64 MiB fit again.
     let findings = run(&mut host, vec![exec(None, &["BOMB_MIB=48"])]);
     assert_eq!(findings.len(), 1);
-    assert_eq!(findings[0].data["allocated_mib"], json!(48));
+    assert_eq!(findings[0].data()["allocated_mib"], json!(48));
     assert_eq!(host.counters.rule_faults, 2);
 }
 
@@ -177,7 +177,7 @@ fn the_memory_cap_is_configurable() {
                 assert_eq!(host.counters.rule_faults, 1);
                 None
             }
-            [f] => f.data["allocated_mib"].as_u64(),
+            [f] => f.data()["allocated_mib"].as_u64(),
             more => panic!("{}", brief(more)),
         }
     };

@@ -128,8 +128,8 @@ fn escaped_len(text: &str) -> usize {
 
 /// Turns a rule's fields into finding data; host-filled values (container id, comm)
 /// are resolved here, so no string crossed the wasm boundary for them. A container
-/// value naming the event's own container (`event_handle`, the usual case) is the
-/// event's, with no table lookup.
+/// value naming the event's own container (`event_handle`, the usual case) refers to
+/// the event's, with no table lookup and no reference of its own.
 pub(super) fn to_data(
     finding: RuleFinding,
     event: &Event,
@@ -148,7 +148,7 @@ pub(super) fn to_data(
             WitValue::ContainerId(handle)
                 if event_handle == Some(handle) && event.container.is_some() =>
             {
-                FieldValue::Container(event.container.clone())
+                FieldValue::EventContainer
             }
             WitValue::ContainerId(handle) => FieldValue::Container(containers.get_shared(handle)),
             // A finding's fields describe its own event.

@@ -94,7 +94,7 @@ fn output_fields(finding: &Finding) -> Map<String, Value> {
     } else {
         put("container.id", "host".into());
     }
-    if let Ok(Value::Object(data)) = serde_json::to_value(&finding.data) {
+    if let Ok(Value::Object(data)) = serde_json::to_value(finding.data()) {
         for (name, value) in data {
             put(&format!("rulehost.{name}"), value);
         }

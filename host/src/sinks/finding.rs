@@ -14,8 +14,9 @@ use std::sync::Arc;
 pub struct Finding {
     /// The node that saw it (`--node-name`, `NODE_NAME`, or the host name).
     pub node: Option<Arc<str>>,
-    /// Its fields, and through their shape the rule behind it.
-    pub data: FindingData,
+    /// Its fields, and through their shape the rule behind it; read through
+    /// [`Finding::data`], which resolves the values that name the event's container.
+    pub(crate) data: FindingData,
     /// Nanoseconds since the Unix epoch, of the triggering event.
     pub timestamp: u64,
     pub event: EventRecord,
@@ -36,6 +37,14 @@ impl Finding {
     pub fn rule(&self) -> &RuleRef {
         &self.source().rule
     }
+
+    /// What it found, as printed.
+    pub fn data(&self) -> Data<'_> {
+        Data {
+            data: &self.data,
+            event_container: self.event.event.container.as_ref(),
+        }
+    }
 }
 
 impl Serialize for Finding {
@@ -47,7 +56,7 @@ impl Serialize for Finding {
             None => record.skip_field("node")?,
         }
         record.serialize_field("signature", self.signature())?;
-        record.serialize_field("data", &self.data)?;
+        record.serialize_field("data", &self.data())?;
         record.serialize_field("rule", self.rule())?;
         record.serialize_field("timestamp", &self.timestamp)?;
         record.serialize_field("event", &self.event)?;
@@ -55,9 +64,10 @@ impl Serialize for Finding {
     }
 }
 
-/// A finding's named values, in the order the rule gave them; printed as a JSON object.
-/// Values stay typed until printed, so a finding costs no string formatting (IP text,
-/// container id copy) before it is written.
+/// A finding's named values, in the order the rule gave them. Values stay typed until
+/// printed, so a finding costs no string formatting (IP text, container id copy) before
+/// it is written; a value naming the event's own container is not even a reference of
+/// its own (one atomic count fewer per finding).
 #[derive(Debug, Clone, Default)]
 pub struct FindingData {
     /// The rule behind it and the field names, shared with the rule's other findings of
@@ -80,28 +90,9 @@ pub enum FieldValue {
     Ip(std::net::IpAddr),
     /// A container's id; `None` when the host no longer knows the container.
     Container(Option<Arc<crate::events::Container>>),
+    /// The id of the finding's own event's container (the usual container value).
+    EventContainer,
     Comm(crate::events::Comm),
-}
-
-impl FieldValue {
-    fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
-    }
-}
-
-impl Serialize for FieldValue {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            FieldValue::Text(text) => serializer.serialize_str(text),
-            FieldValue::Signed(n) => serializer.serialize_i64(*n),
-            FieldValue::Unsigned(n) => serializer.serialize_u64(*n),
-            FieldValue::Boolean(b) => serializer.serialize_bool(*b),
-            FieldValue::Ip(ip) => serializer.collect_str(&ip.to_canonical()),
-            FieldValue::Container(Some(container)) => serializer.serialize_str(&container.id),
-            FieldValue::Container(None) => serializer.serialize_none(),
-            FieldValue::Comm(comm) => serializer.serialize_str(comm.as_str()),
-        }
-    }
 }
 
 impl FindingData {
@@ -113,33 +104,45 @@ impl FindingData {
             json: std::sync::OnceLock::new(),
         }
     }
+}
 
-    fn names(&self) -> &[Arc<str>] {
-        &self.shape.names
-    }
+/// A finding's data with what its values refer to: its event's container. What sinks
+/// print and tools index.
+#[derive(Debug, Clone, Copy)]
+pub struct Data<'a> {
+    data: &'a FindingData,
+    event_container: Option<&'a Arc<crate::events::Container>>,
+}
 
+impl<'a> Data<'a> {
     /// The fields, typed, in order.
-    pub fn fields(&self) -> impl Iterator<Item = (&str, &FieldValue)> {
-        self.names().iter().map(|name| &**name).zip(&self.values)
+    fn fields(self) -> impl Iterator<Item = (&'a str, Printed<'a>)> {
+        let container = self.event_container;
+        self.data.shape.names.iter().map(|name| &**name).zip(
+            self.data
+                .values
+                .iter()
+                .map(move |value| Printed(value, container)),
+        )
     }
 
     /// The value of a field as JSON, if present.
-    pub fn get(&self, name: &str) -> Option<&serde_json::Value> {
-        let index = self.names().iter().position(|n| &**n == name)?;
-        let json = self
-            .json
-            .get_or_init(|| self.values.iter().map(FieldValue::to_json).collect());
+    pub fn get(self, name: &str) -> Option<&'a serde_json::Value> {
+        let index = self.data.shape.names.iter().position(|n| &**n == name)?;
+        let container = self.event_container;
+        let json = self.data.json.get_or_init(|| {
+            self.data
+                .values
+                .iter()
+                .map(|value| serde_json::to_value(Printed(value, container)))
+                .map(|json| json.unwrap_or(serde_json::Value::Null))
+                .collect()
+        });
         json.get(index)
     }
 }
 
-impl PartialEq for FindingData {
-    fn eq(&self, other: &FindingData) -> bool {
-        self.fields().eq(other.fields())
-    }
-}
-
-impl std::ops::Index<&str> for FindingData {
+impl std::ops::Index<&str> for Data<'_> {
     type Output = serde_json::Value;
 
     fn index(&self, name: &str) -> &serde_json::Value {
@@ -147,14 +150,39 @@ impl std::ops::Index<&str> for FindingData {
     }
 }
 
-impl Serialize for FindingData {
+impl Serialize for Data<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(self.names().len().min(self.values.len())))?;
+        let data = self.data;
+        let mut map =
+            serializer.serialize_map(Some(data.shape.names.len().min(data.values.len())))?;
         for (name, value) in self.fields() {
-            map.serialize_entry(name, value)?;
+            map.serialize_entry(name, &value)?;
         }
         map.end()
+    }
+}
+
+/// A value as printed: with the container its event's container values name.
+#[derive(Clone, Copy)]
+struct Printed<'a>(&'a FieldValue, Option<&'a Arc<crate::events::Container>>);
+
+impl Serialize for Printed<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let container = match self.0 {
+            FieldValue::Text(text) => return serializer.serialize_str(text),
+            FieldValue::Signed(n) => return serializer.serialize_i64(*n),
+            FieldValue::Unsigned(n) => return serializer.serialize_u64(*n),
+            FieldValue::Boolean(b) => return serializer.serialize_bool(*b),
+            FieldValue::Ip(ip) => return serializer.collect_str(&ip.to_canonical()),
+            FieldValue::Comm(comm) => return serializer.serialize_str(comm.as_str()),
+            FieldValue::Container(container) => container.as_ref(),
+            FieldValue::EventContainer => self.1,
+        };
+        match container {
+            Some(container) => serializer.serialize_str(&container.id),
+            None => serializer.serialize_none(),
+        }
     }
 }
 
@@ -164,4 +192,64 @@ pub struct EventRecord {
     pub name: &'static str,
     #[serde(flatten)]
     pub event: Event,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Body, Container, ContainerRuntime, Process, SocketAddress, SocketType};
+    use crate::rules::FindingShape;
+
+    fn finding(values: Vec<FieldValue>, container: &Arc<Container>) -> Finding {
+        let names = ["own", "other", "gone"].map(Arc::<str>::from);
+        Finding {
+            node: None,
+            data: FindingData::new(
+                Arc::new(FindingShape {
+                    source: Default::default(),
+                    names: Box::new(names),
+                }),
+                values,
+            ),
+            timestamp: 1,
+            event: EventRecord {
+                name: "security_socket_connect",
+                event: Event {
+                    timestamp: 1,
+                    process: Process::default(),
+                    cgroup_id: 0,
+                    container: Some(container.clone()),
+                    body: Body::SocketConnect {
+                        address: SocketAddress::Unix,
+                        socket_type: SocketType::Stream,
+                    },
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn a_value_naming_the_event_s_container_prints_that_container_s_id() {
+        let own = Arc::new(Container::new("a".repeat(64), ContainerRuntime::Docker));
+        let other = Arc::new(Container::new("b".repeat(64), ContainerRuntime::Docker));
+        let mut found = finding(
+            vec![
+                FieldValue::EventContainer,
+                FieldValue::Container(Some(other.clone())),
+                FieldValue::Container(None),
+            ],
+            &own,
+        );
+        let expected = serde_json::json!({"own": own.id, "other": other.id, "gone": null});
+        assert_eq!(serde_json::to_value(found.data()).unwrap(), expected);
+        assert_eq!(found.data()["own"], own.id.as_str());
+        // Enrichment swaps the event's container for a richer copy of it: the value
+        // follows the event.
+        found.event.event.container = Some(Arc::new(Container::new(
+            "a".repeat(64),
+            ContainerRuntime::Containerd,
+        )));
+        let printed = serde_json::to_value(&found).unwrap();
+        assert_eq!(printed["data"], expected, "{}", printed["data"]);
+    }
 }

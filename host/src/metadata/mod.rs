@@ -263,41 +263,22 @@ pub(crate) fn node_name_or_default(flag: Option<String>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Body, ContainerRuntime, Event, Process, SocketAddress, SocketType};
+    use crate::events::ContainerRuntime;
     use crate::rules::FindingShape;
-    use crate::sinks::{EventRecord, FindingData, FindingSource, RuleRef};
+    use crate::sinks::{FindingData, FindingSource, RuleRef};
 
     fn finding(container: &Arc<Container>, timestamp: u64) -> Finding {
-        Finding {
-            node: None,
-            data: FindingData::new(
-                Arc::new(FindingShape {
-                    source: Arc::new(FindingSource {
-                        signature: Default::default(),
-                        rule: RuleRef {
-                            name: "r".into(),
-                            sha256: "s".into(),
-                        },
-                    }),
-                    names: Box::new([]),
-                }),
-                Vec::new(),
-            ),
-            timestamp,
-            event: EventRecord {
-                name: "security_socket_connect",
-                event: Event {
-                    timestamp,
-                    process: Process::default(),
-                    cgroup_id: 0,
-                    container: Some(container.clone()),
-                    body: Body::SocketConnect {
-                        address: SocketAddress::Unix,
-                        socket_type: SocketType::Stream,
-                    },
+        let shape = Arc::new(FindingShape {
+            source: Arc::new(FindingSource {
+                signature: Default::default(),
+                rule: RuleRef {
+                    name: "r".into(),
+                    sha256: "s".into(),
                 },
-            },
-        }
+            }),
+            names: Box::new([]),
+        });
+        Finding::about_a_connect(FindingData::new(shape, Vec::new()), container, timestamp)
     }
 
     #[tokio::test]

@@ -115,7 +115,7 @@ pub struct Data<'a> {
 }
 
 impl<'a> Data<'a> {
-    /// The fields, typed, in order.
+    /// The fields, in order, each value with what it refers to.
     fn fields(self) -> impl Iterator<Item = (&'a str, Printed<'a>)> {
         let container = self.event_container;
         self.data.shape.names.iter().map(|name| &**name).zip(
@@ -194,28 +194,23 @@ pub struct EventRecord {
     pub event: Event,
 }
 
+/// A finding about a unix-socket connect from `container`, for unit tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::events::{Body, Container, ContainerRuntime, Process, SocketAddress, SocketType};
-    use crate::rules::FindingShape;
-
-    fn finding(values: Vec<FieldValue>, container: &Arc<Container>) -> Finding {
-        let names = ["own", "other", "gone"].map(Arc::<str>::from);
+impl Finding {
+    pub(crate) fn about_a_connect(
+        data: FindingData,
+        container: &Arc<crate::events::Container>,
+        timestamp: u64,
+    ) -> Finding {
+        use crate::events::{Body, Process, SocketAddress, SocketType};
         Finding {
             node: None,
-            data: FindingData::new(
-                Arc::new(FindingShape {
-                    source: Default::default(),
-                    names: Box::new(names),
-                }),
-                values,
-            ),
-            timestamp: 1,
+            data,
+            timestamp,
             event: EventRecord {
                 name: "security_socket_connect",
                 event: Event {
-                    timestamp: 1,
+                    timestamp,
                     process: Process::default(),
                     cgroup_id: 0,
                     container: Some(container.clone()),
@@ -226,6 +221,22 @@ mod tests {
                 },
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Container, ContainerRuntime};
+    use crate::rules::FindingShape;
+
+    fn finding(values: Vec<FieldValue>, container: &Arc<Container>) -> Finding {
+        let names = ["own", "other", "gone"].map(Arc::<str>::from);
+        let shape = Arc::new(FindingShape {
+            source: Default::default(),
+            names: Box::new(names),
+        });
+        Finding::about_a_connect(FindingData::new(shape, values), container, 1)
     }
 
     #[test]

@@ -217,18 +217,20 @@ fn put_value(out: &mut impl Put, field: &Value) {
 mod tests {
     use super::*;
 
+    /// Appends an exec with `env` to a packed batch.
+    fn exec(bytes: &mut Vec<u8>, env: &[&str]) {
+        let mut head = [0u8; EVENT_HEAD_BYTES];
+        head[EVENT_HEAD_BYTES - 1] = body::PROCESS_EXEC;
+        bytes.extend_from_slice(&head);
+        bytes.put_u8(0);
+        bytes.put_u32(env.len() as u32);
+        env.iter().for_each(|entry| bytes.put_str(entry));
+    }
+
     /// A batch of execs with 3, 1, 0 and 2 env entries, a connect between them.
     fn batch() -> Vec<u8> {
         let mut bytes = Vec::new();
         bytes.put_u32(5);
-        let exec = |bytes: &mut Vec<u8>, env: &[&str]| {
-            let mut head = [0u8; EVENT_HEAD_BYTES];
-            head[EVENT_HEAD_BYTES - 1] = body::PROCESS_EXEC;
-            bytes.extend_from_slice(&head);
-            bytes.put_u8(0);
-            bytes.put_u32(env.len() as u32);
-            env.iter().for_each(|entry| bytes.put_str(entry));
-        };
         exec(&mut bytes, &["A=first-and-long", "B=2", "C=3"]);
         exec(&mut bytes, &["D=4"]);
         let mut head = [0u8; EVENT_HEAD_BYTES];
@@ -260,12 +262,7 @@ mod tests {
         for_each_event(&batch(), |_, _| ()).unwrap();
         let mut next = Vec::new();
         next.put_u32(1);
-        let mut head = [0u8; EVENT_HEAD_BYTES];
-        head[EVENT_HEAD_BYTES - 1] = body::PROCESS_EXEC;
-        next.extend_from_slice(&head);
-        next.put_u8(0);
-        next.put_u32(1);
-        next.put_str("Z=9");
+        exec(&mut next, &["Z=9"]);
         let mut envs = Vec::new();
         for_each_event(&next, |_, event| {
             if let EventBody::ProcessExec(exec) = &event.body {

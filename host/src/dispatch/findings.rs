@@ -128,8 +128,9 @@ fn escaped_len(text: &str) -> usize {
 
 /// Turns a rule's fields into finding data; host-filled values (container id, comm)
 /// are resolved here, so no string crossed the wasm boundary for them. A container
-/// value naming the event's own container (`event_handle`, the usual case) refers to
-/// the event's, with no table lookup and no reference of its own.
+/// value naming the event's own container (`event_handle`, interned from it, so present
+/// only for an event in a container; the usual case) refers to the event's, with no
+/// table lookup and no reference of its own.
 pub(super) fn to_data(
     finding: RuleFinding,
     event: &Event,
@@ -145,9 +146,7 @@ pub(super) fn to_data(
             WitValue::Unsigned(n) => FieldValue::Unsigned(n),
             WitValue::Boolean(b) => FieldValue::Boolean(b),
             WitValue::Ip(ip) => FieldValue::Ip(ip_from_wit(ip)),
-            WitValue::ContainerId(handle)
-                if event_handle == Some(handle) && event.container.is_some() =>
-            {
+            WitValue::ContainerId(handle) if event_handle == Some(handle) => {
                 FieldValue::EventContainer
             }
             WitValue::ContainerId(handle) => FieldValue::Container(containers.get_shared(handle)),
